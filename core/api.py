@@ -1,0 +1,220 @@
+"""The Python API: `fit`, `build`, `evaluate`, `predict`. The CLI calls exactly these."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import CheckpointError, CrosstrainError, PluginError
+from .protocol import Program, RunEnv
+from .registry import Registry, get_registry
+from .resolve import load_data
+from .spec import Spec, load_spec
+from .state import latest_checkpoint, list_checkpoints
+from .trainer import FitResult, Trainer
+
+DEFAULT_BACKEND = "torch"
+
+
+def _split_target(target: Any, spec: Any) -> tuple[Spec, Any]:
+    """(spec, native model or None) from whatever was passed to fit/build."""
+    if isinstance(target, (Spec, dict, str, Path)) or hasattr(target, "to_spec"):
+        return load_spec(target), None
+    return load_spec(spec if spec is not None else {}), target
+
+
+def backend_name(spec: Spec, backend: str | None) -> str:
+    """The backend to use: argument, else `CROSSTRAIN_BACKEND`, else the spec's, else torch."""
+    return backend or os.environ.get("CROSSTRAIN_BACKEND") or spec.backend or DEFAULT_BACKEND
+
+
+def _resolve_backend(registry: Registry, name: str) -> Any:
+    from .errors import BackendUnavailable
+
+    backend = registry.backend(name)
+    available, reason = backend.is_available()
+    if not available:
+        raise BackendUnavailable(name, reason, backend.extra)
+    return backend
+
+
+def make_env(spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = "") -> RunEnv:
+    t = spec.trainer
+    extras: dict[str, Any] = {"backend": backend}
+    return RunEnv(t.accelerator, t.devices, t.precision, t.strategy, spec.seed, run_dir, native_model, extras)
+
+
+def build(target: Any, backend: str | None = None, *, spec: Any = None, total_steps: int | None = None) -> Program:
+    """The Program for a spec (or a native model plus `spec`), for people who write their own loop.
+
+    Example:
+        >>> program = build("examples/digits_mlp.yaml", backend="torch")  # doctest: +SKIP
+        >>> out = program.train_step((x_batch, y_batch)); program.metrics_to_host([out])  # doctest: +SKIP
+    """
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
+    env = make_env(spec_obj, native, backend=name)
+    if total_steps:
+        env.extras["total_steps"] = total_steps
+    return _resolve_backend(get_registry(), name).build(spec_obj, env)
+
+
+def new_run_dir(spec: Spec) -> Path:
+    """`<trainer.run_dir>/<name>/<YYYYmmdd-HHMMSS>[-k]/`, created, with the resolved spec in it."""
+    base = Path(spec.trainer.run_dir) / spec.name / time.strftime("%Y%m%d-%H%M%S")
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    path.mkdir(parents=True)
+    (path / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
+    """A checkpoint directory from `latest`, a checkpoint dir, a checkpoints dir or a run dir."""
+    if str(resume) == "latest":
+        runs = Path(spec.trainer.run_dir) / spec.name
+        found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
+        if not found:
+            raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
+        return max(found, key=lambda p: (int(p.name.split("-")[1]), p.stat().st_mtime))
+    path = Path(resume)
+    if (path / "trainer.json").is_file():
+        return path
+    for candidate in (path, path / "checkpoints"):
+        latest = latest_checkpoint(candidate)
+        if latest is not None:
+            return latest
+    raise CheckpointError(f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside")
+
+
+class _Callbacks:
+    """Registers a fit's callbacks with the PluginManager and removes them afterwards."""
+
+    def __init__(self, registry: Registry, spec: Spec, run_dir: Path | None, extra: list[Any]):
+        self.pm = registry.pm
+        made = self.pm.hook.crosstrain_make_callbacks(spec=spec, run_dir=run_dir)
+        self.callbacks = [c for group in made for c in group] + list(extra)
+
+    def __enter__(self) -> list[Any]:
+        registered = []
+        try:
+            for callback in self.callbacks:
+                self.pm.register(callback)
+                registered.append(callback)
+            self.pm.check_pending()
+        except Exception as err:
+            for callback in registered:
+                self.pm.unregister(callback)
+            name = type(self.callbacks[len(registered) - 1 if registered else 0]).__name__
+            raise PluginError(name, "callback", str(err)) from None
+        return self.callbacks
+
+    def __exit__(self, *exc: Any) -> None:
+        for callback in self.callbacks:
+            if self.pm.is_registered(callback):
+                self.pm.unregister(callback)
+
+
+def _prepare(target: Any, backend: str | None, spec: Any, run_dir: Path | str | bool | None) -> tuple[Spec, Any, str, Path | None]:
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
+    if run_dir is False:
+        directory = None
+    elif run_dir is None or run_dir is True:
+        directory = new_run_dir(spec_obj)
+    else:
+        directory = Path(run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "spec.yaml").write_text(yaml.safe_dump(spec_obj.to_dict(), sort_keys=False), encoding="utf-8")
+    return spec_obj, native, name, directory
+
+
+def fit(
+    target: Any, backend: str | None = None, data: Any = None, val_data: Any = None, *,
+    spec: Any = None, callbacks: list[Any] | tuple[Any, ...] = (), resume: str | Path | None = None,
+    run_dir: Path | str | bool | None = None,
+) -> FitResult:
+    """Trains a spec (path, dict, Spec, `Module`) or a native model on a backend.
+
+    Args:
+        target: the spec, or a native model (then `spec` gives loss, optimizer, trainer).
+        backend: `torch`, `jax`, `keras[:engine]` or a plugin's; default as `backend_name`.
+        data, val_data: `(x, y)` numpy arrays instead of `spec.data.source`.
+        callbacks: extra Callback objects for this fit.
+        resume: `latest` or a checkpoint/run directory to continue from.
+        run_dir: where files go (default `runs/<name>/<time>/`); False writes nothing.
+
+    Returns:
+        FitResult with `metrics`, `history`, `state` (canonical) and `native_model`.
+
+    Example:
+        >>> result = fit("examples/digits_mlp.yaml", backend="torch")  # doctest: +SKIP
+        >>> result.metrics["val_accuracy"] > 0.95  # doctest: +SKIP
+    """
+    registry = get_registry()
+    spec_obj, native, name, directory = _prepare(target, backend, spec, run_dir)
+    backend_obj = _resolve_backend(registry, name)
+    checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
+    train, val = load_data(spec_obj, data, val_data)
+    env = make_env(spec_obj, native, directory, name)
+    steps_per_epoch = max(1, len(train) // spec_obj.data.batch_size)
+    env.extras["total_steps"] = spec_obj.trainer.max_steps or spec_obj.trainer.max_epochs * steps_per_epoch
+    program = backend_obj.build(spec_obj, env)
+    trainer = Trainer(spec_obj, program, registry, name, directory)
+    trainer.versions = {"crosstrain": _version(), name.split(":")[0]: backend_obj.version()}
+    with _Callbacks(registry, spec_obj, directory, list(callbacks)):
+        return trainer.fit(train, val, resume_from=checkpoint)
+
+
+def _load_for_inference(target: Any, checkpoint: str | Path, backend: str | None, spec: Any) -> Trainer:
+    from .state import read_checkpoint
+
+    registry = get_registry()
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
+    program = _resolve_backend(registry, name).build(spec_obj, make_env(spec_obj, native, None, name))
+    path = find_checkpoint(spec_obj, checkpoint)
+    state, _ = read_checkpoint(path)
+    try:
+        program.set_state(state)
+    except CrosstrainError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot load into the {name} model: {err}") from err
+    return Trainer(spec_obj, program, registry, name, None)
+
+
+def evaluate(target: Any, checkpoint: str | Path, backend: str | None = None, data: Any = None, *, spec: Any = None) -> dict[str, float]:
+    """Test loss and metrics (`test_loss`, `test_accuracy` ...) of a checkpoint on data.
+
+    Without `data`, evaluates on the validation part of `spec.data` (or all of it if no split).
+    """
+    trainer = _load_for_inference(target, checkpoint, backend, spec)
+    train, val = load_data(trainer.spec, data)
+    target_data = val if (val is not None and data is None) else train
+    with _Callbacks(get_registry(), trainer.spec, None, []):
+        return trainer.evaluate(target_data, stage="test")
+
+
+def predict(target: Any, checkpoint: str | Path, x: Any = None, backend: str | None = None, *, spec: Any = None) -> np.ndarray:
+    """Model outputs of a checkpoint for inputs `x` (default: every input of `spec.data`)."""
+    trainer = _load_for_inference(target, checkpoint, backend, spec)
+    if x is None:
+        train, val = load_data(trainer.spec)
+        x = train.x if val is None else np.concatenate([train.x, val.x])
+    return trainer.predict(np.asarray(x))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crosstrain")
+    except PackageNotFoundError:
+        return "unknown"

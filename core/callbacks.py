@@ -1,0 +1,26 @@
+"""`Callback`: a plain object whose `on_*` methods become hookimpls, registered for one fit.
+
+Example:
+    >>> class PrintLoss(Callback):
+    ...     def on_epoch_end(self, stage, metrics):
+    ...         if stage == "train":
+    ...             print(metrics["train_loss"])
+
+A misspelled hook name (`on_epoch_ned`) fails when the fit starts, not silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .hookspecs import hookimpl
+
+
+class Callback:
+    """Subclass and define any of the lifecycle hooks of `crosstrain.hookspecs` by name."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if name.startswith("on_") and callable(value) and not hasattr(value, "crosstrain_impl"):
+                setattr(cls, name, hookimpl(value))

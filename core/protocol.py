@@ -1,0 +1,101 @@
+"""The contract between core and a backend: Backend, Program, Capabilities, RunEnv.
+
+A backend turns a spec into a Program (native model, optimizer, compiled steps) and converts
+its state to and from the canonical form. The loop, data order, hooks and checkpoints stay in
+core; a backend never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .spec import Spec
+    from .state import CanonicalState
+
+Batch = tuple[Any, Any]
+"""`(inputs, targets)` as numpy arrays, sample axis first (targets may be None for predict)."""
+
+StepOutput = Any
+"""What a step returns: device values only the Program's own `metrics_to_host` understands."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares it supports; the trainer and the conformance suite read this."""
+
+    layers: frozenset[str]
+    precisions: frozenset[str] = frozenset({"32"})
+    accelerators: frozenset[str] = frozenset({"cpu"})
+    strategies: frozenset[str] = frozenset({"auto"})
+    optimizers: frozenset[str] = frozenset({"sgd", "adam", "adamw", "rmsprop"})
+    steps_per_execution: bool = False
+    compile: bool = False
+    native_models: bool = False
+
+
+@dataclass
+class RunEnv:
+    """Where and how one run executes, resolved from the spec's trainer section and flags."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32"
+    strategy: str = "auto"
+    seed: int = 0
+    run_dir: Path | None = None
+    native_model: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Program(Protocol):
+    """A built model with its optimizer and compiled steps, for one backend."""
+
+    native_model: Any
+
+    def train_step(self, batch: Batch) -> StepOutput:
+        """One optimizer step; returns device metrics (`loss` and each metric) without syncing."""
+
+    def eval_step(self, batch: Batch) -> StepOutput:
+        """Loss and metrics on a batch, no update, no dropout."""
+
+    def predict_step(self, batch: Batch) -> np.ndarray:
+        """Model outputs for `batch[0]` as a numpy array."""
+
+    def metrics_to_host(self, outputs: list[StepOutput]) -> dict[str, float]:
+        """The one sync point: mean of `loss` and metrics over the outputs, weighted by batch size."""
+
+    def get_state(self) -> CanonicalState:
+        """Parameters, optimizer slots, step and RNG in canonical form (numpy)."""
+
+    def set_state(self, state: CanonicalState) -> None:
+        """Loads a canonical state (possibly written by another backend)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A framework behind crosstrain. Registered through `crosstrain_add_backends`."""
+
+    name: str
+    extra: str
+    """The pip extra that installs its framework: `pip install 'crosstrain[<extra>]'`."""
+
+    def is_available(self) -> tuple[bool, str]:
+        """Whether the framework can be imported, and why not; must not import it."""
+
+    def version(self) -> str | None:
+        """The framework's version, from package metadata (no import)."""
+
+    def capabilities(self) -> Capabilities:
+        """The declared capabilities (no framework import)."""
+
+    def accelerators_found(self) -> list[str]:
+        """Accelerators usable right now (may import the framework)."""
+
+    def build(self, spec: Spec, env: RunEnv) -> Program:
+        """A Program for the spec, or UnsupportedFeature before any training."""

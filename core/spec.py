@@ -1,0 +1,193 @@
+"""The spec: what to train, as validated data. Loaded from YAML, JSON, a dict or a `Module`.
+
+Example:
+    >>> spec = load_spec({"model": {"input_shape": [4], "layers": [{"type": "Dense", "units": 2}]}})
+    >>> spec.override({"trainer.max_epochs": 3}).trainer.max_epochs
+    3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationError
+
+from ._spec_errors import issues_from_validation_error
+from .data import DataSpec
+from .errors import SpecError, SpecIssue
+from .model import ModelSpec
+from .optim import Adam, OptimizerSpec, ScheduleSpec
+
+Precision = Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"]
+Accelerator = Literal["auto", "cpu", "cuda", "mps", "tpu"]
+
+
+def _named(value: Any) -> Any:
+    """`cross_entropy` is short for `{name: cross_entropy}`; a callable becomes `{fn: ...}`."""
+    if isinstance(value, str):
+        return {"name": value}
+    if callable(value) and not isinstance(value, BaseModel):
+        return {"name": getattr(value, "__qualname__", "custom"), "fn": value}
+    return value
+
+
+class FunctionSpec(BaseModel):
+    """A loss or metric: a registered name or `package.module:function`, plus keyword options."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    fn: Callable[..., Any] | None = Field(None, exclude=True, description="a Python callable (API only)")
+
+
+NamedFunction = Annotated[FunctionSpec, BeforeValidator(_named)]
+
+
+class EarlyStoppingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: NonNegativeInt = 3
+    min_delta: NonNegativeFloat = 0.0
+
+
+class CheckpointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every_n_epochs: PositiveInt = 1
+    keep: PositiveInt = 3
+    monitor: str | None = None
+    mode: Literal["min", "max"] = "min"
+
+
+class TrainerSpec(BaseModel):
+    """`trainer:` — the engineering: how long, where, in which precision, what to report."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_epochs: PositiveInt = 10
+    max_steps: PositiveInt | None = None
+    precision: Precision = "32"
+    accelerator: Accelerator = "auto"
+    devices: PositiveInt = 1
+    strategy: Literal["auto", "ddp", "fsdp", "data_parallel"] = "auto"
+    compile: bool = False
+    steps_per_execution: PositiveInt = 1
+    log_every_n_steps: PositiveInt = 50
+    val_every_n_epochs: PositiveInt = 1
+    progress: bool = True
+    loggers: list[str] = Field(default_factory=lambda: ["csv"])
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint: CheckpointSpec | None = Field(default_factory=CheckpointSpec)
+    run_dir: str = "runs"
+
+
+class Spec(BaseModel):
+    """A whole training spec. Build it with `load_spec`; change it with `override`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "run"
+    seed: int = 0
+    backend: str | None = Field(None, description="default backend when none is given on the command line")
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec | None = None
+    loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
+    metrics: list[NamedFunction] = Field(default_factory=list)
+    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    schedule: ScheduleSpec | None = None
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON types) that `load_spec` turns back into an equal spec."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def override(self, changes: dict[str, Any]) -> Spec:
+        """A new spec with dotted keys set (`{"trainer.max_epochs": 3, "model.layers[0].units": 8}`).
+
+        String values are read as YAML scalars (`"3"` → 3), as `--set key=value` does.
+        """
+        data = self.to_dict()
+        callables = {"loss": self.loss.fn, "metrics": [m.fn for m in self.metrics]}
+        for key, value in changes.items():
+            _set_path(data, key, yaml.safe_load(value) if isinstance(value, str) else value)
+        spec = validate_spec(data, source="overrides")
+        if callables["loss"] is not None and spec.loss.name == self.loss.name:
+            spec.loss.fn = callables["loss"]
+        for metric, fn in zip(spec.metrics, callables["metrics"], strict=False):
+            metric.fn = metric.fn or fn
+        return spec
+
+
+def _split_path(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        name, *indexes = piece.replace("]", "").split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indexes)
+    return parts
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = _split_path(key)
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        try:
+            node = node[part] if isinstance(part, int) else node.setdefault(part, {})
+        except (IndexError, TypeError, AttributeError):
+            where = key.rsplit(".", len(parts) - i - 1)[0]
+            raise SpecError(SpecIssue(key, f"cannot set: {where!r} is not a mapping or list with that entry")) from None
+    try:
+        node[parts[-1]] = value
+    except (IndexError, TypeError):
+        raise SpecError(SpecIssue(key, "cannot set: no such list entry")) from None
+
+
+def _read_text(text: str, source: str) -> Any:
+    """YAML (a superset of JSON) through the safe loader: no Python tags, ever."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(SpecIssue("", f"{line}refused YAML tag ({err.problem}); specs are plain data"), source) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(SpecIssue("", f"malformed YAML: {where}{problem}"), source) from None
+
+
+def validate_spec(data: Any, source: str | None = None) -> Spec:
+    """Validates plain data into a Spec, reporting every problem at once with its field path."""
+    if not isinstance(data, dict):
+        raise SpecError(SpecIssue("", f"expected a mapping at the top of the spec, got {type(data).__name__}"), source)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(issues_from_validation_error(err, data, Spec), source) from None
+    from .resolve import semantic_issues
+
+    issues = semantic_issues(spec)
+    if issues:
+        raise SpecError(issues, source)
+    return spec
+
+
+def load_spec(source: Spec | dict[str, Any] | str | Path | Any) -> Spec:
+    """A validated Spec from a Spec, a `Module`, a dict, a YAML/JSON file path or YAML/JSON text."""
+    if isinstance(source, Spec):
+        return source
+    if hasattr(source, "to_spec"):
+        return source.to_spec()
+    if isinstance(source, dict):
+        return validate_spec(source)
+    text, origin = str(source), "<text>"
+    if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml", ".json"))):
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError(SpecIssue("", f"spec file not found: {path}"))
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    data = _read_text(text, origin)
+    return validate_spec(data, source=origin)

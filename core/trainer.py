@@ -1,0 +1,232 @@
+"""The one training loop. Backends supply compiled steps (`Program`); everything else is here:
+epochs, seeded batch order, validation, metric pulls, hooks, checkpoints, interrupts."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import ArrayData, batch_slices, epoch_order
+from .errors import CheckpointError, TrainingError
+from .protocol import Program
+from .registry import Registry
+from .spec import Spec
+from .state import CanonicalState, clean_temporary, read_checkpoint, write_checkpoint
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    state: CanonicalState
+    native_model: Any
+    program: Program
+    run_dir: Path | None = None
+    last_checkpoint: Path | None = None
+    stopped_early: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class _RunningMean:
+    """Weighted means of host metrics over several pulls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float], count: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * count
+        self.count += count
+
+    def means(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
+
+
+class Trainer:
+    """Runs a Program over data and calls the lifecycle hooks.
+
+    Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
+    `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
+    `should_stop` (set it to end the fit after the current epoch).
+    """
+
+    def __init__(self, spec: Spec, program: Program, registry: Registry, backend: str, run_dir: Path | None):
+        self.spec, self.program, self.registry, self.backend = spec, program, registry, backend
+        self.hook = registry.pm.hook
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints" if run_dir else None
+        self.epoch = 0
+        self.global_step = 0
+        self.batch_in_epoch = 0
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+        self.stopped_early = False
+        self.last_checkpoint: Path | None = None
+        self.versions: dict[str, str | None] = {}
+        self._interrupted = False
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def trainer_info(self) -> dict[str, Any]:
+        """What `trainer.json` records: where to resume (a finished epoch resumes at the next)."""
+        epoch, batch = self.epoch, self.batch_in_epoch
+        if self.steps_per_epoch and batch >= self.steps_per_epoch:
+            epoch, batch = epoch + 1, 0
+        return {
+            "epoch": epoch, "batch_in_epoch": batch, "global_step": self.global_step,
+            "seed": self.spec.seed, "data_order_seed": self.spec.seed, "history": self.history,
+            "spec": self.spec.to_dict(), "backend": self.backend, "versions": self.versions,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`."""
+        if self.checkpoint_dir is None:
+            return None
+        state = self.program.get_state()
+        path = write_checkpoint(self.checkpoint_dir, state, self.trainer_info())
+        self.last_checkpoint = path
+        self.hook.on_checkpoint(trainer=self, stage="save", path=path)
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Loads a checkpoint into the program and the loop position; fires `on_checkpoint(stage="load")`."""
+        state, meta = read_checkpoint(path)
+        try:
+            self.program.set_state(state)
+        except CheckpointError:
+            raise
+        except Exception as err:
+            raise CheckpointError(f"{path}: cannot load into the {self.backend} model: {err}") from err
+        self.epoch, self.batch_in_epoch = int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0))
+        self.global_step = int(meta.get("global_step", state.step))
+        self.history = list(meta.get("history", []))
+        self.hook.on_checkpoint(trainer=self, stage="load", path=Path(path))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _pull(self, pending: list[Any], count: int, running: _RunningMean, prefix: str) -> dict[str, float]:
+        values = self.program.metrics_to_host(pending)
+        if prefix == "train" and not math.isfinite(values.get("loss", 0.0)):
+            where = f"at step {self.global_step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+            kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else ""
+            raise TrainingError(f"the training loss became {values['loss']} {where}{kept}. Lower optimizer.lr or set optimizer.clip_norm.")
+        running.add(values, count)
+        return {f"{prefix}_{k}": v for k, v in values.items()}
+
+    def _run_epoch(self, data: ArrayData, stage: str, order: np.ndarray, batch_size: int, drop_last: bool, start: int = 0) -> dict[str, float]:
+        step_fn = self.program.train_step if stage == "train" else self.program.eval_step
+        batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
+        every = self.spec.trainer.log_every_n_steps if stage == "train" else None
+        slices = batch_slices(len(order), batch_size, drop_last)
+        running, pending, pending_count = _RunningMean(), [], 0
+        for index in range(start, len(slices)):
+            rows = order[slices[index]]
+            pending.append(step_fn((data.x[rows], data.y[rows])))
+            pending_count += len(rows)
+            logs = None
+            if stage == "train":
+                self.global_step += 1
+                self.batch_in_epoch = index + 1
+                if self.global_step % every == 0 or index == len(slices) - 1:
+                    logs = self._pull(pending, pending_count, running, stage)
+                    pending, pending_count = [], 0
+            if batch_hooks:
+                self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index, logs=logs)
+            if stage == "train" and (self._interrupted or self.global_step >= self.total_steps):
+                break
+        if pending:
+            self._pull(pending, pending_count, running, stage)
+        return running.means(stage)
+
+    def _validate(self, val: ArrayData) -> dict[str, float]:
+        self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        metrics = self._run_epoch(val, "val", np.arange(len(val)), size, drop_last=False)
+        self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
+        return metrics
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+
+    def fit(self, train: ArrayData, val: ArrayData | None, resume_from: Path | None = None) -> FitResult:
+        """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary."""
+        spec, data = self.spec, self.spec.data
+        self.steps_per_epoch = len(batch_slices(len(train), data.batch_size, data.drop_last))
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last")
+        self.total_steps = min(spec.trainer.max_steps or math.inf, spec.trainer.max_epochs * self.steps_per_epoch)
+        if self.checkpoint_dir is not None:
+            clean_temporary(self.checkpoint_dir)
+        if resume_from is not None:
+            self.restore(resume_from)
+        previous = signal.getsignal(signal.SIGINT)
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            self.hook.on_fit_start(trainer=self)
+            self._loop(train, val)
+            if self._interrupted:
+                raise KeyboardInterrupt
+        except BaseException as exc:
+            self.hook.on_exception(trainer=self, exception=exc)
+            raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+        result = FitResult(
+            metrics={k: v for k, v in (self.history[-1] if self.history else {}).items() if k not in ("epoch", "step")},
+            history=self.history, state=self.program.get_state(), native_model=self.program.native_model,
+            program=self.program, run_dir=self.run_dir, last_checkpoint=self.last_checkpoint,
+            stopped_early=self.stopped_early,
+        )
+        self.hook.on_fit_end(trainer=self, result=result)
+        return result
+
+    def _loop(self, train: ArrayData, val: ArrayData | None) -> None:
+        spec, data = self.spec, self.spec.data
+        while self.epoch < spec.trainer.max_epochs and self.global_step < self.total_steps and not self.should_stop:
+            start = self.batch_in_epoch if self.batch_in_epoch < self.steps_per_epoch else 0
+            self.batch_in_epoch = start
+            self.hook.on_epoch_start(trainer=self, stage="train", epoch=self.epoch)
+            order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
+            metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
+            if self._interrupted:
+                return
+            if val is not None and len(val) and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0:
+                metrics.update(self._validate(val))
+            self.history.append({"epoch": self.epoch, "step": self.global_step, **metrics})
+            self.hook.on_epoch_end(trainer=self, stage="train", epoch=self.epoch, metrics=metrics)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if self.should_stop:
+                self.stopped_early = self.global_step < self.total_steps
+
+    def evaluate(self, data: ArrayData, stage: str = "test") -> dict[str, float]:
+        """Loss and metrics over `data`, keyed `<stage>_<name>`."""
+        self.hook.on_epoch_start(trainer=self, stage=stage, epoch=self.epoch)
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        metrics = self._run_epoch(data, stage, np.arange(len(data)), size, drop_last=False)
+        self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
+        return metrics
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Model outputs for every row of `x`, in order."""
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
+        outputs = [self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)]
+        self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
+        return np.concatenate(outputs) if outputs else np.zeros((0,))

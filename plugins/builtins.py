@@ -1,0 +1,51 @@
+"""The built-in vocabulary (layers, losses, metrics, loggers) and the callbacks of a fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crosstrain.hookspecs import hookimpl
+from crosstrain.layers import BUILTIN_LAYERS
+from crosstrain.losses import BUILTIN_LOSSES
+from crosstrain.metrics import BUILTIN_METRICS
+
+
+@hookimpl
+def crosstrain_add_layers(registry: Any) -> None:
+    for layer_class in BUILTIN_LAYERS:
+        registry.layers.add(layer_class)
+
+
+@hookimpl
+def crosstrain_add_losses(registry: Any) -> None:
+    for name, fn in BUILTIN_LOSSES.items():
+        registry.losses.add(name, fn)
+
+
+@hookimpl
+def crosstrain_add_metrics(registry: Any) -> None:
+    for name, fn in BUILTIN_METRICS.items():
+        registry.metrics.add(name, fn)
+
+
+@hookimpl
+def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
+    from crosstrain.registry import get_registry
+
+    from .checkpointing import ModelCheckpoint
+    from .early_stopping import EarlyStopping
+    from .progress import ProgressBar
+
+    trainer = spec.trainer
+    callbacks: list[Any] = []
+    if trainer.progress:
+        callbacks.append(ProgressBar())
+    if run_dir is not None:
+        loggers = get_registry().loggers
+        callbacks += [loggers.get(name)(run_dir, spec) for name in trainer.loggers]
+        if trainer.checkpoint is not None:
+            callbacks.append(ModelCheckpoint(trainer.checkpoint))
+    if trainer.early_stopping is not None:
+        callbacks.append(EarlyStopping(trainer.early_stopping))
+    return callbacks

@@ -1,0 +1,44 @@
+"""`metrics.csv` in the run directory: one row per metric pull and per epoch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from crosstrain.callbacks import Callback
+from crosstrain.hookspecs import hookimpl
+
+
+class CSVLogger(Callback):
+    """Rows `epoch, step, stage, <metric>...`; the header grows as new metrics appear."""
+
+    def __init__(self, run_dir: Path, spec: Any = None):
+        self.path = Path(run_dir) / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+
+    def _write(self) -> None:
+        columns = ["epoch", "step", "stage"]
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        with self.path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
+        if logs:
+            self.rows.append({"epoch": trainer.epoch, "step": trainer.global_step, "stage": "step", **logs})
+
+    def on_epoch_end(self, trainer: Any, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        if stage in ("train", "test"):
+            self.rows.append({"epoch": epoch, "step": trainer.global_step, "stage": "epoch" if stage == "train" else stage, **metrics})
+            self._write()
+
+    def on_fit_end(self, trainer: Any) -> None:
+        self._write()
+
+
+@hookimpl
+def crosstrain_add_loggers(registry: Any) -> None:
+    registry.loggers.add("csv", CSVLogger)

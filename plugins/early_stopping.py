@@ -1,0 +1,35 @@
+"""Stops a fit when a monitored metric has not improved for `patience` epochs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from crosstrain.callbacks import Callback
+from crosstrain.errors import TrainingError
+
+
+class EarlyStopping(Callback):
+    """`trainer.early_stopping: {monitor: val_loss, mode: min, patience: 3, min_delta: 0}`."""
+
+    def __init__(self, options: Any):
+        self.options = options
+        self.best = math.inf if options.mode == "min" else -math.inf
+        self.wait = 0
+
+    def _improved(self, value: float) -> bool:
+        delta = self.options.min_delta
+        return value < self.best - delta if self.options.mode == "min" else value > self.best + delta
+
+    def on_epoch_end(self, trainer: Any, stage: str, metrics: dict[str, float]) -> None:
+        if stage != "train":
+            return
+        monitor = self.options.monitor
+        if monitor not in metrics:
+            raise TrainingError(f"trainer.early_stopping.monitor: {monitor!r} is not among the epoch metrics {sorted(metrics)}")
+        if self._improved(metrics[monitor]):
+            self.best, self.wait = metrics[monitor], 0
+            return
+        self.wait += 1
+        if self.wait >= self.options.patience:
+            trainer.should_stop = True
