@@ -43,6 +43,12 @@ def _resolve_backend(registry: Registry, name: str) -> Any:
     return backend
 
 
+def _checked_backend(registry: Registry, name: str, spec: Spec) -> Any:
+    backend = _resolve_backend(registry, name)
+    backend.capabilities().check(spec, name)
+    return backend
+
+
 def make_env(spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = "") -> RunEnv:
     t = spec.trainer
     extras: dict[str, Any] = {"backend": backend}
@@ -61,7 +67,7 @@ def build(target: Any, backend: str | None = None, *, spec: Any = None, total_st
     env = make_env(spec_obj, native, backend=name)
     if total_steps:
         env.extras["total_steps"] = total_steps
-    return _resolve_backend(get_registry(), name).build(spec_obj, env)
+    return _checked_backend(get_registry(), name, spec_obj).build(spec_obj, env)
 
 
 def new_run_dir(spec: Spec) -> Path:
@@ -159,7 +165,7 @@ def fit(
     """
     registry = get_registry()
     spec_obj, native, name, directory = _prepare(target, backend, spec, run_dir)
-    backend_obj = _resolve_backend(registry, name)
+    backend_obj = _checked_backend(registry, name, spec_obj)
     checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
     train, val = load_data(spec_obj, data, val_data)
     env = make_env(spec_obj, native, directory, name)
@@ -178,7 +184,7 @@ def _load_for_inference(target: Any, checkpoint: str | Path, backend: str | None
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
-    program = _resolve_backend(registry, name).build(spec_obj, make_env(spec_obj, native, None, name))
+    program = _checked_backend(registry, name, spec_obj).build(spec_obj, make_env(spec_obj, native, None, name))
     path = find_checkpoint(spec_obj, checkpoint)
     state, _ = read_checkpoint(path)
     try:

@@ -12,9 +12,10 @@ from .losses import _match_shape, class_targets, mae, mse
 
 
 def _labels(xp: Any, logits: Any, targets: Any) -> Any:
+    """Integer class labels `(B,)` from labels or probability rows."""
     if xp.isdtype(targets.dtype, "integral"):
-        return xp.astype(xp.reshape(targets, (-1,)), xp.int64)
-    return xp.astype(xp.argmax(targets, axis=-1), xp.int64)
+        return xp.reshape(targets, (-1,))
+    return xp.argmax(targets, axis=-1)
 
 
 def accuracy(xp: Any, logits: Any, targets: Any) -> Any:
@@ -22,14 +23,15 @@ def accuracy(xp: Any, logits: Any, targets: Any) -> Any:
     if logits.ndim == 1 or logits.shape[-1] == 1:
         predicted = xp.astype(xp.reshape(logits, (-1,)) > 0, logits.dtype)
         return xp.mean(xp.astype(predicted == xp.reshape(_match_shape(xp, logits, targets), (-1,)), logits.dtype))
-    hits = xp.astype(xp.argmax(logits, axis=-1), xp.int64) == _labels(xp, logits, targets)
+    predicted = xp.argmax(logits, axis=-1)
+    hits = predicted == xp.astype(_labels(xp, logits, targets), predicted.dtype)
     return xp.mean(xp.astype(hits, logits.dtype))
 
 
 def top_k_accuracy(xp: Any, logits: Any, targets: Any, k: int = 5) -> Any:
     """Share of rows whose target is among the `k` largest logits (ties count in its favour)."""
     target_logit = xp.sum(logits * class_targets(xp, logits, _labels(xp, logits, targets)), axis=-1)
-    rank = xp.sum(xp.astype(logits > xp.reshape(target_logit, (-1, 1)), xp.int64), axis=-1)
+    rank = xp.sum(xp.astype(logits > xp.reshape(target_logit, (-1, 1)), logits.dtype), axis=-1)
     return xp.mean(xp.astype(rank < k, logits.dtype))
 
 

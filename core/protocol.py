@@ -37,6 +37,26 @@ class Capabilities:
     compile: bool = False
     native_models: bool = False
 
+    def check(self, spec: Spec, backend: str) -> None:
+        """Raises UnsupportedFeature for the first thing `spec` asks that is not declared."""
+        from .errors import UnsupportedFeature
+        from .model import plan, walk
+
+        def need(ok: bool, feature: str, supported: frozenset[str] | None = None) -> None:
+            if not ok:
+                raise UnsupportedFeature(backend, feature, sorted(supported) if supported else None)
+
+        t = spec.trainer
+        if spec.model is not None:
+            for node in walk(plan(spec.model)):
+                need(node.layer.type in self.layers, f"layer {node.layer.type} ({node.path})", self.layers)
+        need(t.precision in self.precisions, f"precision {t.precision!r}", self.precisions)
+        need(t.accelerator == "auto" or t.accelerator in self.accelerators, f"accelerator {t.accelerator!r}", self.accelerators)
+        need(t.strategy == "auto" or t.strategy in self.strategies, f"strategy {t.strategy!r}", self.strategies)
+        need(spec.optimizer.name in self.optimizers, f"optimizer {spec.optimizer.name!r}", self.optimizers)
+        need(t.steps_per_execution == 1 or self.steps_per_execution, "trainer.steps_per_execution > 1")
+        need(not t.compile or self.compile, "trainer.compile")
+
 
 @dataclass
 class RunEnv:
@@ -60,6 +80,13 @@ class Program(Protocol):
 
     def train_step(self, batch: Batch) -> StepOutput:
         """One optimizer step; returns device metrics (`loss` and each metric) without syncing."""
+
+    def train_steps(self, batches: Batch) -> StepOutput:
+        """K optimizer steps in one call (only if `Capabilities.steps_per_execution`).
+
+        `batches` is `(x, y)` stacked with a leading axis of K equal-sized batches; the output
+        counts as K steps in `metrics_to_host`.
+        """
 
     def eval_step(self, batch: Batch) -> StepOutput:
         """Loss and metrics on a batch, no update, no dropout."""

@@ -130,24 +130,40 @@ class Trainer:
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
         slices = batch_slices(len(order), batch_size, drop_last)
         running, pending, pending_count = _RunningMean(), [], 0
-        for index in range(start, len(slices)):
-            rows = order[slices[index]]
-            pending.append(step_fn((data.x[rows], data.y[rows])))
+        index = start
+        while index < len(slices):
+            group = self._group_size(slices, index, batch_size) if stage == "train" else 1
+            if group > 1:
+                rows = order[slices[index].start : slices[index + group - 1].stop]
+                x, y = data.x[rows], data.y[rows]
+                pending.append(self.program.train_steps((x.reshape(group, batch_size, *x.shape[1:]), y.reshape(group, batch_size, *y.shape[1:]))))
+            else:
+                rows = order[slices[index]]
+                pending.append(step_fn((data.x[rows], data.y[rows])))
             pending_count += len(rows)
+            index += group
             logs = None
             if stage == "train":
-                self.global_step += 1
-                self.batch_in_epoch = index + 1
-                if self.global_step % every == 0 or index == len(slices) - 1:
+                before, self.global_step = self.global_step, self.global_step + group
+                self.batch_in_epoch = index
+                if self.global_step // every > before // every or index == len(slices):
                     logs = self._pull(pending, pending_count, running, stage)
                     pending, pending_count = [], 0
             if batch_hooks:
-                self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index, logs=logs)
+                self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
             if stage == "train" and (self._interrupted or self.global_step >= self.total_steps):
                 break
         if pending:
             self._pull(pending, pending_count, running, stage)
         return running.means(stage)
+
+    def _group_size(self, slices: list[slice], index: int, batch_size: int) -> int:
+        """How many full batches from `index` on go into one `train_steps` call (1: a plain step)."""
+        k = self.spec.trainer.steps_per_execution
+        if k == 1 or index + k > len(slices) or self.global_step + k > self.total_steps:
+            return 1
+        full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
+        return k if full else 1
 
     def _validate(self, val: ArrayData) -> dict[str, float]:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)

@@ -1,0 +1,381 @@
+"""The `crosstrain` command: fit, evaluate, predict, summary, backends, plugins, schema.
+
+Every subcommand calls the Python API (`crosstrain.api`). Deliberate errors (a bad spec, a
+missing framework, a broken checkpoint ...) print as `error: ...` on stderr without a
+traceback and exit 2 (1 when training itself failed, 130 on Ctrl-C); `--traceback` shows the
+full traceback instead.
+
+Example:
+    $ crosstrain fit examples/digits_mlp.yaml --backend torch --set trainer.max_epochs=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import api
+from .errors import CrosstrainError, SpecError, SpecIssue, TrainingError
+from .registry import Registry, build_registry, get_registry, set_registry
+from .spec import Spec, load_spec
+from .summary import format_table, summary
+
+EXIT_ERROR = 2
+EXIT_TRAINING_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+REGISTRATION_TABLES = ("backends", "layers", "losses", "metrics", "data_sources", "loggers")
+
+
+# -- spec handling ------------------------------------------------------------------------------
+
+
+def read_spec(path: str) -> Spec:
+    """The validated spec in the file `path` (YAML or JSON)."""
+    if not Path(path).is_file():
+        raise SpecError(SpecIssue("", f"spec file not found: {path}"))
+    return load_spec(Path(path))
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, str]:
+    """`["trainer.max_epochs=3", ...]` → `{"trainer.max_epochs": "3"}` (values stay YAML text)."""
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(
+                SpecIssue(item, "--set expects key=value, e.g. --set trainer.max_epochs=3")
+            )
+        changes[key.strip()] = value
+    return changes
+
+
+def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec changes asked for by `fit`'s flags; dedicated flags win over `--set`."""
+    changes: dict[str, Any] = parse_sets(args.set or [])
+    flags = {
+        "trainer.accelerator": args.accelerator,
+        "trainer.devices": args.devices,
+        "trainer.precision": args.precision,
+        "trainer.max_epochs": args.max_epochs,
+        "trainer.run_dir": args.run_dir,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            # a JSON string is a quoted YAML scalar: `--precision 32` stays the string "32"
+            changes[key] = json.dumps(value) if isinstance(value, str) else value
+    if args.no_progress:
+        changes["trainer.progress"] = False
+    return changes
+
+
+def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """The JSON Schema of a spec, with every registered layer type spelled out for editors.
+
+    Python callables (`fn` of a loss given in code) have no JSON form and are left out.
+    """
+    from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+    from pydantic_core import PydanticOmit
+
+    class Generator(GenerateJsonSchema):
+        def callable_schema(self, schema: Any) -> Any:
+            raise PydanticOmit
+
+    schema = Spec.model_json_schema(schema_generator=Generator)
+    registry = registry or get_registry()
+    layer_classes = [registry.layers.get(name) for name in registry.layers.names()]
+    if not layer_classes:
+        return schema
+    _, layers = models_json_schema(
+        [(cls, "validation") for cls in layer_classes],
+        schema_generator=Generator,
+        ref_template="#/$defs/{model}",
+    )
+    definitions = schema.setdefault("$defs", {})
+    for name, definition in layers.get("$defs", {}).items():
+        definitions.setdefault(name, definition)
+    definitions["AnyLayer"] = {
+        "description": "one layer: its `type` picks the layer and its options",
+        "oneOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in layer_classes],
+    }
+    for definition in definitions.values():
+        field = definition.get("properties", {}).get("layers")
+        if isinstance(field, dict) and field.get("items") == {}:
+            field["items"] = {"$ref": "#/$defs/AnyLayer"}
+    return schema
+
+
+# -- subcommands --------------------------------------------------------------------------------
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    print(title)
+    width = max((len(k) for k in metrics), default=0)
+    for key, value in metrics.items():
+        print(f"  {key:<{width}}  {value:.6g}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    spec = read_spec(args.spec)
+    changes = fit_overrides(args)
+    if changes:
+        spec = spec.override(changes)
+    if spec.model is not None:
+        print(summary(spec), end="\n\n")
+    print(f'training "{spec.name}" on {api.backend_name(spec, args.backend)}', flush=True)
+    result = api.fit(spec, backend=args.backend, resume=args.resume)
+    print()
+    if result.stopped_early:
+        print(f"stopped early after epoch {len(result.history)}")
+    _print_metrics("final metrics:", result.metrics)
+    if result.last_checkpoint is not None:
+        print(f"last checkpoint: {result.last_checkpoint}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    metrics = api.evaluate(read_spec(args.spec), args.checkpoint, backend=args.backend)
+    _print_metrics("test metrics:", metrics)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    outputs = api.predict(read_spec(args.spec), args.checkpoint, backend=args.backend)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, outputs)
+    print(f"predictions: shape {tuple(outputs.shape)}, {outputs.dtype} -> {output}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print(summary(read_spec(args.spec)))
+    return 0
+
+
+def _accelerators(backend: Any) -> str:
+    try:
+        return ", ".join(backend.accelerators_found()) or "-"
+    except Exception as err:  # a backend's probe failing must not hide the other rows
+        return f"error: {type(err).__name__}: {err}"
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    rows = []
+    for name in registry.backends.names():
+        backend = registry.backends.get(name)
+        available, reason = backend.is_available()
+        version = backend.version() or "-"
+        if available:
+            rows.append([name, "yes", version, _accelerators(backend), ""])
+        else:
+            rows.append(
+                [name, "no", version, "-", f"{reason}; pip install 'crosstrain[{backend.extra}]'"]
+            )
+    if rows:
+        print(format_table(["Backend", "Installed", "Version", "Accelerators", "Note"], rows))
+    else:
+        print("no backend is registered")
+    if registry.broken:
+        print(f"\n{len(registry.broken)} plugin(s) failed to load; `crosstrain plugins` says why")
+    return 0
+
+
+def _registered_by(registry: Registry, plugin: str) -> list[str]:
+    lines = []
+    for attribute in REGISTRATION_TABLES:
+        table = getattr(registry, attribute)
+        names = [n for n, owner in table.owners.items() if owner == plugin]
+        if names:
+            lines.append(f"{attribute.replace('_', ' ')}: {', '.join(names)}")
+    module = registry.pm.get_plugin(plugin)
+    callers = registry.pm.get_hookcallers(module) if module is not None else None
+    hooks = sorted(c.name for c in callers or [] if not c.name.startswith("crosstrain_add_"))
+    if hooks:
+        lines.append(f"hooks: {', '.join(hooks)}")
+    return lines
+
+
+def _indented(text: str, indent: str = "      ") -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    print(f"loaded plugins ({len(registry.loaded)}):")
+    width = max((len(name) for name, _ in registry.loaded), default=0)
+    for name, entry_point in registry.loaded:
+        print(f"  {name:<{width}}  {entry_point}")
+        for line in _registered_by(registry, name) or ["registers nothing"]:
+            print(_indented(line))
+    if registry.broken:
+        print(f"\nbroken plugins ({len(registry.broken)}):")
+        for broken in registry.broken:
+            print(f"  {broken.name}  {broken.entry_point or '-'}")
+            print(_indented(broken.error))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(spec_json_schema(), indent=2))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="torch, jax, keras[:engine] or a plugin's (default: $CROSSTRAIN_BACKEND, the spec's, torch)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `crosstrain` command."""
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+    common.add_argument(
+        "--plugins",
+        metavar="A,B",
+        help="load only these plugins (names as `crosstrain plugins` lists them)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="crosstrain", description="One training spec, every framework."
+    )
+    parser.add_argument("--version", action="version", version=f"crosstrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, parents=[common], help=text, description=text)
+        command.set_defaults(handler=handler)
+        return command
+
+    fit = add("fit", cmd_fit, "train a spec")
+    fit.add_argument("spec", help="spec file (YAML or JSON)")
+    _backend_option(fit)
+    fit.add_argument(
+        "--accelerator", metavar="A", help="auto, cpu, cuda, mps or tpu (sets trainer.accelerator)"
+    )
+    fit.add_argument(
+        "--devices", type=int, metavar="N", help="number of devices (sets trainer.devices)"
+    )
+    fit.add_argument(
+        "--precision",
+        metavar="P",
+        help="32, 64, 16-mixed, bf16-mixed or bf16-true (sets trainer.precision)",
+    )
+    fit.add_argument("--max-epochs", type=int, metavar="N", help="sets trainer.max_epochs")
+    fit.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="root of the run directories (sets trainer.run_dir; default runs)",
+    )
+    fit.add_argument(
+        "--resume",
+        metavar="latest|PATH",
+        help="continue from the latest checkpoint of this spec, or a checkpoint/run directory",
+    )
+    fit.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set model.layers[0].units=64 (repeatable)",
+    )
+    fit.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress display (sets trainer.progress=false)",
+    )
+
+    evaluate = add("evaluate", cmd_evaluate, "test loss and metrics of a checkpoint")
+    predict = add("predict", cmd_predict, "model outputs of a checkpoint, saved as .npy")
+    for command in (evaluate, predict):
+        command.add_argument("spec", help="spec file (YAML or JSON)")
+        command.add_argument(
+            "--checkpoint",
+            required=True,
+            metavar="PATH",
+            help="a step-N checkpoint, a run directory, or latest",
+        )
+        _backend_option(command)
+    predict.add_argument(
+        "--output",
+        default="predictions.npy",
+        metavar="FILE",
+        help="where to write the outputs (default predictions.npy)",
+    )
+
+    add("summary", cmd_summary, "the model of a spec as a table of layers").add_argument(
+        "spec", help="spec file (YAML or JSON)"
+    )
+    add("backends", cmd_backends, "registered backends: installed, version, accelerators")
+    add("plugins", cmd_plugins, "loaded plugins, what each registered, and broken ones")
+    add("schema", cmd_schema, "the JSON Schema of a spec, for editors")
+    return parser
+
+
+def _use_plugins(names: str) -> None:
+    only = [n.strip() for n in names.split(",") if n.strip()]
+    registry = build_registry(only=only)
+    set_registry(registry)
+    known = [name for name, _ in registry.loaded] + [b.name for b in registry.broken]
+    for wanted in only:
+        if not any(wanted in (name, name.rsplit(".", 1)[-1]) for name in known):
+            print(f"warning: --plugins: no plugin named {wanted!r} was found", file=sys.stderr)
+
+
+def _report(err: BaseException) -> None:
+    message = str(err).strip() or type(err).__name__
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status.
+
+    Args:
+        argv: the arguments after the program name (default `sys.argv[1:]`).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    try:
+        if args.plugins:
+            _use_plugins(args.plugins)
+        return args.handler(args)
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CrosstrainError, FileNotFoundError, ValueError) as err:
+        if args.traceback:
+            raise
+        _report(err)
+        return EXIT_TRAINING_FAILED if isinstance(err, TrainingError) else EXIT_ERROR
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
