@@ -29,7 +29,11 @@ def _strip_union_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     """Drops the tag pydantic inserts for discriminated unions (`optimizer.adam.lr` → `optimizer.lr`)."""
     kept, node = [], data
     for part in loc:
-        if isinstance(node, dict) and part not in node and part in (node.get("name"), node.get("type")):
+        if (
+            isinstance(node, dict)
+            and part not in node
+            and part in (node.get("name"), node.get("type"))
+        ):
             continue
         kept.append(part)
         try:
@@ -51,7 +55,9 @@ def _peel(annotation: Any, value: Any) -> Any:
             if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(value, dict):
                 tag_fields = [f for f in ("name", "type") if f in model.model_fields]
                 tags = [typing.get_args(model.model_fields[f].annotation) for f in tag_fields]
-                if not tags or any(value.get(f) in t for f, t in zip(tag_fields, tags, strict=True)):
+                if not tags or any(
+                    value.get(f) in t for f, t in zip(tag_fields, tags, strict=True)
+                ):
                     return model
         return _peel(candidates[0], value) if candidates else None
     if annotation is Any and isinstance(value, dict) and "type" in value:
@@ -71,7 +77,10 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...], data: Any) -> type[Ba
             node = node[part] if isinstance(node, list) and part < len(node) else None
             model = _peel(model, node)
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if (
+            not (isinstance(model, type) and issubclass(model, BaseModel))
+            or part not in model.model_fields
+        ):
             return None
         node = node.get(part) if isinstance(node, dict) else None
         annotation = model.model_fields[part].annotation
@@ -94,12 +103,18 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
     if kind == "extra_forbidden":
         key = error["loc"][-1]
         fields = set(parent.model_fields) if parent else set()
-        hint = suggest(key, fields) or (f"; valid keys: {', '.join(sorted(fields))}" if fields else "")
+        hint = suggest(key, fields) or (
+            f"; valid keys: {', '.join(sorted(fields))}" if fields else ""
+        )
         return f"unknown key {key!r}{hint}"
     if kind == "missing":
         return "required, but missing"
     if kind == "greater_than" and ctx.get("gt") == 0:
-        annotation = parent.model_fields[error["loc"][-1]].annotation if parent and error["loc"][-1] in parent.model_fields else None
+        annotation = (
+            parent.model_fields[error["loc"][-1]].annotation
+            if parent and error["loc"][-1] in parent.model_fields
+            else None
+        )
         number = "integer" if "int" in str(annotation).lower() else "number"
         return f"expected a positive {number}, got {got!r}"
     expected = {
@@ -107,16 +122,26 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
         "greater_than_equal": f"a number >= {ctx.get('ge')}",
         "less_than": f"a number < {ctx.get('lt')}",
         "less_than_equal": f"a number <= {ctx.get('le')}",
-        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-        "float_type": "a number", "float_parsing": "a number",
-        "bool_type": "true or false", "bool_parsing": "true or false",
-        "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
-        "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "tuple_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "model_attributes_type": "a mapping",
         "too_short": f"at least {ctx.get('min_length')} item(s)",
         "literal_error": f"one of {ctx.get('expected')}",
     }.get(kind)
     if kind == "literal_error" and isinstance(got, str):
-        options = [o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+        options = [
+            o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
+        ]
         return f"expected {expected}, got {got!r}{suggest(got, options)}"
     if kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
@@ -128,12 +153,18 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
     return error["msg"][0].lower() + error["msg"][1:]
 
 
-def issues_from_validation_error(err: ValidationError, data: Any, root: type[BaseModel]) -> list[SpecIssue]:
+def issues_from_validation_error(
+    err: ValidationError, data: Any, root: type[BaseModel]
+) -> list[SpecIssue]:
     issues = []
     for error in err.errors():
         loc = _strip_union_tags(tuple(error["loc"]), data)
         error = {**error, "loc": loc}
-        parent = _model_at(root, loc[:-1], data) if error["type"] in ("extra_forbidden", "greater_than") else None
+        parent = (
+            _model_at(root, loc[:-1], data)
+            if error["type"] in ("extra_forbidden", "greater_than")
+            else None
+        )
         issue = SpecIssue(format_path(loc), _message(error, parent))
         if issue not in issues:
             issues.append(issue)

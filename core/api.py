@@ -49,13 +49,19 @@ def _checked_backend(registry: Registry, name: str, spec: Spec) -> Any:
     return backend
 
 
-def make_env(spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = "") -> RunEnv:
+def make_env(
+    spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = ""
+) -> RunEnv:
     t = spec.trainer
     extras: dict[str, Any] = {"backend": backend}
-    return RunEnv(t.accelerator, t.devices, t.precision, t.strategy, spec.seed, run_dir, native_model, extras)
+    return RunEnv(
+        t.accelerator, t.devices, t.precision, t.strategy, spec.seed, run_dir, native_model, extras
+    )
 
 
-def build(target: Any, backend: str | None = None, *, spec: Any = None, total_steps: int | None = None) -> Program:
+def build(
+    target: Any, backend: str | None = None, *, spec: Any = None, total_steps: int | None = None
+) -> Program:
     """The Program for a spec (or a native model plus `spec`), for people who write their own loop.
 
     Example:
@@ -77,7 +83,9 @@ def new_run_dir(spec: Spec) -> Path:
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
     path.mkdir(parents=True)
-    (path / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8")
+    (path / "spec.yaml").write_text(
+        yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8"
+    )
     return path
 
 
@@ -96,7 +104,9 @@ def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
         latest = latest_checkpoint(candidate)
         if latest is not None:
             return latest
-    raise CheckpointError(f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside")
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside"
+    )
 
 
 class _Callbacks:
@@ -127,7 +137,9 @@ class _Callbacks:
                 self.pm.unregister(callback)
 
 
-def _prepare(target: Any, backend: str | None, spec: Any, run_dir: Path | str | bool | None) -> tuple[Spec, Any, str, Path | None]:
+def _prepare(
+    target: Any, backend: str | None, spec: Any, run_dir: Path | str | bool | None
+) -> tuple[Spec, Any, str, Path | None]:
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
     if run_dir is False:
@@ -137,13 +149,21 @@ def _prepare(target: Any, backend: str | None, spec: Any, run_dir: Path | str | 
     else:
         directory = Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "spec.yaml").write_text(yaml.safe_dump(spec_obj.to_dict(), sort_keys=False), encoding="utf-8")
+        (directory / "spec.yaml").write_text(
+            yaml.safe_dump(spec_obj.to_dict(), sort_keys=False), encoding="utf-8"
+        )
     return spec_obj, native, name, directory
 
 
 def fit(
-    target: Any, backend: str | None = None, data: Any = None, val_data: Any = None, *,
-    spec: Any = None, callbacks: list[Any] | tuple[Any, ...] = (), resume: str | Path | None = None,
+    target: Any,
+    backend: str | None = None,
+    data: Any = None,
+    val_data: Any = None,
+    *,
+    spec: Any = None,
+    callbacks: list[Any] | tuple[Any, ...] = (),
+    resume: str | Path | None = None,
     run_dir: Path | str | bool | None = None,
 ) -> FitResult:
     """Trains a spec (path, dict, Spec, `Module`) or a native model on a backend.
@@ -170,7 +190,9 @@ def fit(
     train, val = load_data(spec_obj, data, val_data)
     env = make_env(spec_obj, native, directory, name)
     steps_per_epoch = max(1, len(train) // spec_obj.data.batch_size)
-    env.extras["total_steps"] = spec_obj.trainer.max_steps or spec_obj.trainer.max_epochs * steps_per_epoch
+    env.extras["total_steps"] = (
+        spec_obj.trainer.max_steps or spec_obj.trainer.max_epochs * steps_per_epoch
+    )
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
     trainer.versions = {"crosstrain": _version(), name.split(":")[0]: backend_obj.version()}
@@ -178,13 +200,17 @@ def fit(
         return trainer.fit(train, val, resume_from=checkpoint)
 
 
-def _load_for_inference(target: Any, checkpoint: str | Path, backend: str | None, spec: Any) -> Trainer:
+def _load_for_inference(
+    target: Any, checkpoint: str | Path, backend: str | None, spec: Any
+) -> Trainer:
     from .state import read_checkpoint
 
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
-    program = _checked_backend(registry, name, spec_obj).build(spec_obj, make_env(spec_obj, native, None, name))
+    program = _checked_backend(registry, name, spec_obj).build(
+        spec_obj, make_env(spec_obj, native, None, name)
+    )
     path = find_checkpoint(spec_obj, checkpoint)
     state, _ = read_checkpoint(path)
     try:
@@ -196,7 +222,14 @@ def _load_for_inference(target: Any, checkpoint: str | Path, backend: str | None
     return Trainer(spec_obj, program, registry, name, None)
 
 
-def evaluate(target: Any, checkpoint: str | Path, backend: str | None = None, data: Any = None, *, spec: Any = None) -> dict[str, float]:
+def evaluate(
+    target: Any,
+    checkpoint: str | Path,
+    backend: str | None = None,
+    data: Any = None,
+    *,
+    spec: Any = None,
+) -> dict[str, float]:
     """Test loss and metrics (`test_loss`, `test_accuracy` ...) of a checkpoint on data.
 
     Without `data`, evaluates on the validation part of `spec.data` (or all of it if no split).
@@ -208,7 +241,14 @@ def evaluate(target: Any, checkpoint: str | Path, backend: str | None = None, da
         return trainer.evaluate(target_data, stage="test")
 
 
-def predict(target: Any, checkpoint: str | Path, x: Any = None, backend: str | None = None, *, spec: Any = None) -> np.ndarray:
+def predict(
+    target: Any,
+    checkpoint: str | Path,
+    x: Any = None,
+    backend: str | None = None,
+    *,
+    spec: Any = None,
+) -> np.ndarray:
     """Model outputs of a checkpoint for inputs `x` (default: every input of `spec.data`)."""
     trainer = _load_for_inference(target, checkpoint, backend, spec)
     if x is None:

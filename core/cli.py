@@ -126,9 +126,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     changes = fit_overrides(args)
     if changes:
         spec = spec.override(changes)
+    backend = api.backend_name(spec, args.backend)
+    get_registry().backend(backend)  # an unknown name fails before anything is printed
     if spec.model is not None:
         print(summary(spec), end="\n\n")
-    print(f'training "{spec.name}" on {api.backend_name(spec, args.backend)}', flush=True)
+    print(f'training "{spec.name}" on {backend}', flush=True)
     result = api.fit(spec, backend=args.backend, resume=args.resume)
     print()
     if result.stopped_early:
@@ -162,26 +164,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accelerators(backend: Any) -> str:
+def backend_row(name: str, backend: Any) -> list[str]:
+    """`[name, installed, version, accelerators, note]` for the `backends` table."""
     try:
-        return ", ".join(backend.accelerators_found()) or "-"
-    except Exception as err:  # a backend's probe failing must not hide the other rows
-        return f"error: {type(err).__name__}: {err}"
+        available, reason = backend.is_available()
+        version = backend.version() or "-"
+    except Exception as err:  # one backend's bug must not hide the other rows
+        return [name, "?", "-", "-", f"{type(err).__name__}: {err}"]
+    if not available:
+        return [name, "no", version, "-", f"{reason}; pip install 'crosstrain[{backend.extra}]'"]
+    try:
+        found = ", ".join(backend.accelerators_found()) or "-"
+    except Exception as err:
+        found = f"error: {type(err).__name__}: {err}"
+    return [name, "yes", version, found, ""]
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
     registry = get_registry()
-    rows = []
-    for name in registry.backends.names():
-        backend = registry.backends.get(name)
-        available, reason = backend.is_available()
-        version = backend.version() or "-"
-        if available:
-            rows.append([name, "yes", version, _accelerators(backend), ""])
-        else:
-            rows.append(
-                [name, "no", version, "-", f"{reason}; pip install 'crosstrain[{backend.extra}]'"]
-            )
+    rows = [backend_row(name, registry.backends.get(name)) for name in registry.backends.names()]
     if rows:
         print(format_table(["Backend", "Installed", "Version", "Accelerators", "Note"], rows))
     else:

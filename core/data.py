@@ -19,7 +19,9 @@ class DataSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str | None = Field(None, description="e.g. sklearn:digits, npz:PATH, random:classification")
+    source: str | None = Field(
+        None, description="e.g. sklearn:digits, npz:PATH, random:classification"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="options of the source")
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: PositiveInt = 32
@@ -91,4 +93,6 @@ def as_array_data(data: Any, where: str) -> ArrayData:
         return ArrayData(data["x"], data["y"])
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return ArrayData(np.asarray(data[0]), np.asarray(data[1]))
-    raise TypeError(f"{where}: expected (x, y) numpy arrays or a dict with 'x' and 'y', got {type(data).__name__}")
+    raise TypeError(
+        f"{where}: expected (x, y) numpy arrays or a dict with 'x' and 'y', got {type(data).__name__}"
+    )

@@ -141,7 +141,9 @@ def on_epoch_start(trainer: Trainer, stage: str, epoch: int) -> None:
 
 
 @hookspec
-def on_batch_end(trainer: Trainer, stage: str, batch_index: int, logs: dict[str, float] | None) -> None:
+def on_batch_end(
+    trainer: Trainer, stage: str, batch_index: int, logs: dict[str, float] | None
+) -> None:
     """A batch has been dispatched. Skipped entirely when no plugin implements it.
 
     Args:

@@ -22,7 +22,11 @@ def accuracy(xp: Any, logits: Any, targets: Any) -> Any:
     """Share of correct predictions: argmax of `(B, C)` logits, or `logit > 0` for one output."""
     if logits.ndim == 1 or logits.shape[-1] == 1:
         predicted = xp.astype(xp.reshape(logits, (-1,)) > 0, logits.dtype)
-        return xp.mean(xp.astype(predicted == xp.reshape(_match_shape(xp, logits, targets), (-1,)), logits.dtype))
+        return xp.mean(
+            xp.astype(
+                predicted == xp.reshape(_match_shape(xp, logits, targets), (-1,)), logits.dtype
+            )
+        )
     predicted = xp.argmax(logits, axis=-1)
     hits = predicted == xp.astype(_labels(xp, logits, targets), predicted.dtype)
     return xp.mean(xp.astype(hits, logits.dtype))

@@ -50,11 +50,17 @@ def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[Lay
     for index, layer in enumerate(layers):
         name = f"{prefix}{child_name(index, layer)}"
         where = f"{path}[{index}]"
-        children = _plan(layer.children(), shape, name + "/", where + ".layers") if layer.children() else []
+        children = (
+            _plan(layer.children(), shape, name + "/", where + ".layers")
+            if layer.children()
+            else []
+        )
         try:
             out = tuple(layer.output_shape(tuple(shape)))
         except ValueError as err:
-            raise SpecError(SpecIssue(where, f"{layer.type} cannot take input shape {tuple(shape)}: {err}")) from None
+            raise SpecError(
+                SpecIssue(where, f"{layer.type} cannot take input shape {tuple(shape)}: {err}")
+            ) from None
         nodes.append(LayerNode(name, where, layer, tuple(shape), out, children))
         shape = out
     return nodes
@@ -66,7 +72,9 @@ def plan(model: ModelSpec) -> list[LayerNode]:
     names = [n.name for n in walk(nodes)]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise SpecError(SpecIssue("model.layers", f"layer names must be unique, repeated: {duplicated}"))
+        raise SpecError(
+            SpecIssue("model.layers", f"layer names must be unique, repeated: {duplicated}")
+        )
     return nodes
 
 
@@ -114,7 +122,10 @@ def init_params(model: ModelSpec, seed: int) -> dict[str, np.ndarray]:
 
 
 def forward(
-    model: ModelSpec, params: dict[str, np.ndarray], x: np.ndarray, training: bool = False,
+    model: ModelSpec,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    training: bool = False,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Numpy reference forward of the whole model on a batch."""

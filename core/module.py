@@ -63,7 +63,9 @@ class Module:
             "name": self.name or type(self).__name__,
             "seed": self.seed,
             "model": model,
-            "loss": {"name": f"{type(self).__name__}.loss", "fn": self.loss} if overridden else "cross_entropy",
+            "loss": {"name": f"{type(self).__name__}.loss", "fn": self.loss}
+            if overridden
+            else "cross_entropy",
             "metrics": self.metrics(),
             "optimizer": self.optimizer(),
             "data": self.data(),

@@ -17,14 +17,24 @@ import math
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 
 
 class _Optimizer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
-    clip_norm: PositiveFloat | None = Field(None, description="clip the global gradient norm to this value")
+    clip_norm: PositiveFloat | None = Field(
+        None, description="clip the global gradient norm to this value"
+    )
 
 
 class SGD(_Optimizer):
@@ -55,7 +65,12 @@ class RMSprop(_Optimizer):
 
 OptimizerSpec = Annotated[SGD | Adam | AdamW | RMSprop, Field(discriminator="name")]
 
-SLOTS: dict[str, tuple[str, ...]] = {"sgd": ("momentum",), "adam": ("m", "v"), "adamw": ("m", "v"), "rmsprop": ("rms", "momentum")}
+SLOTS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum",),
+    "adam": ("m", "v"),
+    "adamw": ("m", "v"),
+    "rmsprop": ("rms", "momentum"),
+}
 
 
 def slot_names(opt: _Optimizer) -> tuple[str, ...]:
@@ -124,10 +139,14 @@ class LinearDecay(_Schedule):
         return 1.0 + (self.end_ratio - 1.0) * min(step / steps, 1.0)
 
 
-ScheduleSpec = Annotated[Constant | LinearWarmup | StepDecay | Cosine | LinearDecay, Field(discriminator="name")]
+ScheduleSpec = Annotated[
+    Constant | LinearWarmup | StepDecay | Cosine | LinearDecay, Field(discriminator="name")
+]
 
 
-def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float | None) -> dict[str, np.ndarray]:
+def clip_by_global_norm(
+    grads: dict[str, np.ndarray], max_norm: float | None
+) -> dict[str, np.ndarray]:
     """Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`."""
     if max_norm is None:
         return grads
@@ -137,8 +156,12 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float | None) ->
 
 
 def reference_step(
-    opt: _Optimizer, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-    slots: dict[str, dict[str, np.ndarray]], step: int, lr: float | None = None,
+    opt: _Optimizer,
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    slots: dict[str, dict[str, np.ndarray]],
+    step: int,
+    lr: float | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """One update in numpy: the definition every backend's optimizer must match.
 

@@ -49,12 +49,31 @@ class Capabilities:
         t = spec.trainer
         if spec.model is not None:
             for node in walk(plan(spec.model)):
-                need(node.layer.type in self.layers, f"layer {node.layer.type} ({node.path})", self.layers)
+                need(
+                    node.layer.type in self.layers,
+                    f"layer {node.layer.type} ({node.path})",
+                    self.layers,
+                )
         need(t.precision in self.precisions, f"precision {t.precision!r}", self.precisions)
-        need(t.accelerator == "auto" or t.accelerator in self.accelerators, f"accelerator {t.accelerator!r}", self.accelerators)
-        need(t.strategy == "auto" or t.strategy in self.strategies, f"strategy {t.strategy!r}", self.strategies)
-        need(spec.optimizer.name in self.optimizers, f"optimizer {spec.optimizer.name!r}", self.optimizers)
-        need(t.steps_per_execution == 1 or self.steps_per_execution, "trainer.steps_per_execution > 1")
+        need(
+            t.accelerator == "auto" or t.accelerator in self.accelerators,
+            f"accelerator {t.accelerator!r}",
+            self.accelerators,
+        )
+        need(
+            t.strategy == "auto" or t.strategy in self.strategies,
+            f"strategy {t.strategy!r}",
+            self.strategies,
+        )
+        need(
+            spec.optimizer.name in self.optimizers,
+            f"optimizer {spec.optimizer.name!r}",
+            self.optimizers,
+        )
+        need(
+            t.steps_per_execution == 1 or self.steps_per_execution,
+            "trainer.steps_per_execution > 1",
+        )
         need(not t.compile or self.compile, "trainer.compile")
 
 

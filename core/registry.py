@@ -102,12 +102,22 @@ class Registry:
         if isinstance(value, Layer):
             return value
         if not isinstance(value, dict):
-            raise PydanticCustomError("layer", "expected a layer mapping with a 'type' key, got {got}", {"got": repr(value)})
+            raise PydanticCustomError(
+                "layer",
+                "expected a layer mapping with a 'type' key, got {got}",
+                {"got": repr(value)},
+            )
         if "type" not in value:
-            raise PydanticCustomError("layer", "a layer needs a 'type' (one of {known})", {"known": ", ".join(self.layers.names())})
+            raise PydanticCustomError(
+                "layer",
+                "a layer needs a 'type' (one of {known})",
+                {"known": ", ".join(self.layers.names())},
+            )
         layer_class = self.layers.find(value["type"])
         if layer_class is None:
-            raise PydanticCustomError("layer", "{message}", {"message": self.layers.unknown(value["type"])})
+            raise PydanticCustomError(
+                "layer", "{message}", {"message": self.layers.unknown(value["type"])}
+            )
         return layer_class.model_validate(value)
 
     def backend(self, name: str) -> Any:
@@ -132,7 +142,11 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
                 for backend in result or []:
                     registry.backends.add(backend.name, backend)
         except Exception as err:  # a plugin's bug must not take the others down
-            registry.broken.append(BrokenPlugin(impl.plugin_name, "", f"{hook_name} failed: {type(err).__name__}: {err}"))
+            registry.broken.append(
+                BrokenPlugin(
+                    impl.plugin_name, "", f"{hook_name} failed: {type(err).__name__}: {err}"
+                )
+            )
 
 
 def build_registry(only: list[str] | None = None, blocked: list[str] | None = None) -> Registry:
@@ -145,10 +159,14 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     pm = pluggy.PluginManager("crosstrain")
     pm.add_hookspecs(hookspecs)
     registry = Registry(pm)
-    blocked = set(blocked or []) | set(filter(None, os.environ.get("CROSSTRAIN_BLOCK_PLUGINS", "").split(",")))
+    blocked = set(blocked or []) | set(
+        filter(None, os.environ.get("CROSSTRAIN_BLOCK_PLUGINS", "").split(","))
+    )
 
     def wanted(name: str) -> bool:
-        return name not in blocked and (only is None or name in only or name.rsplit(".", 1)[-1] in only)
+        return name not in blocked and (
+            only is None or name in only or name.rsplit(".", 1)[-1] in only
+        )
 
     for module_name in DEFAULT_PLUGINS:
         if wanted(module_name):
@@ -156,7 +174,9 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
                 pm.register(importlib.import_module(module_name), name=module_name)
                 registry.loaded.append((module_name, "built-in"))
             except Exception as err:
-                registry.broken.append(BrokenPlugin(module_name, "built-in", f"{type(err).__name__}: {err}"))
+                registry.broken.append(
+                    BrokenPlugin(module_name, "built-in", f"{type(err).__name__}: {err}")
+                )
     if not os.environ.get("CROSSTRAIN_DISABLE_PLUGIN_AUTOLOAD"):
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if not wanted(ep.name) or pm.has_plugin(ep.name):
@@ -169,7 +189,9 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
                 plugin = pm.get_plugin(ep.name)
                 if plugin is not None:
                     pm.unregister(plugin)
-                registry.broken.append(BrokenPlugin(ep.name, ep.value, f"{type(err).__name__}: {err}"))
+                registry.broken.append(
+                    BrokenPlugin(ep.name, ep.value, f"{type(err).__name__}: {err}")
+                )
     pm.check_pending()
     _call_each(registry, "crosstrain_add_backends", [registry.backends])
     _call_each(registry, "crosstrain_add_layers", [registry.layers])

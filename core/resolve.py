@@ -29,7 +29,14 @@ def _check_options(fn: Callable[..., Any], options: dict[str, Any], path: str) -
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return []
     known = {p.name for p in params}
-    return [SpecIssue(f"{path}.options.{k}", f"unknown option; {fn.__name__} takes {sorted(known) or 'no options'}") for k in options if k not in known]
+    return [
+        SpecIssue(
+            f"{path}.options.{k}",
+            f"unknown option; {fn.__name__} takes {sorted(known) or 'no options'}",
+        )
+        for k in options
+        if k not in known
+    ]
 
 
 def _function_issues(fs: FunctionSpec, table: NameTable[Any], path: str) -> list[SpecIssue]:
@@ -38,7 +45,9 @@ def _function_issues(fs: FunctionSpec, table: NameTable[Any], path: str) -> list
     if ":" in fs.name:
         module, _, attr = fs.name.partition(":")
         if not module or not attr.isidentifier():
-            return [SpecIssue(f"{path}.name", f"expected 'package.module:function', got {fs.name!r}")]
+            return [
+                SpecIssue(f"{path}.name", f"expected 'package.module:function', got {fs.name!r}")
+            ]
         return []
     if fs.name not in table:
         return [SpecIssue(path, table.unknown(fs.name) + "; or give 'package.module:function'")]
@@ -74,7 +83,11 @@ def _source_issues(spec: Spec) -> list[SpecIssue]:
     kind, _, argument = spec.data.source.partition(":")
     source = registry.data_sources.find(kind)
     if source is None:
-        return [SpecIssue("data.source", registry.data_sources.unknown(kind) + " (write '<kind>:<argument>')")]
+        return [
+            SpecIssue(
+                "data.source", registry.data_sources.unknown(kind) + " (write '<kind>:<argument>')"
+            )
+        ]
     try:
         source.check(argument)
     except ValueError as err:
@@ -82,7 +95,10 @@ def _source_issues(spec: Spec) -> list[SpecIssue]:
     try:
         source.options.model_validate(spec.data.options)
     except ValidationError as err:
-        return [SpecIssue(f"data.options{'.' + i.path if i.path else ''}", i.message) for i in issues_from_validation_error(err, spec.data.options, source.options)]
+        return [
+            SpecIssue(f"data.options{'.' + i.path if i.path else ''}", i.message)
+            for i in issues_from_validation_error(err, spec.data.options, source.options)
+        ]
     return []
 
 
@@ -119,7 +135,9 @@ def metric_functions(spec: Spec) -> dict[str, Callable[..., Any]]:
     return named
 
 
-def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[ArrayData, ArrayData | None]:
+def load_data(
+    spec: Spec, data: Any = None, val_data: Any = None
+) -> tuple[ArrayData, ArrayData | None]:
     """Training and validation data: explicit arrays win, else `data.source` (split by `validation_split`)."""
     from .data import as_array_data
 
@@ -129,7 +147,9 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Array
             return train, as_array_data(val_data, "val_data")
         return split(train, spec.data.validation_split, spec.seed)
     if spec.data.source is None:
-        raise SpecError(SpecIssue("data.source", "no data: give data.source in the spec or pass data=(x, y)"))
+        raise SpecError(
+            SpecIssue("data.source", "no data: give data.source in the spec or pass data=(x, y)")
+        )
     kind, _, argument = spec.data.source.partition(":")
     source = get_registry().data_sources.get(kind)
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)

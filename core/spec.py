@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+)
 
 from ._spec_errors import issues_from_validation_error
 from .data import DataSpec
@@ -40,7 +49,9 @@ class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
-    fn: Callable[..., Any] | None = Field(None, exclude=True, description="a Python callable (API only)")
+    fn: Callable[..., Any] | None = Field(
+        None, exclude=True, description="a Python callable (API only)"
+    )
 
 
 NamedFunction = Annotated[FunctionSpec, BeforeValidator(_named)]
@@ -89,7 +100,9 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "run"
     seed: int = 0
-    backend: str | None = Field(None, description="default backend when none is given on the command line")
+    backend: str | None = Field(
+        None, description="default backend when none is given on the command line"
+    )
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec | None = None
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
@@ -137,7 +150,9 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
             node = node[part] if isinstance(part, int) else node.setdefault(part, {})
         except (IndexError, TypeError, AttributeError):
             where = key.rsplit(".", len(parts) - i - 1)[0]
-            raise SpecError(SpecIssue(key, f"cannot set: {where!r} is not a mapping or list with that entry")) from None
+            raise SpecError(
+                SpecIssue(key, f"cannot set: {where!r} is not a mapping or list with that entry")
+            ) from None
     try:
         node[parts[-1]] = value
     except (IndexError, TypeError):
@@ -151,7 +166,9 @@ def _read_text(text: str, source: str) -> Any:
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
         line = f"line {mark.line + 1}: " if mark else ""
-        raise SpecError(SpecIssue("", f"{line}refused YAML tag ({err.problem}); specs are plain data"), source) from None
+        raise SpecError(
+            SpecIssue("", f"{line}refused YAML tag ({err.problem}); specs are plain data"), source
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -162,7 +179,10 @@ def _read_text(text: str, source: str) -> Any:
 def validate_spec(data: Any, source: str | None = None) -> Spec:
     """Validates plain data into a Spec, reporting every problem at once with its field path."""
     if not isinstance(data, dict):
-        raise SpecError(SpecIssue("", f"expected a mapping at the top of the spec, got {type(data).__name__}"), source)
+        raise SpecError(
+            SpecIssue("", f"expected a mapping at the top of the spec, got {type(data).__name__}"),
+            source,
+        )
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:

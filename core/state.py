@@ -64,17 +64,29 @@ def _fsync(path: Path) -> None:
 
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
     array = np.ascontiguousarray(array)
-    return {"dtype": str(array.dtype), "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
+    return {
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+        "data": base64.b64encode(array.tobytes()).decode(),
+    }
 
 
 def _decode_array(entry: dict[str, Any]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(entry["data"]), dtype=np.dtype(entry["dtype"])).reshape(entry["shape"]).copy()
+    return (
+        np.frombuffer(base64.b64decode(entry["data"]), dtype=np.dtype(entry["dtype"]))
+        .reshape(entry["shape"])
+        .copy()
+    )
 
 
 def _save_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": FORMAT})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+        str(path),
+        metadata={"format": FORMAT},
+    )
 
 
 def write_checkpoint(root: Path, state: CanonicalState, info: dict[str, Any]) -> Path:
@@ -95,13 +107,21 @@ def write_checkpoint(root: Path, state: CanonicalState, info: dict[str, Any]) ->
         temp.mkdir(parents=True)
         _save_tensors(temp / "model.safetensors", state.params)
         _save_tensors(temp / "optimizer.safetensors", state.optimizer)
-        files = {name: _sha256(temp / name) for name in ("model.safetensors", "optimizer.safetensors")}
-        meta = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "step": state.step,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files,
-            "rng": {k: _encode_array(v) for k, v in state.rng.items()}, **info,
+        files = {
+            name: _sha256(temp / name) for name in ("model.safetensors", "optimizer.safetensors")
         }
-        (temp / "trainer.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "step": state.step,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": files,
+            "rng": {k: _encode_array(v) for k, v in state.rng.items()},
+            **info,
+        }
+        (temp / "trainer.json").write_text(
+            json.dumps(meta, indent=1, default=str), encoding="utf-8"
+        )
         for name in ("model.safetensors", "optimizer.safetensors", "trainer.json"):
             _fsync(temp / name)
         _fsync(temp)
@@ -131,7 +151,9 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
     path = Path(path)
     meta_path = path / "trainer.json"
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a checkpoint directory (expected step-<N>/ with trainer.json)")
+        raise CheckpointError(
+            f"{path}: not a checkpoint directory (expected step-<N>/ with trainer.json)"
+        )
     if not meta_path.is_file():
         raise CheckpointError(f"{path}: not a crosstrain checkpoint (trainer.json is missing)")
     try:
@@ -139,9 +161,13 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{meta_path}: corrupt trainer.json ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: not a crosstrain checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            f"{meta_path}: not a crosstrain checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {meta['format_version']} is newer than this crosstrain reads ({FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: format version {meta['format_version']} is newer than this crosstrain reads ({FORMAT_VERSION})"
+        )
     tensors = {}
     for name in ("model.safetensors", "optimizer.safetensors"):
         file = path / name
@@ -158,7 +184,9 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
         rng = {k: _decode_array(v) for k, v in meta.get("rng", {}).items()}
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{meta_path}: corrupt rng entry ({err})") from None
-    state = CanonicalState(tensors["model.safetensors"], tensors["optimizer.safetensors"], int(meta["step"]), rng)
+    state = CanonicalState(
+        tensors["model.safetensors"], tensors["optimizer.safetensors"], int(meta["step"]), rng
+    )
     return state, meta
 
 
@@ -167,7 +195,11 @@ def list_checkpoints(root: Path | str) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -189,17 +221,31 @@ def clean_temporary(root: Path | str) -> list[Path]:
     return removed
 
 
-def check_compatible(state: CanonicalState, expected: dict[str, tuple[int, ...]], where: str) -> None:
+def check_compatible(
+    state: CanonicalState, expected: dict[str, tuple[int, ...]], where: str
+) -> None:
     """Raises CheckpointError if the state's parameters do not match the model's names and shapes."""
     missing = sorted(set(expected) - set(state.params))
     extra = sorted(set(state.params) - set(expected))
-    wrong = sorted(n for n in set(expected) & set(state.params) if tuple(state.params[n].shape) != tuple(expected[n]))
+    wrong = sorted(
+        n
+        for n in set(expected) & set(state.params)
+        if tuple(state.params[n].shape) != tuple(expected[n])
+    )
     problems = []
     if missing:
         problems.append(f"missing {missing[:5]}")
     if extra:
         problems.append(f"unexpected {extra[:5]}")
     if wrong:
-        problems.append("shape mismatch " + ", ".join(f"{n}: {tuple(state.params[n].shape)} vs model {tuple(expected[n])}" for n in wrong[:5]))
+        problems.append(
+            "shape mismatch "
+            + ", ".join(
+                f"{n}: {tuple(state.params[n].shape)} vs model {tuple(expected[n])}"
+                for n in wrong[:5]
+            )
+        )
     if problems:
-        raise CheckpointError(f"{where}: checkpoint does not fit this model ({'; '.join(problems)})")
+        raise CheckpointError(
+            f"{where}: checkpoint does not fit this model ({'; '.join(problems)})"
+        )

@@ -59,7 +59,9 @@ class Trainer:
     `should_stop` (set it to end the fit after the current epoch).
     """
 
-    def __init__(self, spec: Spec, program: Program, registry: Registry, backend: str, run_dir: Path | None):
+    def __init__(
+        self, spec: Spec, program: Program, registry: Registry, backend: str, run_dir: Path | None
+    ):
         self.spec, self.program, self.registry, self.backend = spec, program, registry, backend
         self.hook = registry.pm.hook
         self.run_dir = run_dir
@@ -84,9 +86,15 @@ class Trainer:
         if self.steps_per_epoch and batch >= self.steps_per_epoch:
             epoch, batch = epoch + 1, 0
         return {
-            "epoch": epoch, "batch_in_epoch": batch, "global_step": self.global_step,
-            "seed": self.spec.seed, "data_order_seed": self.spec.seed, "history": self.history,
-            "spec": self.spec.to_dict(), "backend": self.backend, "versions": self.versions,
+            "epoch": epoch,
+            "batch_in_epoch": batch,
+            "global_step": self.global_step,
+            "seed": self.spec.seed,
+            "data_order_seed": self.spec.seed,
+            "history": self.history,
+            "spec": self.spec.to_dict(),
+            "backend": self.backend,
+            "versions": self.versions,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -107,24 +115,45 @@ class Trainer:
         except CheckpointError:
             raise
         except Exception as err:
-            raise CheckpointError(f"{path}: cannot load into the {self.backend} model: {err}") from err
-        self.epoch, self.batch_in_epoch = int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0))
+            raise CheckpointError(
+                f"{path}: cannot load into the {self.backend} model: {err}"
+            ) from err
+        self.epoch, self.batch_in_epoch = (
+            int(meta.get("epoch", 0)),
+            int(meta.get("batch_in_epoch", 0)),
+        )
         self.global_step = int(meta.get("global_step", state.step))
         self.history = list(meta.get("history", []))
         self.hook.on_checkpoint(trainer=self, stage="load", path=Path(path))
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _pull(self, pending: list[Any], count: int, running: _RunningMean, prefix: str) -> dict[str, float]:
+    def _pull(
+        self, pending: list[Any], count: int, running: _RunningMean, prefix: str
+    ) -> dict[str, float]:
         values = self.program.metrics_to_host(pending)
         if prefix == "train" and not math.isfinite(values.get("loss", 0.0)):
             where = f"at step {self.global_step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
-            kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else ""
-            raise TrainingError(f"the training loss became {values['loss']} {where}{kept}. Lower optimizer.lr or set optimizer.clip_norm.")
+            kept = (
+                f"; the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint
+                else ""
+            )
+            raise TrainingError(
+                f"the training loss became {values['loss']} {where}{kept}. Lower optimizer.lr or set optimizer.clip_norm."
+            )
         running.add(values, count)
         return {f"{prefix}_{k}": v for k, v in values.items()}
 
-    def _run_epoch(self, data: ArrayData, stage: str, order: np.ndarray, batch_size: int, drop_last: bool, start: int = 0) -> dict[str, float]:
+    def _run_epoch(
+        self,
+        data: ArrayData,
+        stage: str,
+        order: np.ndarray,
+        batch_size: int,
+        drop_last: bool,
+        start: int = 0,
+    ) -> dict[str, float]:
         step_fn = self.program.train_step if stage == "train" else self.program.eval_step
         batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
@@ -136,7 +165,14 @@ class Trainer:
             if group > 1:
                 rows = order[slices[index].start : slices[index + group - 1].stop]
                 x, y = data.x[rows], data.y[rows]
-                pending.append(self.program.train_steps((x.reshape(group, batch_size, *x.shape[1:]), y.reshape(group, batch_size, *y.shape[1:]))))
+                pending.append(
+                    self.program.train_steps(
+                        (
+                            x.reshape(group, batch_size, *x.shape[1:]),
+                            y.reshape(group, batch_size, *y.shape[1:]),
+                        )
+                    )
+                )
             else:
                 rows = order[slices[index]]
                 pending.append(step_fn((data.x[rows], data.y[rows])))
@@ -177,13 +213,19 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupted = True
 
-    def fit(self, train: ArrayData, val: ArrayData | None, resume_from: Path | None = None) -> FitResult:
+    def fit(
+        self, train: ArrayData, val: ArrayData | None, resume_from: Path | None = None
+    ) -> FitResult:
         """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary."""
         spec, data = self.spec, self.spec.data
         self.steps_per_epoch = len(batch_slices(len(train), data.batch_size, data.drop_last))
         if self.steps_per_epoch == 0:
-            raise TrainingError(f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last")
-        self.total_steps = min(spec.trainer.max_steps or math.inf, spec.trainer.max_epochs * self.steps_per_epoch)
+            raise TrainingError(
+                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+            )
+        self.total_steps = min(
+            spec.trainer.max_steps or math.inf, spec.trainer.max_epochs * self.steps_per_epoch
+        )
         if self.checkpoint_dir is not None:
             clean_temporary(self.checkpoint_dir)
         if resume_from is not None:
@@ -204,9 +246,17 @@ class Trainer:
             if main_thread:
                 signal.signal(signal.SIGINT, previous)
         result = FitResult(
-            metrics={k: v for k, v in (self.history[-1] if self.history else {}).items() if k not in ("epoch", "step")},
-            history=self.history, state=self.program.get_state(), native_model=self.program.native_model,
-            program=self.program, run_dir=self.run_dir, last_checkpoint=self.last_checkpoint,
+            metrics={
+                k: v
+                for k, v in (self.history[-1] if self.history else {}).items()
+                if k not in ("epoch", "step")
+            },
+            history=self.history,
+            state=self.program.get_state(),
+            native_model=self.program.native_model,
+            program=self.program,
+            run_dir=self.run_dir,
+            last_checkpoint=self.last_checkpoint,
             stopped_early=self.stopped_early,
         )
         self.hook.on_fit_end(trainer=self, result=result)
@@ -214,7 +264,11 @@ class Trainer:
 
     def _loop(self, train: ArrayData, val: ArrayData | None) -> None:
         spec, data = self.spec, self.spec.data
-        while self.epoch < spec.trainer.max_epochs and self.global_step < self.total_steps and not self.should_stop:
+        while (
+            self.epoch < spec.trainer.max_epochs
+            and self.global_step < self.total_steps
+            and not self.should_stop
+        ):
             start = self.batch_in_epoch if self.batch_in_epoch < self.steps_per_epoch else 0
             self.batch_in_epoch = start
             self.hook.on_epoch_start(trainer=self, stage="train", epoch=self.epoch)
@@ -222,7 +276,11 @@ class Trainer:
             metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
             if self._interrupted:
                 return
-            if val is not None and len(val) and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0:
+            if (
+                val is not None
+                and len(val)
+                and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0
+            ):
                 metrics.update(self._validate(val))
             self.history.append({"epoch": self.epoch, "step": self.global_step, **metrics})
             self.hook.on_epoch_end(trainer=self, stage="train", epoch=self.epoch, metrics=metrics)
@@ -243,6 +301,8 @@ class Trainer:
         """Model outputs for every row of `x`, in order."""
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
         self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
-        outputs = [self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)]
+        outputs = [
+            self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)
+        ]
         self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         return np.concatenate(outputs) if outputs else np.zeros((0,))

@@ -26,7 +26,9 @@ class ModelCheckpoint(Callback):
         monitor = self.options.monitor
         if path is not None and monitor and monitor in metrics:
             value = metrics[monitor]
-            better = value < self.best_value if self.options.mode == "min" else value > self.best_value
+            better = (
+                value < self.best_value if self.options.mode == "min" else value > self.best_value
+            )
             if better:
                 self.best_value, self.best_path = value, path
         self._prune(trainer)

@@ -28,11 +28,20 @@ class CSVLogger(Callback):
 
     def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
         if logs:
-            self.rows.append({"epoch": trainer.epoch, "step": trainer.global_step, "stage": "step", **logs})
+            self.rows.append(
+                {"epoch": trainer.epoch, "step": trainer.global_step, "stage": "step", **logs}
+            )
 
     def on_epoch_end(self, trainer: Any, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         if stage in ("train", "test"):
-            self.rows.append({"epoch": epoch, "step": trainer.global_step, "stage": "epoch" if stage == "train" else stage, **metrics})
+            self.rows.append(
+                {
+                    "epoch": epoch,
+                    "step": trainer.global_step,
+                    "stage": "epoch" if stage == "train" else stage,
+                    **metrics,
+                }
+            )
             self._write()
 
     def on_fit_end(self, trainer: Any) -> None:

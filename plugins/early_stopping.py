@@ -19,14 +19,18 @@ class EarlyStopping(Callback):
 
     def _improved(self, value: float) -> bool:
         delta = self.options.min_delta
-        return value < self.best - delta if self.options.mode == "min" else value > self.best + delta
+        return (
+            value < self.best - delta if self.options.mode == "min" else value > self.best + delta
+        )
 
     def on_epoch_end(self, trainer: Any, stage: str, metrics: dict[str, float]) -> None:
         if stage != "train":
             return
         monitor = self.options.monitor
         if monitor not in metrics:
-            raise TrainingError(f"trainer.early_stopping.monitor: {monitor!r} is not among the epoch metrics {sorted(metrics)}")
+            raise TrainingError(
+                f"trainer.early_stopping.monitor: {monitor!r} is not among the epoch metrics {sorted(metrics)}"
+            )
         if self._improved(metrics[monitor]):
             self.best, self.wait = metrics[monitor], 0
             return

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
-
 from crosstrain.data import ArrayData
 from crosstrain.hookspecs import hookimpl
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class SklearnOptions(BaseModel):
@@ -26,7 +25,9 @@ class SklearnSource:
 
     def check(self, argument: str) -> None:
         if argument not in self.names:
-            raise ValueError(f"unknown scikit-learn data set {argument!r}; known: {', '.join(self.names)}")
+            raise ValueError(
+                f"unknown scikit-learn data set {argument!r}; known: {', '.join(self.names)}"
+            )
 
     def load(self, argument: str, options: SklearnOptions, seed: int) -> ArrayData:
         import sklearn.datasets
@@ -67,7 +68,9 @@ class NpzSource:
         with np.load(path, allow_pickle=False) as arrays:
             missing = [k for k in (options.x, options.y) if k not in arrays.files]
             if missing:
-                raise ValueError(f"data.source: {path} has no array {missing[0]!r} (it has {arrays.files})")
+                raise ValueError(
+                    f"data.source: {path} has no array {missing[0]!r} (it has {arrays.files})"
+                )
             return ArrayData(arrays[options.x], arrays[options.y])
 
 
@@ -78,7 +81,9 @@ class RandomOptions(BaseModel):
     classes: PositiveInt = Field(2, description="classification only")
     outputs: PositiveInt = Field(1, description="regression only")
     noise: float = Field(0.1, ge=0.0)
-    shape: tuple[PositiveInt, ...] | None = Field(None, description="per-sample input shape (default: (features,))")
+    shape: tuple[PositiveInt, ...] | None = Field(
+        None, description="per-sample input shape (default: (features,))"
+    )
 
 
 class RandomSource:
@@ -89,7 +94,9 @@ class RandomSource:
 
     def check(self, argument: str) -> None:
         if argument not in self.kinds:
-            raise ValueError(f"unknown random data {argument!r}; expected one of {', '.join(self.kinds)}")
+            raise ValueError(
+                f"unknown random data {argument!r}; expected one of {', '.join(self.kinds)}"
+            )
 
     def load(self, argument: str, options: RandomOptions, seed: int) -> ArrayData:
         rng = np.random.default_rng([seed, 11])
@@ -99,7 +106,9 @@ class RandomSource:
         kind: Literal["classification", "regression"] = argument  # type: ignore[assignment]
         if kind == "classification":
             weights = rng.standard_normal((flat.shape[1], options.classes))
-            scores = flat @ weights + options.noise * rng.standard_normal((options.samples, options.classes))
+            scores = flat @ weights + options.noise * rng.standard_normal(
+                (options.samples, options.classes)
+            )
             return ArrayData(x, scores.argmax(axis=1).astype(np.int64))
         weights = rng.standard_normal((flat.shape[1], options.outputs)) / np.sqrt(flat.shape[1])
         y = flat @ weights + options.noise * rng.standard_normal((options.samples, options.outputs))

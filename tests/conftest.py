@@ -13,10 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_python(code: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Runs `python -c code` in a fresh interpreter (same venv) and returns the finished process."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tiny_spec(**overrides: object) -> dict:
@@ -24,8 +33,20 @@ def tiny_spec(**overrides: object) -> dict:
     spec = {
         "name": "tiny",
         "seed": 0,
-        "data": {"source": "random:classification", "options": {"samples": 256, "features": 8, "classes": 3}, "validation_split": 0.25, "batch_size": 32},
-        "model": {"input_shape": [8], "layers": [{"type": "Dense", "units": 16}, {"type": "ReLU"}, {"type": "Dense", "units": 3}]},
+        "data": {
+            "source": "random:classification",
+            "options": {"samples": 256, "features": 8, "classes": 3},
+            "validation_split": 0.25,
+            "batch_size": 32,
+        },
+        "model": {
+            "input_shape": [8],
+            "layers": [
+                {"type": "Dense", "units": 16},
+                {"type": "ReLU"},
+                {"type": "Dense", "units": 3},
+            ],
+        },
         "loss": "cross_entropy",
         "metrics": ["accuracy"],
         "optimizer": {"name": "adam", "lr": 0.01},

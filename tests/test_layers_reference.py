@@ -3,21 +3,32 @@ initialisation is seeded and per-name, canonical layouts are as documented."""
 
 from __future__ import annotations
 
+import crosstrain as ct
 import numpy as np
 import pytest
-
-import crosstrain as ct
 from crosstrain.layers import BUILTIN_LAYERS
 from crosstrain.model import ModelSpec, forward, init_params, param_specs, plan
 
 CASES = {
     "Dense": ((6,), [{"type": "Dense", "units": 4, "activation": "tanh"}]),
     "Dense3d": ((5, 6), [{"type": "Dense", "units": 4}]),
-    "Conv1D": ((9, 3), [{"type": "Conv1D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}]),
-    "Conv2D": ((7, 7, 2), [{"type": "Conv2D", "filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}]),
-    "Conv2Dvalid": ((7, 6, 2), [{"type": "Conv2D", "filters": 3, "kernel_size": [3, 2], "padding": "valid"}]),
+    "Conv1D": (
+        (9, 3),
+        [{"type": "Conv1D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}],
+    ),
+    "Conv2D": (
+        (7, 7, 2),
+        [{"type": "Conv2D", "filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}],
+    ),
+    "Conv2Dvalid": (
+        (7, 6, 2),
+        [{"type": "Conv2D", "filters": 3, "kernel_size": [3, 2], "padding": "valid"}],
+    ),
     "MaxPool2D": ((7, 7, 2), [{"type": "MaxPool2D", "pool_size": 2, "padding": "same"}]),
-    "AvgPool2D": ((7, 7, 2), [{"type": "AvgPool2D", "pool_size": 3, "strides": 2, "padding": "same"}]),
+    "AvgPool2D": (
+        (7, 7, 2),
+        [{"type": "AvgPool2D", "pool_size": 3, "strides": 2, "padding": "same"}],
+    ),
     "GlobalAvgPool": ((4, 4, 3), [{"type": "GlobalAvgPool"}]),
     "BatchNorm": ((4, 4, 3), [{"type": "BatchNorm"}]),
     "LayerNorm": ((5, 6), [{"type": "LayerNorm"}]),
@@ -30,9 +41,18 @@ CASES = {
     "Tanh": ((6,), [{"type": "Tanh"}]),
     "Sigmoid": ((6,), [{"type": "Sigmoid"}]),
     "Softmax": ((6,), [{"type": "Softmax"}]),
-    "Residual": ((5, 6), [{"type": "Residual", "layers": [{"type": "LayerNorm"}, {"type": "Dense", "units": 6}]}]),
-    "MultiHeadSelfAttention": ((5, 8), [{"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3, "causal": True}]),
-    "Sequential": ((6,), [{"type": "Sequential", "layers": [{"type": "Dense", "units": 3}, {"type": "ReLU"}]}]),
+    "Residual": (
+        (5, 6),
+        [{"type": "Residual", "layers": [{"type": "LayerNorm"}, {"type": "Dense", "units": 6}]}],
+    ),
+    "MultiHeadSelfAttention": (
+        (5, 8),
+        [{"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3, "causal": True}],
+    ),
+    "Sequential": (
+        (6,),
+        [{"type": "Sequential", "layers": [{"type": "Dense", "units": 3}, {"type": "ReLU"}]}],
+    ),
 }
 
 
@@ -65,20 +85,25 @@ def test_shape_inference_matches_the_reference_forward(case):
 
 
 def test_canonical_layouts_and_names():
-    model = ModelSpec.model_validate({
-        "input_shape": [8, 8, 3],
-        "layers": [
-            {"type": "Conv2D", "filters": 5, "kernel_size": 3},
-            {"type": "Flatten"},
-            {"type": "Residual", "layers": [{"type": "Dense", "units": 180}]},
-            {"type": "Dense", "units": 7, "name": "head"},
-        ],
-    })
+    model = ModelSpec.model_validate(
+        {
+            "input_shape": [8, 8, 3],
+            "layers": [
+                {"type": "Conv2D", "filters": 5, "kernel_size": 3},
+                {"type": "Flatten"},
+                {"type": "Residual", "layers": [{"type": "Dense", "units": 180}]},
+                {"type": "Dense", "units": 7, "name": "head"},
+            ],
+        }
+    )
     shapes = {name: spec.shape for name, spec in param_specs(model).items()}
     assert shapes == {
-        "conv2d_0/kernel": (3, 3, 3, 5), "conv2d_0/bias": (5,),
-        "residual_2/dense_0/kernel": (180, 180), "residual_2/dense_0/bias": (180,),
-        "head/kernel": (180, 7), "head/bias": (7,),
+        "conv2d_0/kernel": (3, 3, 3, 5),
+        "conv2d_0/bias": (5,),
+        "residual_2/dense_0/kernel": (180, 180),
+        "residual_2/dense_0/bias": (180,),
+        "head/kernel": (180, 7),
+        "head/bias": (7,),
     }
 
 
@@ -94,8 +119,13 @@ def test_initialisation_is_seeded_and_keyed_by_name():
 
 def test_reference_math_spot_checks():
     dense = ct.layers.Dense(2)
-    params = {"kernel": np.array([[1.0, 0.0], [0.0, 2.0]], np.float32), "bias": np.array([0.5, 0.0], np.float32)}
-    np.testing.assert_allclose(dense.forward(params, np.array([[1.0, 1.0]], np.float32)), [[1.5, 2.0]])
+    params = {
+        "kernel": np.array([[1.0, 0.0], [0.0, 2.0]], np.float32),
+        "bias": np.array([0.5, 0.0], np.float32),
+    }
+    np.testing.assert_allclose(
+        dense.forward(params, np.array([[1.0, 1.0]], np.float32)), [[1.5, 2.0]]
+    )
     pool = ct.layers.MaxPool2D(2)
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
     np.testing.assert_array_equal(pool.forward({}, x)[0, :, :, 0], [[5, 7], [13, 15]])
@@ -105,5 +135,14 @@ def test_reference_math_spot_checks():
 
 
 def test_bad_shapes_are_spec_errors():
-    with pytest.raises(ct.SpecError, match=r"model.layers\[1\]: Reshape cannot take input shape \(6,\)"):
-        ct.load_spec({"model": {"input_shape": [6], "layers": [{"type": "ReLU"}, {"type": "Reshape", "target_shape": [4, 2]}]}})
+    with pytest.raises(
+        ct.SpecError, match=r"model.layers\[1\]: Reshape cannot take input shape \(6,\)"
+    ):
+        ct.load_spec(
+            {
+                "model": {
+                    "input_shape": [6],
+                    "layers": [{"type": "ReLU"}, {"type": "Reshape", "target_shape": [4, 2]}],
+                }
+            }
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from crosstrain.losses import BUILTIN_LOSSES
 from crosstrain.metrics import BUILTIN_METRICS
 
@@ -66,7 +65,9 @@ def test_known_values():
     assert on_numpy("top_k_accuracy") >= on_numpy("accuracy")
     outputs, targets = CASES["huber"]
     err = np.abs(outputs[:, 0] - targets)
-    assert on_numpy("huber") == pytest.approx(np.mean(np.where(err < 1, 0.5 * err**2, err - 0.5)), rel=1e-6)
+    assert on_numpy("huber") == pytest.approx(
+        np.mean(np.where(err < 1, 0.5 * err**2, err - 0.5)), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

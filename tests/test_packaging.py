@@ -13,20 +13,39 @@ from conftest import ROOT, run_python
 def test_wheel_installs_and_imports(tmp_path):
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("crosstrain-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for expected in ("crosstrain/__init__.py", "crosstrain/layers/__init__.py", "crosstrain/backends/torch/__init__.py",
-                     "crosstrain/plugins/builtins.py", "crosstrain/conformance/plugin.py"):
+    for expected in (
+        "crosstrain/__init__.py",
+        "crosstrain/layers/__init__.py",
+        "crosstrain/backends/torch/__init__.py",
+        "crosstrain/plugins/builtins.py",
+        "crosstrain/conformance/plugin.py",
+    ):
         assert expected in names, expected
     assert not any(n.startswith(("core/", "backends/", "plugins/", "tests/")) for n in names)
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     code = (

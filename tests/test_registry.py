@@ -23,7 +23,9 @@ def make_distribution(site: Path, name: str, module_source: str, entry: str | No
 
 def test_import_crosstrain_loads_no_framework():
     names = repr(FRAMEWORKS)
-    done = run_python(f"import sys, crosstrain, crosstrain.backends.torch\nprint([m for m in {names} if m in sys.modules])")
+    done = run_python(
+        f"import sys, crosstrain, crosstrain.backends.torch\nprint([m for m in {names} if m in sys.modules])"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -32,26 +34,38 @@ def test_broken_plugins_are_reported_and_fit_still_works(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     make_distribution(site, "ct_raises", "raise RuntimeError('boom at import')\n")
-    make_distribution(site, "ct_typo", """
+    make_distribution(
+        site,
+        "ct_typo",
+        """
         from crosstrain import hookimpl
         @hookimpl
         def on_epoch_ned(trainer):
             pass
-    """)
-    make_distribution(site, "ct_bad_signature", """
+    """,
+    )
+    make_distribution(
+        site,
+        "ct_bad_signature",
+        """
         from crosstrain import hookimpl
         @hookimpl
         def on_epoch_end(trainer, nonsense_argument):
             pass
-    """)
-    make_distribution(site, "ct_good", """
+    """,
+    )
+    make_distribution(
+        site,
+        "ct_good",
+        """
         from crosstrain import hookimpl
         def double_mse(xp, outputs, targets):
             return 2 * xp.mean((outputs - targets) ** 2)
         @hookimpl
         def crosstrain_add_losses(registry):
             registry.losses.add("double_mse", double_mse)
-    """)
+    """,
+    )
     code = textwrap.dedent(f"""
         import json, crosstrain as ct
         from crosstrain.registry import get_registry
@@ -76,7 +90,9 @@ def test_autoload_can_be_disabled(tmp_path):
     site.mkdir()
     make_distribution(site, "ct_side_effect", "open('imported.flag', 'w').write('x')\n")
     code = "from crosstrain.registry import get_registry\nprint(len(get_registry().broken))"
-    done = run_python(code, env={"PYTHONPATH": str(site), "CROSSTRAIN_DISABLE_PLUGIN_AUTOLOAD": "1"}, cwd=tmp_path)
+    done = run_python(
+        code, env={"PYTHONPATH": str(site), "CROSSTRAIN_DISABLE_PLUGIN_AUTOLOAD": "1"}, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "imported.flag").exists()
     done = run_python(code, env={"PYTHONPATH": str(site)}, cwd=tmp_path)

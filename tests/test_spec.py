@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+import crosstrain as ct
 import pytest
 from conftest import EXAMPLES, run_python, tiny_spec
-
-import crosstrain as ct
 from crosstrain.errors import SpecError
 
 
@@ -44,7 +43,9 @@ def test_unknown_key_suggests_the_closest_name():
     spec["model"]["layers"][0] = {"type": "Dense", "unitz": 16}
     assert "model.layers[0].unitz: unknown key 'unitz'; did you mean 'units'?" in issues_of(spec)
     spec = tiny_spec(trainer={"max_epoch": 3})
-    assert "trainer.max_epoch: unknown key 'max_epoch'; did you mean 'max_epochs'?" in issues_of(spec)
+    assert "trainer.max_epoch: unknown key 'max_epoch'; did you mean 'max_epochs'?" in issues_of(
+        spec
+    )
 
 
 def test_unknown_layer_type_suggests():
@@ -60,7 +61,9 @@ def test_wrong_type_and_all_errors_at_once():
     spec["data"]["batch_sise"] = 4
     issues = issues_of(spec)
     assert "model.layers[0].units: expected an integer, got 'abc'" in issues
-    assert any(i.startswith("optimizer: unknown name 'adamm'; did you mean 'adam'?") for i in issues)
+    assert any(
+        i.startswith("optimizer: unknown name 'adamm'; did you mean 'adam'?") for i in issues
+    )
     assert any(i.startswith("data.batch_sise: unknown key") for i in issues)
     assert len(issues) == 3
 
@@ -71,14 +74,22 @@ def test_semantic_errors_name_their_place():
     spec["model"]["layers"].append({"type": "Conv2D", "filters": 2, "kernel_size": 3})
     issues = issues_of(spec)
     assert any(i.startswith("loss.options.delt: unknown option") for i in issues)
-    assert any(i.startswith("metrics[0]: unknown metric 'acuracy'; did you mean 'accuracy'?") for i in issues)
-    assert any(i.startswith("data.options.sample: unknown key 'sample'; did you mean 'samples'?") for i in issues)
+    assert any(
+        i.startswith("metrics[0]: unknown metric 'acuracy'; did you mean 'accuracy'?")
+        for i in issues
+    )
+    assert any(
+        i.startswith("data.options.sample: unknown key 'sample'; did you mean 'samples'?")
+        for i in issues
+    )
     assert any(i.startswith("model.layers[3]: Conv2D cannot take input shape (3,)") for i in issues)
 
 
 def test_nested_layers_have_paths():
     spec = tiny_spec()
-    spec["model"]["layers"].insert(2, {"type": "Residual", "layers": [{"type": "Dense", "units": 0}]})
+    spec["model"]["layers"].insert(
+        2, {"type": "Residual", "layers": [{"type": "Dense", "units": 0}]}
+    )
     assert "model.layers[2].layers[0].units: expected a positive integer, got 0" in issues_of(spec)
 
 
@@ -99,7 +110,9 @@ def test_missing_file():
 
 def test_override_validates_and_parses_values():
     spec = ct.load_spec(tiny_spec())
-    changed = spec.override({"trainer.max_epochs": "5", "model.layers[0].units": 4, "optimizer.lr": "3e-4"})
+    changed = spec.override(
+        {"trainer.max_epochs": "5", "model.layers[0].units": 4, "optimizer.lr": "3e-4"}
+    )
     assert changed.trainer.max_epochs == 5 and changed.model.layers[0].units == 4
     assert changed.optimizer.lr == pytest.approx(3e-4)
     assert spec.trainer.max_epochs == 2

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import time
 
+import crosstrain as ct
 import numpy as np
 import pytest
 from conftest import tiny_spec
-
-import crosstrain as ct
 from crosstrain.state import list_checkpoints, read_checkpoint
 
 
@@ -52,7 +51,10 @@ def test_hooks_fire_in_the_documented_order(tmp_path):
         expected += [("epoch_start", "train", epoch)]
         expected += [("batch_end", "train", i, train_keys if i == 2 else None) for i in range(3)]
         expected += [("epoch_start", "val", epoch), ("batch_end", "val", 0, None)]
-        expected += [("epoch_end", "val", epoch, ["val_accuracy", "val_loss"]), ("epoch_end", "train", epoch, epoch_keys)]
+        expected += [
+            ("epoch_end", "val", epoch, ["val_accuracy", "val_loss"]),
+            ("epoch_end", "train", epoch, epoch_keys),
+        ]
         expected += [("checkpoint", "save", f"step-{3 * (epoch + 1)}")]
     expected += [("fit_end",)]
     assert recorder.calls == expected
@@ -63,7 +65,9 @@ def test_result_metrics_history_and_run_dir(tmp_path):
     assert set(result.metrics) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     assert [h["epoch"] for h in result.history] == [0, 1]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] * 1.5
-    assert "dense_0/kernel" in result.state.params and result.state.params["dense_0/kernel"].shape == (8, 16)
+    assert "dense_0/kernel" in result.state.params and result.state.params[
+        "dense_0/kernel"
+    ].shape == (8, 16)
     import torch
 
     assert isinstance(result.native_model, torch.nn.Module)
@@ -85,15 +89,25 @@ def test_misspelled_callback_hook_fails_at_start():
 def test_same_seed_same_result_and_explicit_arrays():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((200, 8)).astype(np.float32), rng.integers(0, 3, 200)
-    first = ct.fit(tiny_spec(), backend="torch", data=(x, y), val_data=(x[:50], y[:50]), run_dir=False)
-    second = ct.fit(tiny_spec(), backend="torch", data=(x, y), val_data=(x[:50], y[:50]), run_dir=False)
+    first = ct.fit(
+        tiny_spec(), backend="torch", data=(x, y), val_data=(x[:50], y[:50]), run_dir=False
+    )
+    second = ct.fit(
+        tiny_spec(), backend="torch", data=(x, y), val_data=(x[:50], y[:50]), run_dir=False
+    )
     assert first.history == second.history
     for name, value in first.state.params.items():
         np.testing.assert_array_equal(value, second.state.params[name])
 
 
 def test_early_stopping_stops(tmp_path):
-    spec = tiny_spec(trainer={"max_epochs": 50, "progress": False, "early_stopping": {"monitor": "train_loss", "patience": 0, "min_delta": 10.0}})
+    spec = tiny_spec(
+        trainer={
+            "max_epochs": 50,
+            "progress": False,
+            "early_stopping": {"monitor": "train_loss", "patience": 0, "min_delta": 10.0},
+        }
+    )
     result = ct.fit(spec, backend="torch", run_dir=False)
     assert len(result.history) == 2 and result.stopped_early
 
@@ -109,14 +123,19 @@ def test_checkpoint_retention_and_exact_resume(tmp_path):
 
     short = dict(spec, trainer={**spec["trainer"], "max_epochs": 2})
     ct.fit(short, backend="torch", run_dir=tmp_path / "resumed")
-    resumed = ct.fit(spec, backend="torch", run_dir=tmp_path / "resumed", resume=tmp_path / "resumed")
+    resumed = ct.fit(
+        spec, backend="torch", run_dir=tmp_path / "resumed", resume=tmp_path / "resumed"
+    )
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     for name, value in full.state.params.items():
         np.testing.assert_array_equal(value, resumed.state.params[name], err_msg=name)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_checkpoints(tmp_path):
-    spec = tiny_spec(optimizer={"name": "sgd", "lr": 1e30}, trainer={"max_epochs": 5, "progress": False, "log_every_n_steps": 1})
+    spec = tiny_spec(
+        optimizer={"name": "sgd", "lr": 1e30},
+        trainer={"max_epochs": 5, "progress": False, "log_every_n_steps": 1},
+    )
     with pytest.raises(ct.TrainingError, match=r"training loss became (nan|inf)"):
         ct.fit(spec, backend="torch", run_dir=tmp_path / "run")
     for path in list_checkpoints(tmp_path / "run" / "checkpoints"):
@@ -135,7 +154,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         "except KeyboardInterrupt:\n"
         "    print('clean exit'); sys.exit(130)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list_checkpoints(tmp_path / "run" / "checkpoints"):
         time.sleep(0.2)

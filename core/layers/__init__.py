@@ -13,19 +13,66 @@ from __future__ import annotations
 
 from ._base import Layer, ParamSpec, Shape
 from .basic import GELU, Dense, Dropout, Embedding, Flatten, ReLU, Reshape, Sigmoid, Softmax, Tanh
-from .composite import AnyLayer, MultiHeadSelfAttention, Residual, Sequential, child_name, child_params
+from .composite import (
+    AnyLayer,
+    MultiHeadSelfAttention,
+    Residual,
+    Sequential,
+    child_name,
+    child_params,
+)
 from .norm import BatchNorm, LayerNorm
 from .spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = (
-    Dense, Conv1D, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool, BatchNorm, LayerNorm, Dropout,
-    Embedding, Flatten, Reshape, ReLU, GELU, Tanh, Sigmoid, Softmax, Residual,
-    MultiHeadSelfAttention, Sequential,
+    Dense,
+    Conv1D,
+    Conv2D,
+    MaxPool2D,
+    AvgPool2D,
+    GlobalAvgPool,
+    BatchNorm,
+    LayerNorm,
+    Dropout,
+    Embedding,
+    Flatten,
+    Reshape,
+    ReLU,
+    GELU,
+    Tanh,
+    Sigmoid,
+    Softmax,
+    Residual,
+    MultiHeadSelfAttention,
+    Sequential,
 )
 
 __all__ = [
-    "AnyLayer", "AvgPool2D", "BUILTIN_LAYERS", "BatchNorm", "Conv1D", "Conv2D", "Dense", "Dropout",
-    "Embedding", "Flatten", "GELU", "GlobalAvgPool", "Layer", "LayerNorm", "MaxPool2D",
-    "MultiHeadSelfAttention", "ParamSpec", "ReLU", "Reshape", "Residual", "Sequential", "Shape",
-    "Sigmoid", "Softmax", "Tanh", "child_name", "child_params",
+    "AnyLayer",
+    "AvgPool2D",
+    "BUILTIN_LAYERS",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GELU",
+    "GlobalAvgPool",
+    "Layer",
+    "LayerNorm",
+    "MaxPool2D",
+    "MultiHeadSelfAttention",
+    "ParamSpec",
+    "ReLU",
+    "Reshape",
+    "Residual",
+    "Sequential",
+    "Shape",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "child_name",
+    "child_params",
 ]

@@ -47,7 +47,9 @@ class Layer(BaseModel):
 
     def __init__(self, *args: Any, **options: Any) -> None:
         if len(args) > len(self.positional):
-            raise TypeError(f"{type(self).__name__} takes at most {len(self.positional)} positional options")
+            raise TypeError(
+                f"{type(self).__name__} takes at most {len(self.positional)} positional options"
+            )
         options.update(zip(self.positional, args, strict=False))
         super().__init__(**options)
 
@@ -64,7 +66,10 @@ class Layer(BaseModel):
         return []
 
     def forward(
-        self, params: dict[str, np.ndarray], x: np.ndarray, training: bool = False,
+        self,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        training: bool = False,
         rng: np.random.Generator | None = None,
     ) -> np.ndarray:
         """The numpy reference forward of a batch; `params` has this layer's names."""
@@ -110,5 +115,7 @@ def window_output(size: int, kernel: int, stride: int, padding: str) -> int:
     if padding == "same":
         return math.ceil(size / stride)
     if size < kernel:
-        raise ValueError(f"window {kernel} is larger than the input size {size} with padding 'valid'")
+        raise ValueError(
+            f"window {kernel} is larger than the input size {size} with padding 'valid'"
+        )
     return (size - kernel) // stride + 1

@@ -94,7 +94,9 @@ class Reshape(Layer):
 
     @model_validator(mode="after")
     def _one_unknown(self) -> Reshape:
-        if sum(d == -1 for d in self.target_shape) > 1 or any(d == 0 or d < -1 for d in self.target_shape):
+        if sum(d == -1 for d in self.target_shape) > 1 or any(
+            d == 0 or d < -1 for d in self.target_shape
+        ):
             raise ValueError("target_shape needs positive sizes and at most one -1")
         return self
 

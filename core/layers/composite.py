@@ -94,14 +94,18 @@ class MultiHeadSelfAttention(Layer):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
-            raise ValueError(f"MultiHeadSelfAttention expects (sequence, features), got {input_shape}")
+            raise ValueError(
+                f"MultiHeadSelfAttention expects (sequence, features), got {input_shape}"
+            )
         return tuple(input_shape)
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         features, inner = input_shape[-1], self.num_heads * self.head_dim
         specs: dict[str, ParamSpec] = {}
         for proj in ("query", "key", "value"):
-            specs[f"{proj}/kernel"] = ParamSpec((features, inner), "glorot_uniform", (features, inner))
+            specs[f"{proj}/kernel"] = ParamSpec(
+                (features, inner), "glorot_uniform", (features, inner)
+            )
             if self.use_bias:
                 specs[f"{proj}/bias"] = ParamSpec((inner,), "zeros")
         specs["output/kernel"] = ParamSpec((inner, features), "glorot_uniform", (inner, features))

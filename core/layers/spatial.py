@@ -8,18 +8,32 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import PositiveInt
 
-from ._base import Activation, Layer, ParamSpec, Shape, activate, as_pair, same_padding, window_output
+from ._base import (
+    Activation,
+    Layer,
+    ParamSpec,
+    Shape,
+    activate,
+    as_pair,
+    same_padding,
+    window_output,
+)
 
 Padding = Literal["valid", "same"]
 SizeOption = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 
-def _pad(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], padding: str, value: float) -> np.ndarray:
+def _pad(
+    x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], padding: str, value: float
+) -> np.ndarray:
     """Pads the spatial axes (1..n) of a channels-last batch the way Keras's `same` does."""
     if padding == "valid":
         return x
     widths = [(0, 0)]
-    widths += [same_padding(x.shape[1 + i], k, s) for i, (k, s) in enumerate(zip(kernel, strides, strict=True))]
+    widths += [
+        same_padding(x.shape[1 + i], k, s)
+        for i, (k, s) in enumerate(zip(kernel, strides, strict=True))
+    ]
     widths += [(0, 0)]
     return np.pad(x, widths, constant_values=value)
 
@@ -87,11 +101,18 @@ class Conv1D(Layer):
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
             raise ValueError(f"Conv1D expects (length, channels), got {input_shape}")
-        return (window_output(input_shape[0], self.kernel_size, self.strides, self.padding), self.filters)
+        return (
+            window_output(input_shape[0], self.kernel_size, self.strides, self.padding),
+            self.filters,
+        )
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         cin, k = input_shape[-1], self.kernel_size
-        specs = {"kernel": ParamSpec((k, cin, self.filters), "glorot_uniform", (k * cin, k * self.filters))}
+        specs = {
+            "kernel": ParamSpec(
+                (k, cin, self.filters), "glorot_uniform", (k * cin, k * self.filters)
+            )
+        }
         if self.use_bias:
             specs["bias"] = ParamSpec((self.filters,), "zeros")
         return specs
@@ -144,9 +165,13 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, params, x, training=False, rng=None):
         pool, strides = self._geometry()
-        total = _windows(_pad(x, pool, strides, self.padding, 0.0), pool, strides).sum(axis=(-2, -1))
+        total = _windows(_pad(x, pool, strides, self.padding, 0.0), pool, strides).sum(
+            axis=(-2, -1)
+        )
         ones = np.ones((1, *x.shape[1:3], 1), dtype=x.dtype)
-        count = _windows(_pad(ones, pool, strides, self.padding, 0.0), pool, strides).sum(axis=(-2, -1))
+        count = _windows(_pad(ones, pool, strides, self.padding, 0.0), pool, strides).sum(
+            axis=(-2, -1)
+        )
         return (total / count).astype(x.dtype)
 
 
@@ -162,5 +187,3 @@ class GlobalAvgPool(Layer):
 
     def forward(self, params, x, training=False, rng=None):
         return x.mean(axis=tuple(range(1, x.ndim - 1)))
-
-

@@ -1,0 +1,150 @@
+"""Where a torch run executes and in which number formats.
+
+`select_device` turns the spec's accelerator (`auto|cpu|cuda|mps|tpu`) into a `torch.device`;
+`precision_policy` turns the spec's precision into parameter dtype, autocast dtype and
+whether a gradient scaler is needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from crosstrain.errors import BackendUnavailable, CrosstrainError, UnsupportedFeature
+
+BACKEND = "torch"
+
+
+def _xla_available() -> bool:
+    return importlib.util.find_spec("torch_xla") is not None
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def found_accelerators() -> list[str]:
+    """Accelerators usable in this process: `cpu` always, then `cuda`, `mps`, `tpu` if present."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if _mps_available():
+        found.append("mps")
+    if _xla_available():
+        found.append("tpu")
+    return found
+
+
+def _xla_device() -> torch.device:
+    try:
+        import torch_xla
+    except ImportError as err:
+        raise BackendUnavailable(
+            BACKEND, f"accelerator 'tpu' needs torch_xla ({err})", None
+        ) from None
+    if hasattr(torch_xla, "device"):
+        return torch_xla.device()
+    import torch_xla.core.xla_model as xm
+
+    return xm.xla_device()
+
+
+def select_device(accelerator: str) -> torch.device:
+    """The device for an accelerator name.
+
+    Args:
+        accelerator: `auto` (cuda, else mps, else cpu), `cpu`, `cuda`, `mps` or `tpu`.
+
+    Returns:
+        The torch device (the current CUDA device for `cuda`).
+
+    Raises:
+        CrosstrainError: the accelerator is not present; the message lists what was found.
+        BackendUnavailable: `tpu` was asked for but torch_xla is not installed.
+    """
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator == "tpu":
+        if not _xla_available():
+            raise BackendUnavailable(
+                BACKEND, "accelerator 'tpu' needs torch_xla, which is not installed", None
+            )
+        return _xla_device()
+    present = {"cuda": torch.cuda.is_available(), "mps": _mps_available()}
+    if accelerator not in present:
+        raise CrosstrainError(
+            f"unknown accelerator {accelerator!r}; expected auto, cpu, cuda, mps or tpu"
+        )
+    if not present[accelerator]:
+        raise CrosstrainError(
+            f"accelerator {accelerator!r} not found. Available: {', '.join(found_accelerators())}"
+        )
+    if accelerator == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("mps")
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """How one precision setting maps onto torch.
+
+    Attributes:
+        name: the spec's precision (`32`, `64`, `16-mixed`, `bf16-mixed`, `bf16-true`).
+        param_dtype: dtype of parameters, optimizer slots and float inputs.
+        autocast_dtype: dtype of autocast regions, or None for no autocast.
+        loss_dtype: dtype the model output is cast to before loss and metrics.
+        grad_scaler: whether a `torch.amp.GradScaler` scales the loss (16-mixed).
+    """
+
+    name: str
+    param_dtype: torch.dtype
+    autocast_dtype: torch.dtype | None
+    loss_dtype: torch.dtype
+    grad_scaler: bool
+
+    def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        """The autocast context for a forward pass on `device` (a no-op without autocast)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+PRECISIONS: dict[str, PrecisionPolicy] = {
+    "32": PrecisionPolicy("32", torch.float32, None, torch.float32, False),
+    "64": PrecisionPolicy("64", torch.float64, None, torch.float64, False),
+    "bf16-mixed": PrecisionPolicy(
+        "bf16-mixed", torch.float32, torch.bfloat16, torch.float32, False
+    ),
+    "16-mixed": PrecisionPolicy("16-mixed", torch.float32, torch.float16, torch.float32, True),
+    "bf16-true": PrecisionPolicy("bf16-true", torch.bfloat16, None, torch.float32, False),
+}
+
+
+def precision_policy(precision: str, device: torch.device) -> PrecisionPolicy:
+    """The policy for `precision` on `device`.
+
+    Raises:
+        UnsupportedFeature: unknown precision, or one the device cannot run (float64 on MPS/TPU).
+    """
+    if precision not in PRECISIONS:
+        raise UnsupportedFeature(BACKEND, f"precision {precision!r}", sorted(PRECISIONS))
+    if precision == "64" and device.type in ("mps", "xla"):
+        raise UnsupportedFeature(
+            BACKEND, f"precision '64' on {device.type}", sorted(set(PRECISIONS) - {"64"})
+        )
+    return PRECISIONS[precision]
+
+
+def make_grad_scaler(policy: PrecisionPolicy, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler for `16-mixed`, else None."""
+    if not policy.grad_scaler:
+        return None
+    return torch.amp.GradScaler(device.type)

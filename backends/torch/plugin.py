@@ -1,0 +1,131 @@
+"""`TorchBackend`: what the torch backend declares, and `build`. Imports torch only in `build`
+and `accelerators_found`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from typing import TYPE_CHECKING
+
+from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
+from crosstrain.layers import BUILTIN_LAYERS
+from crosstrain.protocol import Capabilities, RunEnv
+
+if TYPE_CHECKING:
+    from crosstrain.spec import Spec
+
+    from .program import TorchProgram
+
+BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
+PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
+ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
+STRATEGIES = frozenset({"auto"})
+OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
+
+
+def _plugin_layer_types() -> frozenset[str]:
+    """Layer types registered by plugins that bring a torch implementation (`torch_module`)."""
+    from crosstrain.registry import get_registry
+
+    layers = get_registry().layers
+    return frozenset(name for name in layers.names() if hasattr(layers.get(name), "torch_module"))
+
+
+class TorchBackend:
+    """The PyTorch reference backend (`backend="torch"`)."""
+
+    name = "torch"
+    extra = "torch"
+
+    def is_available(self) -> tuple[bool, str]:
+        """Whether torch can be imported (checked without importing it)."""
+        if importlib.util.find_spec("torch") is None:
+            return False, "torch is not installed"
+        return True, ""
+
+    def version(self) -> str | None:
+        """torch's version from package metadata."""
+        try:
+            return importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def capabilities(self) -> Capabilities:
+        """Every built-in layer (and plugin layers with `torch_module`), five precisions, four
+        accelerators, single-device training, the four optimizers, `torch.compile`, native models."""
+        return Capabilities(
+            layers=BUILTIN_LAYER_TYPES | _plugin_layer_types(),
+            precisions=PRECISIONS,
+            accelerators=ACCELERATORS,
+            strategies=STRATEGIES,
+            optimizers=OPTIMIZERS,
+            steps_per_execution=False,
+            compile=True,
+            native_models=True,
+        )
+
+    def accelerators_found(self) -> list[str]:
+        """`cpu`, plus `cuda`, `mps` and `tpu` where usable (imports torch)."""
+        from .device import found_accelerators
+
+        return found_accelerators()
+
+    def check(self, spec: Spec, env: RunEnv) -> None:
+        """Raises UnsupportedFeature (or SpecError) for anything this backend cannot run.
+
+        Needs no torch import, so a spec fails fast before any framework loads.
+        """
+        if env.strategy not in STRATEGIES:
+            raise UnsupportedFeature(self.name, f"strategy {env.strategy!r}", sorted(STRATEGIES))
+        if env.devices != 1:
+            raise UnsupportedFeature(
+                self.name,
+                f"devices={env.devices} (more than one device needs a distributed strategy)",
+                ["devices=1"],
+            )
+        if spec.trainer.steps_per_execution != 1:
+            raise UnsupportedFeature(
+                self.name, f"trainer.steps_per_execution={spec.trainer.steps_per_execution}", ["1"]
+            )
+        if env.precision not in PRECISIONS:
+            raise UnsupportedFeature(self.name, f"precision {env.precision!r}", sorted(PRECISIONS))
+        if env.accelerator != "auto" and env.accelerator not in ACCELERATORS:
+            raise UnsupportedFeature(
+                self.name, f"accelerator {env.accelerator!r}", sorted(ACCELERATORS)
+            )
+        if spec.optimizer.name not in OPTIMIZERS:
+            raise UnsupportedFeature(
+                self.name, f"optimizer {spec.optimizer.name!r}", sorted(OPTIMIZERS)
+            )
+        if env.native_model is not None:
+            return
+        if spec.model is None:
+            raise SpecError(
+                SpecIssue("model", "no model: give model in the spec or pass a torch.nn.Module")
+            )
+        from crosstrain.model import plan, walk
+
+        for node in walk(plan(spec.model)):
+            layer = node.layer
+            if layer.type not in BUILTIN_LAYER_TYPES and not hasattr(layer, "torch_module"):
+                supported = sorted(BUILTIN_LAYER_TYPES)
+                raise UnsupportedFeature(
+                    self.name,
+                    f"layer type {layer.type!r} at {node.path} (it defines no torch_module)",
+                    supported,
+                )
+
+    def build(self, spec: Spec, env: RunEnv) -> TorchProgram:
+        """A `TorchProgram` for the spec (or for `env.native_model`, an `nn.Module`).
+
+        Raises:
+            BackendUnavailable: torch is not installed.
+            UnsupportedFeature: the spec asks for something listed as unsupported above.
+        """
+        available, reason = self.is_available()
+        if not available:
+            raise BackendUnavailable(self.name, reason, self.extra)
+        self.check(spec, env)
+        from .program import TorchProgram
+
+        return TorchProgram(spec, env, self.name)

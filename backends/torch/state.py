@@ -1,0 +1,172 @@
+"""Canonical state ↔ torch tensors: parameters, optimizer slots and RNG.
+
+Layouts: a Dense kernel is canonical `(in, out)` and torch `(out, in)`; a Conv2D kernel is
+canonical `HWIO` and torch `OIHW`; a Conv1D kernel canonical `(W, I, O)` and torch `(O, I, W)`.
+Optimizer slots take the layout of their parameter. Slot names follow `crosstrain.optim.SLOTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from crosstrain.errors import CheckpointError
+
+from .model import ParamRef
+
+TORCH_SLOTS: dict[str, dict[str, str]] = {
+    "sgd": {"momentum": "momentum_buffer"},
+    "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
+    "adamw": {"m": "exp_avg", "v": "exp_avg_sq"},
+    "rmsprop": {"rms": "square_avg", "momentum": "momentum_buffer"},
+}
+"""Canonical slot name → key in torch's per-parameter optimizer state."""
+
+STEP_COUNTED = ("adam", "adamw", "rmsprop")
+"""Optimizers whose torch state keeps a per-parameter `step`."""
+
+_TO_CANONICAL = {"linear": (1, 0), "conv2d": (2, 3, 1, 0), "conv1d": (2, 1, 0)}
+_TO_TORCH = {"linear": (1, 0), "conv2d": (3, 2, 0, 1), "conv1d": (2, 1, 0)}
+
+
+def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
+    """A torch tensor as a canonical numpy array (bf16/fp16 become float32)."""
+    tensor = tensor.detach()
+    if layout in _TO_CANONICAL:
+        tensor = tensor.permute(*_TO_CANONICAL[layout])
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return np.array(tensor.cpu().contiguous().numpy(), copy=True)
+
+
+def to_torch(array: np.ndarray, layout: str) -> torch.Tensor:
+    """A canonical numpy array as a (CPU) torch tensor in torch layout."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if layout in _TO_TORCH:
+        tensor = tensor.permute(*_TO_TORCH[layout])
+    return tensor
+
+
+def canonical_shape(ref: ParamRef) -> tuple[int, ...]:
+    """The canonical shape of a parameter from its torch tensor."""
+    shape = tuple(ref.tensor.shape)
+    if ref.layout in _TO_CANONICAL:
+        return tuple(shape[i] for i in _TO_CANONICAL[ref.layout])
+    return shape
+
+
+def params_to_canonical(refs: list[ParamRef]) -> dict[str, np.ndarray]:
+    """Every parameter and buffer of the map, canonical name → numpy array."""
+    return {ref.name: to_canonical(ref.tensor, ref.layout) for ref in refs}
+
+
+@torch.no_grad()
+def load_params(refs: list[ParamRef], params: dict[str, np.ndarray]) -> None:
+    """Copies canonical arrays into the model's tensors (dtype, device and strides kept)."""
+    for ref in refs:
+        ref.tensor.copy_(to_torch(params[ref.name], ref.layout))
+
+
+def trainable(refs: list[ParamRef]) -> Iterator[ParamRef]:
+    """The trainable refs, each tensor once (tied weights keep their first name)."""
+    seen: set[int] = set()
+    for ref in refs:
+        if ref.trainable and id(ref.tensor) not in seen:
+            seen.add(id(ref.tensor))
+            yield ref
+
+
+def slots_to_canonical(
+    refs: list[ParamRef], optimizer: torch.optim.Optimizer, name: str, slots: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Optimizer slots as `<slot>/<param>` → array; empty before the first update."""
+    out: dict[str, np.ndarray] = {}
+    for ref in trainable(refs):
+        entry = optimizer.state.get(ref.tensor, {})
+        for slot in slots:
+            value = entry.get(TORCH_SLOTS[name][slot])
+            if value is not None:
+                out[f"{slot}/{ref.name}"] = to_canonical(value, ref.layout)
+    return out
+
+
+def _check_slots(
+    refs: list[ParamRef], values: dict[str, np.ndarray], slots: tuple[str, ...], where: str
+) -> None:
+    expected = {
+        f"{slot}/{ref.name}": canonical_shape(ref) for ref in trainable(refs) for slot in slots
+    }
+    missing = sorted(set(expected) - set(values))
+    extra = sorted(set(values) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(values) if tuple(values[k].shape) != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[:5]}")
+    if extra:
+        problems.append(f"unexpected {extra[:5]}")
+    if wrong:
+        problems.append(
+            "shape mismatch "
+            + ", ".join(f"{k}: {tuple(values[k].shape)} vs {expected[k]}" for k in wrong[:5])
+        )
+    if problems:
+        raise CheckpointError(
+            f"{where}: optimizer state does not fit this optimizer ({'; '.join(problems)})"
+        )
+
+
+def load_slots(
+    refs: list[ParamRef],
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    slots: tuple[str, ...],
+    values: dict[str, np.ndarray],
+    step: int,
+    where: str = "torch",
+) -> None:
+    """Replaces the optimizer's state with canonical slots; no slots means a fresh optimizer.
+
+    Raises:
+        CheckpointError: slots missing, unexpected or of the wrong shape for this optimizer.
+    """
+    if not values:
+        optimizer.state.clear()
+        return
+    _check_slots(refs, values, slots, where)
+    index = {
+        id(p): i
+        for i, p in enumerate(p for group in optimizer.param_groups for p in group["params"])
+    }
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for ref in trainable(refs):
+        param = ref.tensor
+        entry: dict[str, torch.Tensor] = {}
+        for slot in slots:
+            value = torch.empty_like(param, device="cpu")
+            value.copy_(to_torch(values[f"{slot}/{ref.name}"], ref.layout))
+            entry[TORCH_SLOTS[name][slot]] = value
+        if name in STEP_COUNTED:
+            entry["step"] = torch.tensor(float(step), dtype=torch.float32)
+        state[index[id(param)]] = entry
+    full = optimizer.state_dict()
+    full["state"] = state
+    optimizer.load_state_dict(full)
+
+
+def rng_state(device: torch.device) -> dict[str, np.ndarray]:
+    """The torch RNG states that drive dropout on `device`, as uint8 arrays."""
+    out = {"torch": torch.get_rng_state().numpy().copy()}
+    if device.type == "cuda":
+        out["torch_cuda"] = torch.cuda.get_rng_state(device).numpy().copy()
+    return out
+
+
+def set_rng_state(rng: dict[str, np.ndarray], device: torch.device) -> None:
+    """Restores the RNG states present in `rng` (another backend's keys are ignored)."""
+    if "torch" in rng:
+        torch.set_rng_state(torch.from_numpy(np.asarray(rng["torch"], dtype=np.uint8).copy()))
+    if "torch_cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(
+            torch.from_numpy(np.asarray(rng["torch_cuda"], dtype=np.uint8).copy()), device
+        )
