@@ -83,10 +83,19 @@ def new_run_dir(spec: Spec) -> Path:
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
     path.mkdir(parents=True)
+    write_run_files(path, spec)
+    return path
+
+
+def write_run_files(path: Path, spec: Spec) -> None:
+    """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
     (path / "spec.yaml").write_text(
         yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8"
     )
-    return path
+    if spec.model is not None:
+        from .summary import summary
+
+        (path / "summary.txt").write_text(summary(spec) + "\n", encoding="utf-8")
 
 
 def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
@@ -149,9 +158,7 @@ def _prepare(
     else:
         directory = Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "spec.yaml").write_text(
-            yaml.safe_dump(spec_obj.to_dict(), sort_keys=False), encoding="utf-8"
-        )
+        write_run_files(directory, spec_obj)
     return spec_obj, native, name, directory
 
 
@@ -208,11 +215,11 @@ def _load_for_inference(
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
+    path = find_checkpoint(spec_obj, checkpoint)
+    state, _ = read_checkpoint(path)
     program = _checked_backend(registry, name, spec_obj).build(
         spec_obj, make_env(spec_obj, native, None, name)
     )
-    path = find_checkpoint(spec_obj, checkpoint)
-    state, _ = read_checkpoint(path)
     try:
         program.set_state(state)
     except CrosstrainError:

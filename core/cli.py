@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -243,6 +244,13 @@ def _backend_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+EXTRA_COMMANDS: tuple[str, ...] = ()
+"""Modules that each add one subcommand: `NAME`, `HELP`, `configure(parser)`, `run(args) -> int`.
+
+They must import no framework at module level (`crosstrain --help` imports them all).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `crosstrain` command."""
     from . import __version__
@@ -330,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("backends", cmd_backends, "registered backends: installed, version, accelerators")
     add("plugins", cmd_plugins, "loaded plugins, what each registered, and broken ones")
     add("schema", cmd_schema, "the JSON Schema of a spec, for editors")
+    for module_name in EXTRA_COMMANDS:
+        module = importlib.import_module(module_name)
+        command = add(module.NAME, module.run, module.HELP)
+        module.configure(command)
     return parser
 
 

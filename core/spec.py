@@ -30,7 +30,15 @@ from .errors import SpecError, SpecIssue
 from .model import ModelSpec
 from .optim import Adam, OptimizerSpec, ScheduleSpec
 
-Precision = Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"]
+
+def _number_as_text(value: Any) -> Any:
+    """`precision: 32` in YAML (or `--set trainer.precision=32`) means the string "32"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Precision = Annotated[
+    Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"], BeforeValidator(_number_as_text)
+]
 Accelerator = Literal["auto", "cpu", "cuda", "mps", "tpu"]
 
 

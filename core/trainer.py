@@ -291,18 +291,26 @@ class Trainer:
 
     def evaluate(self, data: ArrayData, stage: str = "test") -> dict[str, float]:
         """Loss and metrics over `data`, keyed `<stage>_<name>`."""
-        self.hook.on_epoch_start(trainer=self, stage=stage, epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
-        metrics = self._run_epoch(data, stage, np.arange(len(data)), size, drop_last=False)
-        self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
+        try:
+            self.hook.on_epoch_start(trainer=self, stage=stage, epoch=self.epoch)
+            metrics = self._run_epoch(data, stage, np.arange(len(data)), size, drop_last=False)
+            self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
+        except BaseException as exc:
+            self.hook.on_exception(trainer=self, exception=exc)
+            raise
         return metrics
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Model outputs for every row of `x`, in order."""
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
-        self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
-        outputs = [
-            self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)
-        ]
-        self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
+        try:
+            self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
+            outputs = [
+                self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)
+            ]
+            self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
+        except BaseException as exc:
+            self.hook.on_exception(trainer=self, exception=exc)
+            raise
         return np.concatenate(outputs) if outputs else np.zeros((0,))
