@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-xla bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# torch_xla needs its own torch release, so the XLA tests get a venv of their own; PJRT_DEVICE=CPU
+# compiles real XLA programs for the host CPU.
+XLA_VENV := .venv-xla
+XLA_STAMP := $(XLA_VENV)/.installed
+
+$(XLA_STAMP): pyproject.toml
+	test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/python -m pip install --upgrade pip
+	$(XLA_VENV)/bin/python -m pip install 'torch==2.9.0' 'torch_xla==2.9.0'
+	$(XLA_VENV)/bin/python -m pip install -e '.[dev]'
+	touch $(XLA_STAMP)
+
+test-xla: $(XLA_STAMP)
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/backends/test_torch_xla.py
+
+# Benchmark-only dependencies (Lightning, matplotlib) live in the `bench` extra, pinned torch kept.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -m pip install -c constraints.txt -e '.[bench]'
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core backends plugins conformance tests benchmarks
@@ -30,3 +47,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs
+
+.PHONY: conformance
+PLUGIN_SITE := build/example-plugins
+CONFORMANCE_BACKENDS := numpy torch jax keras:tensorflow keras:jax keras:torch
+
+# One `crosstrain conformance` process per backend (one Keras engine per process), with the
+# example plugins importable, so RMSNorm is checked on every backend that declares it.
+conformance: $(STAMP)
+	rm -rf $(PLUGIN_SITE)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --target $(PLUGIN_SITE) \
+		examples/plugins/crosstrain-numpy examples/plugins/crosstrain-rmsnorm
+	status=0; for backend in $(CONFORMANCE_BACKENDS); do \
+		PYTHONPATH=$(PLUGIN_SITE) $(VENV)/bin/crosstrain conformance --backend $$backend \
+			--report conformance/reports/$$(echo $$backend | tr : -).md || status=1; \
+	done; exit $$status

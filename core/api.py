@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from .protocol import Program, RunEnv
 from .registry import Registry, get_registry
 from .resolve import load_data
 from .spec import Spec, load_spec
-from .state import latest_checkpoint, list_checkpoints
+from .state import checkpoint_step, latest_checkpoint, list_checkpoints
 from .trainer import FitResult, Trainer
 
 DEFAULT_BACKEND = "torch"
@@ -76,6 +77,24 @@ def build(
     return _checked_backend(get_registry(), name, spec_obj).build(spec_obj, env)
 
 
+def process_rank(spec: Spec) -> int:
+    """This process's rank in a multi-process run: the launcher's `RANK` (torchrun) when it
+    started several processes, else `SLURM_PROCID` when the spec asks for a strategy or several
+    devices; 0 otherwise. Only rank 0 writes files."""
+    env = os.environ
+    if "RANK" in env and int(env.get("WORLD_SIZE", "1")) > 1:
+        return int(env["RANK"])
+    if spec.trainer.strategy == "auto" and spec.trainer.devices == 1:
+        return 0
+    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+
+
+def _quiet(spec: Spec) -> Spec:
+    """The spec as a worker of rank > 0 runs it: no progress, no loggers, no checkpoints."""
+    trainer = spec.trainer.model_copy(update={"progress": False, "loggers": [], "checkpoint": None})
+    return spec.model_copy(update={"trainer": trainer})
+
+
 def new_run_dir(spec: Spec) -> Path:
     """`<trainer.run_dir>/<name>/<YYYYmmdd-HHMMSS>[-k]/`, created, with the resolved spec in it."""
     base = Path(spec.trainer.run_dir) / spec.name / time.strftime("%Y%m%d-%H%M%S")
@@ -105,7 +124,7 @@ def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
         found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
         if not found:
             raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
-        return max(found, key=lambda p: (int(p.name.split("-")[1]), p.stat().st_mtime))
+        return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
     path = Path(resume)
     if (path / "trainer.json").is_file():
         return path
@@ -151,6 +170,8 @@ def _prepare(
 ) -> tuple[Spec, Any, str, Path | None]:
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
+    if process_rank(spec_obj) != 0:
+        run_dir = False
     if run_dir is False:
         directory = None
     elif run_dir is None or run_dir is True:
@@ -191,6 +212,11 @@ def fit(
         >>> result.metrics["val_accuracy"] > 0.95  # doctest: +SKIP
     """
     registry = get_registry()
+    for broken in registry.broken:
+        warnings.warn(
+            f"crosstrain: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
+            stacklevel=2,
+        )
     spec_obj, native, name, directory = _prepare(target, backend, spec, run_dir)
     backend_obj = _checked_backend(registry, name, spec_obj)
     checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
@@ -203,7 +229,8 @@ def fit(
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
     trainer.versions = {"crosstrain": _version(), name.split(":")[0]: backend_obj.version()}
-    with _Callbacks(registry, spec_obj, directory, list(callbacks)):
+    quiet = process_rank(spec_obj) != 0
+    with _Callbacks(registry, _quiet(spec_obj) if quiet else spec_obj, directory, list(callbacks)):
         return trainer.fit(train, val, resume_from=checkpoint)
 
 

@@ -2,7 +2,7 @@
 
 Every subcommand calls the Python API (`crosstrain.api`). Deliberate errors (a bad spec, a
 missing framework, a broken checkpoint ...) print as `error: ...` on stderr without a
-traceback and exit 2 (1 when training itself failed, 130 on Ctrl-C); `--traceback` shows the
+traceback and exit 2 (1 when training itself failed, 130 on Ctrl-C, 143 on SIGTERM); `--traceback` shows the
 full traceback instead.
 
 Example:
@@ -17,12 +17,13 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import api
-from .errors import CrosstrainError, SpecError, SpecIssue, TrainingError
+from .errors import CrosstrainError, SpecError, SpecIssue, Terminated, TrainingError
 from .registry import Registry, build_registry, get_registry, set_registry
 from .spec import Spec, load_spec
 from .summary import format_table, summary
@@ -30,6 +31,7 @@ from .summary import format_table, summary
 EXIT_ERROR = 2
 EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 REGISTRATION_TABLES = ("backends", "layers", "losses", "metrics", "data_sources", "loggers")
 
@@ -63,6 +65,7 @@ def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "trainer.accelerator": args.accelerator,
         "trainer.devices": args.devices,
+        "trainer.strategy": args.strategy,
         "trainer.precision": args.precision,
         "trainer.max_epochs": args.max_epochs,
         "trainer.run_dir": args.run_dir,
@@ -128,11 +131,26 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if changes:
         spec = spec.override(changes)
     backend = api.backend_name(spec, args.backend)
-    get_registry().backend(backend)  # an unknown name fails before anything is printed
+    backend_obj = get_registry().backend(backend)  # an unknown name fails before any output
+    launch = getattr(backend_obj, "launch", None)
+    if launch is not None:
+        status = launch(spec, args.argv)
+        if status is not None:
+            return status
+    if api.process_rank(spec) != 0:
+        api.fit(spec, backend=args.backend, resume=args.resume)
+        return 0
     if spec.model is not None:
         print(summary(spec), end="\n\n")
     print(f'training "{spec.name}" on {backend}', flush=True)
-    result = api.fit(spec, backend=args.backend, resume=args.resume)
+    for broken in get_registry().broken:
+        print(
+            f"warning: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
+            file=sys.stderr,
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="crosstrain: plugin")
+        result = api.fit(spec, backend=args.backend, resume=args.resume)
     print()
     if result.stopped_early:
         print(f"stopped early after epoch {len(result.history)}")
@@ -188,6 +206,13 @@ def cmd_backends(args: argparse.Namespace) -> int:
         print(format_table(["Backend", "Installed", "Version", "Accelerators", "Note"], rows))
     else:
         print("no backend is registered")
+    for name in registry.backends.names():
+        details = getattr(registry.backends.get(name), "accelerator_details", None)
+        if details is None or backend_row(name, registry.backends.get(name))[1] != "yes":
+            continue
+        print(f"\n{name}:")
+        for accelerator, devices, precisions in details():
+            print(f"  {accelerator:<5} {devices}  precisions: {', '.join(precisions)}")
     if registry.broken:
         print(f"\n{len(registry.broken)} plugin(s) failed to load; `crosstrain plugins` says why")
     return 0
@@ -244,7 +269,11 @@ def _backend_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = (
+    "crosstrain.cli_export",
+    "crosstrain.cli_conformance",
+    "crosstrain.cli_compare",
+)
 """Modules that each add one subcommand: `NAME`, `HELP`, `configure(parser)`, `run(args) -> int`.
 
 They must import no framework at module level (`crosstrain --help` imports them all).
@@ -263,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--plugins",
         metavar="A,B",
         help="load only these plugins (names as `crosstrain plugins` lists them)",
+    )
+    common.add_argument(
+        "--no-plugin",
+        action="append",
+        metavar="NAME",
+        help="never import this plugin (repeatable; built-ins included)",
     )
     parser = argparse.ArgumentParser(
         prog="crosstrain", description="One training spec, every framework."
@@ -290,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         metavar="P",
         help="32, 64, 16-mixed, bf16-mixed or bf16-true (sets trainer.precision)",
+    )
+    fit.add_argument(
+        "--strategy",
+        metavar="S",
+        help="auto or ddp (sets trainer.strategy; with --devices N, N processes through torchrun)",
     )
     fit.add_argument("--max-epochs", type=int, metavar="N", help="sets trainer.max_epochs")
     fit.add_argument(
@@ -345,12 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_plugins(names: str) -> None:
-    only = [n.strip() for n in names.split(",") if n.strip()]
-    registry = build_registry(only=only)
+def _use_plugins(names: str | None, blocked: list[str] | None = None) -> None:
+    only = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    registry = build_registry(only=only, blocked=blocked)
     set_registry(registry)
     known = [name for name, _ in registry.loaded] + [b.name for b in registry.broken]
-    for wanted in only:
+    for wanted in only or []:
         if not any(wanted in (name, name.rsplit(".", 1)[-1]) for name in known):
             print(f"warning: --plugins: no plugin named {wanted!r} was found", file=sys.stderr)
 
@@ -371,15 +411,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args.plugins:
-            _use_plugins(args.plugins)
+        if args.plugins or args.no_plugin:
+            _use_plugins(args.plugins, args.no_plugin)
         return args.handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if args.traceback:
             raise
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(err, Terminated)
+        print("\nterminated" if terminated else "\ninterrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (CrosstrainError, FileNotFoundError, ValueError) as err:
         if args.traceback:
             raise

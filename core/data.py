@@ -8,10 +8,15 @@ exactly where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
+
+
+def _switch(value: Any) -> Any:
+    """YAML reads `on`/`off` as booleans; `device_cache: off` means the string "off"."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class DataSpec(BaseModel):
@@ -28,7 +33,7 @@ class DataSpec(BaseModel):
     eval_batch_size: PositiveInt | None = None
     shuffle: bool = True
     drop_last: bool = False
-    device_cache: Literal["auto", "on", "off"] = "auto"
+    device_cache: Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch)] = "auto"
 
 
 @dataclass

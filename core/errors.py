@@ -64,3 +64,10 @@ class PluginError(CrosstrainError):
 
 class TrainingError(CrosstrainError):
     """Training cannot go on, e.g. the loss became NaN or infinite."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The fit was stopped by SIGTERM (e.g. preemption); a checkpoint was written first.
+
+    A KeyboardInterrupt, so code that handles Ctrl-C handles it too; the CLI exits 143.
+    """

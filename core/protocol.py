@@ -36,6 +36,8 @@ class Capabilities:
     steps_per_execution: bool = False
     compile: bool = False
     native_models: bool = False
+    losses: frozenset[str] | None = None
+    """Loss names the backend can train with; None: any array-API loss."""
 
     def check(self, spec: Spec, backend: str) -> None:
         """Raises UnsupportedFeature for the first thing `spec` asks that is not declared."""
@@ -75,6 +77,11 @@ class Capabilities:
             "trainer.steps_per_execution > 1",
         )
         need(not t.compile or self.compile, "trainer.compile")
+        need(
+            self.losses is None or spec.loss.name in self.losses,
+            f"loss {spec.loss.name!r}",
+            self.losses,
+        )
 
 
 @dataclass

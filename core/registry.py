@@ -133,7 +133,7 @@ class Registry:
 def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]]) -> None:
     """Calls every implementation of a registration hook separately, so one failure is isolated."""
     caller = getattr(registry.pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):
+    for impl in caller.get_hookimpls():  # registration order: built-ins win a name clash
         for table in tables:
             table._owner = impl.plugin_name
         try:
@@ -147,6 +147,28 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
                     impl.plugin_name, "", f"{hook_name} failed: {type(err).__name__}: {err}"
                 )
             )
+            _roll_back(registry, impl.plugin_name)
+
+
+def _roll_back(registry: Registry, plugin_name: str) -> None:
+    """Removes everything a half-registered plugin added, and the plugin itself."""
+    for table in (
+        registry.backends,
+        registry.layers,
+        registry.losses,
+        registry.metrics,
+        registry.data_sources,
+        registry.loggers,
+    ):
+        for name in [n for n, owner in table.owners.items() if owner == plugin_name]:
+            del table._entries[name], table.owners[name]
+    entry_point = next((v for n, v in registry.loaded if n == plugin_name), "")
+    registry.loaded = [(n, v) for n, v in registry.loaded if n != plugin_name]
+    for broken in registry.broken:
+        if broken.name == plugin_name and not broken.entry_point:
+            broken.entry_point = entry_point
+    if registry.pm.has_plugin(plugin_name):
+        registry.pm.unregister(name=plugin_name)
 
 
 def build_registry(only: list[str] | None = None, blocked: list[str] | None = None) -> Registry:

@@ -77,7 +77,10 @@ class CheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     every_n_epochs: PositiveInt = 1
     keep: PositiveInt = 3
-    monitor: str | None = None
+    keep_best: bool = True
+    monitor: str | None = Field(
+        None, description="metric for keep_best (default: val_loss, else train_loss)"
+    )
     mode: Literal["min", "max"] = "min"
 
 
@@ -92,6 +95,12 @@ class TrainerSpec(BaseModel):
     devices: PositiveInt = 1
     strategy: Literal["auto", "ddp", "fsdp", "data_parallel"] = "auto"
     compile: bool = False
+    cudnn_benchmark: bool | None = Field(
+        None, description="cuDNN autotuning for fixed input shapes (torch on CUDA); unset: default"
+    )
+    matmul_precision: Literal["highest", "high", "medium"] | None = Field(
+        None, description="float32 matmuls: high/medium allow TF32 on NVIDIA GPUs; unset: default"
+    )
     steps_per_execution: PositiveInt = 1
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
@@ -99,6 +108,12 @@ class TrainerSpec(BaseModel):
     loggers: list[str] = Field(default_factory=lambda: ["csv"])
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint: CheckpointSpec | None = Field(default_factory=CheckpointSpec)
+    detect_anomaly: bool = Field(
+        True, description="stop on a non-finite loss and never save non-finite parameters"
+    )
+    on_nan: Literal["raise", "skip"] = Field(
+        "raise", description="skip: undo and count steps whose loss is not finite"
+    )
     run_dir: str = "runs"
 
 

@@ -2,12 +2,14 @@
 
 Written into a temporary sibling, fsynced, then renamed, so a crash leaves the previous
 checkpoint whole; nothing is ever unpickled, and a file that is not ours fails with a
-CheckpointError that names the file and the problem.
+CheckpointError that names the file and the problem. A tensor file's header is checked
+against the file's size before anything is allocated.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -22,11 +24,19 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError
+from .state_checks import (
+    FORMAT,
+    FORMAT_VERSION,
+    TENSOR_FILES,
+    check_meta,
+    check_tensor_file,
+    decode_array,
+)
 
-FORMAT = "crosstrain-checkpoint"
-FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-_TEMP_DIR = re.compile(r"^\.tmp-step-\d+-[0-9a-f]{32}$|^\.old-step-\d+-[0-9a-f]{32}$")
+_TEMP_DIR = re.compile(r"^\.(tmp|old)-step-\d+-[0-9a-f]{32}$")
+_REPLACED_DIR = re.compile(r"^\.replaced-step-(\d+)-[0-9a-f]{32}$")
+_MAX_JSON = 256 << 20
 
 
 @dataclass
@@ -46,12 +56,7 @@ class CanonicalState:
     rng: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# -- writing ---------------------------------------------------------------------------------
 
 
 def _fsync(path: Path) -> None:
@@ -60,6 +65,21 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _tensor_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    from safetensors.numpy import save
+
+    return save(
+        {k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"format": FORMAT}
+    )
 
 
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
@@ -71,26 +91,12 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _decode_array(entry: dict[str, Any]) -> np.ndarray:
-    return (
-        np.frombuffer(base64.b64decode(entry["data"]), dtype=np.dtype(entry["dtype"]))
-        .reshape(entry["shape"])
-        .copy()
-    )
-
-
-def _save_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
-
-    save_file(
-        {k: np.ascontiguousarray(v) for k, v in tensors.items()},
-        str(path),
-        metadata={"format": FORMAT},
-    )
-
-
-def write_checkpoint(root: Path, state: CanonicalState, info: dict[str, Any]) -> Path:
+def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, Any]) -> Path:
     """Writes `root/step-<state.step>/` atomically and returns its path.
+
+    Every file is written into `.tmp-step-<N>-<id>/`, fsynced with its directory, and the
+    directory is renamed into place. A checkpoint of the same step is first renamed to
+    `.replaced-step-<N>-<id>/`, which still counts as step N until the new one is in place.
 
     Args:
         root: the checkpoints directory (created if missing).
@@ -98,56 +104,98 @@ def write_checkpoint(root: Path, state: CanonicalState, info: dict[str, Any]) ->
         info: trainer facts for `trainer.json` (epoch, position, spec, backend, metrics ...).
 
     Raises:
-        CheckpointError: the directory cannot be written (names the path and the cause).
+        CheckpointError: the directory cannot be written; names the path and the cause
+            (e.g. `No space left on device`, `Read-only file system`, `Permission denied`).
     """
     root = Path(root)
     final = root / f"step-{state.step}"
     temp = root / f".tmp-step-{state.step}-{uuid.uuid4().hex}"
+    old = None
     try:
-        temp.mkdir(parents=True)
-        _save_tensors(temp / "model.safetensors", state.params)
-        _save_tensors(temp / "optimizer.safetensors", state.optimizer)
-        files = {
-            name: _sha256(temp / name) for name in ("model.safetensors", "optimizer.safetensors")
-        }
+        root.mkdir(parents=True, exist_ok=True)
+        temp.mkdir()
+        files = {}
+        for name, tensors in zip(TENSOR_FILES, (state.params, state.optimizer), strict=True):
+            data = _tensor_bytes(tensors)
+            _write_file(temp / name, data)
+            files[name] = hashlib.sha256(data).hexdigest()
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "step": state.step,
+            "step": int(state.step),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": files,
             "rng": {k: _encode_array(v) for k, v in state.rng.items()},
             **info,
         }
-        (temp / "trainer.json").write_text(
-            json.dumps(meta, indent=1, default=str), encoding="utf-8"
-        )
-        for name in ("model.safetensors", "optimizer.safetensors", "trainer.json"):
-            _fsync(temp / name)
+        _write_file(temp / "trainer.json", json.dumps(meta, indent=1, default=str).encode())
         _fsync(temp)
-        old = None
         if final.exists():
-            old = root / f".old-step-{state.step}-{uuid.uuid4().hex}"
+            old = root / f".replaced-step-{state.step}-{uuid.uuid4().hex}"
             final.rename(old)
         temp.rename(final)
         _fsync(root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(temp, ignore_errors=True)
-        raise CheckpointError(f"cannot write checkpoint {final}: {err.strerror or err}") from err
+        if old is not None and not final.exists():
+            old.rename(final)
+        if not isinstance(err, OSError):
+            raise
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise CheckpointError(
+            f"cannot write checkpoint {final}: {err.strerror or err}{where}"
+        ) from err
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_checkpoint(path: Path | str) -> None:
+    """Deletes a checkpoint: renamed to a temporary name first, so it is never seen half-deleted."""
+    path = Path(path)
+    match = _STEP_DIR.match(path.name)
+    if match is None or not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory, not deleting it")
+    doomed = path.with_name(f".old-step-{match.group(1)}-{uuid.uuid4().hex}")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_tensors(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    check_tensor_file(path)
+    if expected_sha != _sha256(path):
+        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt or was changed")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from None
 
 
 def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
     """Loads and verifies a checkpoint directory: (state, trainer.json contents).
 
-    Raises:
-        CheckpointError: missing, foreign, corrupt (checksum) or unreadable; the message says which.
-    """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    Nothing in it is executed or imported: the stored spec stays plain data in `meta["spec"]`.
 
+    Raises:
+        CheckpointError: missing, foreign, corrupt (framing, checksum) or from a newer
+            crosstrain; the message names the file and the problem.
+    """
     path = Path(path)
     meta_path = path / "trainer.json"
     if not path.is_dir():
@@ -155,52 +203,55 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
             f"{path}: not a checkpoint directory (expected step-<N>/ with trainer.json)"
         )
     if not meta_path.is_file():
-        raise CheckpointError(f"{path}: not a crosstrain checkpoint (trainer.json is missing)")
+        raise CheckpointError(f"{meta_path}: missing, not a crosstrain checkpoint")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{meta_path}: corrupt trainer.json ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{meta_path}: not a crosstrain checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})"
-        )
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format version {meta['format_version']} is newer than this crosstrain reads ({FORMAT_VERSION})"
-        )
-    tensors = {}
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{file}: missing")
-        expected = meta.get("files", {}).get(name)
-        if expected != _sha256(file):
-            raise CheckpointError(f"{file}: checksum mismatch, the file is corrupt or was changed")
-        try:
-            tensors[name] = load_file(str(file))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{file}: unreadable safetensors file ({err})") from None
+        if meta_path.stat().st_size > _MAX_JSON:
+            raise CheckpointError(f"{meta_path}: too large for a trainer.json")
+        meta = json.loads(meta_path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{meta_path}: invalid JSON ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"{meta_path}: unreadable ({err.strerror or err})") from None
+    check_meta(meta, meta_path)
+    tensors = [_load_tensors(path / name, meta["files"][name]) for name in TENSOR_FILES]
     try:
-        rng = {k: _decode_array(v) for k, v in meta.get("rng", {}).items()}
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{meta_path}: corrupt rng entry ({err})") from None
-    state = CanonicalState(
-        tensors["model.safetensors"], tensors["optimizer.safetensors"], int(meta["step"]), rng
-    )
-    return state, meta
+        rng = {str(k): decode_array(v) for k, v in meta.get("rng", {}).items()}
+    except (KeyError, ValueError, TypeError, binascii.Error) as err:
+        raise CheckpointError(f"{meta_path}: invalid rng entry ({err})") from None
+    return CanonicalState(tensors[0], tensors[1], meta["step"], rng), meta
+
+
+# -- finding and cleaning -----------------------------------------------------------------
 
 
 def list_checkpoints(root: Path | str) -> list[Path]:
-    """Complete checkpoints under `root`, oldest step first (temporary directories never count)."""
+    """Complete checkpoints under `root`, oldest step first (temporary directories never count).
+
+    A checkpoint being replaced by a newer write of the same step counts under its temporary
+    name until the new one is renamed into place.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [
-        (int(m.group(1)), p)
-        for p in root.iterdir()
-        if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()
-    ]
-    return [p for _, p in sorted(found)]
+    found: dict[int, Path] = {}
+    replaced: dict[int, Path] = {}
+    for p in root.iterdir():
+        if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file():
+            found[int(m.group(1))] = p
+        elif (m := _REPLACED_DIR.match(p.name)) and (p / "trainer.json").is_file():
+            replaced[int(m.group(1))] = p
+    for step, p in replaced.items():
+        found.setdefault(step, p)
+    return [found[step] for step in sorted(found)]
+
+
+def checkpoint_step(path: Path | str) -> int:
+    """The step of a checkpoint directory from its name (`step-<N>` or a replaced one)."""
+    name = Path(path).name
+    match = _STEP_DIR.match(name) or _REPLACED_DIR.match(name)
+    if match is None:
+        raise CheckpointError(f"{path}: not named like a checkpoint (step-<N>)")
+    return int(match.group(1))
 
 
 def latest_checkpoint(root: Path | str) -> Path | None:
@@ -210,12 +261,22 @@ def latest_checkpoint(root: Path | str) -> Path | None:
 
 
 def clean_temporary(root: Path | str) -> list[Path]:
-    """Removes leftovers of interrupted writes: only directories named like crosstrain's temporaries."""
+    """Removes leftovers of interrupted writes and deletions.
+
+    Only directories named exactly like crosstrain's temporaries (`.tmp-step-<N>-<32 hex>`,
+    `.old-step-<N>-<32 hex>`, `.replaced-step-<N>-<32 hex>`) are touched; anything else in
+    `root` is left alone. A replaced checkpoint whose successor never arrived is renamed back.
+    """
     root = Path(root)
     removed = []
     if root.is_dir():
-        for child in root.iterdir():
-            if child.is_dir() and _TEMP_DIR.match(child.name):
+        for child in sorted(root.iterdir()):
+            if not child.is_dir() or child.is_symlink():
+                continue
+            match = _REPLACED_DIR.match(child.name)
+            if match and not (root / f"step-{match.group(1)}").exists():
+                child.rename(root / f"step-{match.group(1)}")
+            elif match or _TEMP_DIR.match(child.name):
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child)
     return removed
@@ -224,28 +285,29 @@ def clean_temporary(root: Path | str) -> list[Path]:
 def check_compatible(
     state: CanonicalState, expected: dict[str, tuple[int, ...]], where: str
 ) -> None:
-    """Raises CheckpointError if the state's parameters do not match the model's names and shapes."""
-    missing = sorted(set(expected) - set(state.params))
-    extra = sorted(set(state.params) - set(expected))
-    wrong = sorted(
-        n
-        for n in set(expected) & set(state.params)
-        if tuple(state.params[n].shape) != tuple(expected[n])
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[:5]}")
-    if extra:
-        problems.append(f"unexpected {extra[:5]}")
-    if wrong:
-        problems.append(
-            "shape mismatch "
-            + ", ".join(
-                f"{n}: {tuple(state.params[n].shape)} vs model {tuple(expected[n])}"
-                for n in wrong[:5]
+    """Raises CheckpointError unless the state's parameters match the model's names and shapes.
+
+    The message names the first mismatching parameter in model order with both shapes.
+    """
+    first = None
+    for name, shape in expected.items():
+        if name not in state.params:
+            first = (
+                f"parameter {name} (shape {tuple(shape)} in this model) is not in the checkpoint"
             )
+        elif tuple(state.params[name].shape) != tuple(shape):
+            first = (
+                f"parameter {name} has shape {tuple(state.params[name].shape)} in the checkpoint "
+                f"and {tuple(shape)} in this model"
+            )
+        if first:
+            break
+    if first is None:
+        extra = [n for n in state.params if n not in expected]
+        if not extra:
+            return
+        first = (
+            f"the checkpoint has parameter {extra[0]} (shape {tuple(state.params[extra[0]].shape)}) "
+            "that this model lacks"
         )
-    if problems:
-        raise CheckpointError(
-            f"{where}: checkpoint does not fit this model ({'; '.join(problems)})"
-        )
+    raise CheckpointError(f"{where}: checkpoint does not fit this model: {first}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .data import ArrayData, batch_slices, epoch_order
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, Terminated, TrainingError
 from .protocol import Program
 from .registry import Registry
 from .spec import Spec
@@ -56,7 +57,9 @@ class Trainer:
 
     Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
-    `should_stop` (set it to end the fit after the current epoch).
+    `should_stop` (set it to end the fit after the current epoch), `interrupted` (`SIGINT` or
+    `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
+    signal interrupted a step: the state may be half-updated and is not saved).
     """
 
     def __init__(
@@ -76,7 +79,10 @@ class Trainer:
         self.stopped_early = False
         self.last_checkpoint: Path | None = None
         self.versions: dict[str, str | None] = {}
-        self._interrupted = False
+        self.interrupted: str | None = None
+        self.skipped_steps = 0
+        self._device_data: dict[int, Any] = {}
+        self.aborted = False
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -89,19 +95,40 @@ class Trainer:
             "epoch": epoch,
             "batch_in_epoch": batch,
             "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
             "seed": self.spec.seed,
             "data_order_seed": self.spec.seed,
             "history": self.history,
             "spec": self.spec.to_dict(),
             "backend": self.backend,
             "versions": self.versions,
+            "callbacks": {
+                key: callback.state_dict() for key, callback in self._stateful_callbacks().items()
+            },
         }
+
+    def _stateful_callbacks(self) -> dict[str, Any]:
+        """Registered callbacks whose state goes into checkpoints, by `state_key` (or class name)."""
+        found = {}
+        for plugin in self.registry.pm.get_plugins():
+            if callable(getattr(plugin, "state_dict", None)) and callable(
+                getattr(plugin, "load_state_dict", None)
+            ):
+                found[getattr(plugin, "state_key", type(plugin).__name__)] = plugin
+        return found
 
     def save_checkpoint(self) -> Path | None:
         """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`."""
         if self.checkpoint_dir is None:
             return None
         state = self.program.get_state()
+        if self.spec.trainer.detect_anomaly:
+            bad = next((n for n, v in state.params.items() if not np.isfinite(v).all()), None)
+            if bad is not None:
+                raise TrainingError(
+                    f"parameter {bad} is not finite at step {self.global_step}; not writing a "
+                    f"poisoned checkpoint (the last good one is {self.last_checkpoint})"
+                )
         path = write_checkpoint(self.checkpoint_dir, state, self.trainer_info())
         self.last_checkpoint = path
         self.hook.on_checkpoint(trainer=self, stage="save", path=path)
@@ -123,7 +150,12 @@ class Trainer:
             int(meta.get("batch_in_epoch", 0)),
         )
         self.global_step = int(meta.get("global_step", state.step))
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
         self.history = list(meta.get("history", []))
+        stored = meta.get("callbacks", {})
+        for key, callback in self._stateful_callbacks().items():
+            if isinstance(stored.get(key), dict):
+                callback.load_state_dict(stored[key])
         self.hook.on_checkpoint(trainer=self, stage="load", path=Path(path))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -132,7 +164,11 @@ class Trainer:
         self, pending: list[Any], count: int, running: _RunningMean, prefix: str
     ) -> dict[str, float]:
         values = self.program.metrics_to_host(pending)
-        if prefix == "train" and not math.isfinite(values.get("loss", 0.0)):
+        if (
+            prefix == "train"
+            and self.spec.trainer.detect_anomaly
+            and not math.isfinite(values.get("loss", 0.0))
+        ):
             where = f"at step {self.global_step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
             kept = (
                 f"; the last good checkpoint is {self.last_checkpoint}"
@@ -158,24 +194,22 @@ class Trainer:
         batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
         slices = batch_slices(len(order), batch_size, drop_last)
+        skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
         running, pending, pending_count = _RunningMean(), [], 0
         index = start
         while index < len(slices):
             group = self._group_size(slices, index, batch_size) if stage == "train" else 1
             if group > 1:
                 rows = order[slices[index].start : slices[index + group - 1].stop]
-                x, y = data.x[rows], data.y[rows]
-                pending.append(
-                    self.program.train_steps(
-                        (
-                            x.reshape(group, batch_size, *x.shape[1:]),
-                            y.reshape(group, batch_size, *y.shape[1:]),
-                        )
-                    )
-                )
+                pending.append(self.program.train_steps(self._batch(data, rows, group)))
             else:
                 rows = order[slices[index]]
-                pending.append(step_fn((data.x[rows], data.y[rows])))
+                batch = self._batch(data, rows)
+                output = self._skipping_step(batch) if skipping else step_fn(batch)
+                if output is None:
+                    rows = rows[:0]
+                else:
+                    pending.append(output)
             pending_count += len(rows)
             index += group
             logs = None
@@ -187,16 +221,48 @@ class Trainer:
                     pending, pending_count = [], 0
             if batch_hooks:
                 self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
-            if stage == "train" and (self._interrupted or self.global_step >= self.total_steps):
+            if stage == "train" and (self.interrupted or self.global_step >= self.total_steps):
                 break
         if pending:
             self._pull(pending, pending_count, running, stage)
         return running.means(stage)
 
+    def _batch(self, data: ArrayData, rows: np.ndarray, group: int = 1) -> tuple[Any, Any]:
+        """The rows as a step's input: `(handle, rows)` when the program caches the data set on
+        its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches."""
+        if id(data) not in self._device_data:
+            cache = getattr(self.program, "cache_data", None)
+            self._device_data[id(data)] = cache(data.x, data.y) if cache else None
+        handle = self._device_data[id(data)]
+        if handle is not None:
+            return handle, rows if group == 1 else rows.reshape(group, -1)
+        x, y = data.x[rows], data.y[rows]
+        if group == 1:
+            return x, y
+        return x.reshape(group, -1, *x.shape[1:]), y.reshape(group, -1, *y.shape[1:])
+
+    def _skipping_step(self, batch: tuple[Any, Any]) -> Any:
+        """`on_nan: skip`: one step that is undone (state restored) if its loss is not finite.
+
+        Costs a state copy and a host sync per step; returns None for a skipped step.
+        """
+        before = self.program.get_state()
+        output = self.program.train_step(batch)
+        if math.isfinite(self.program.metrics_to_host([output]).get("loss", 0.0)):
+            return output
+        self.program.set_state(before)
+        self.skipped_steps += 1
+        return None
+
     def _group_size(self, slices: list[slice], index: int, batch_size: int) -> int:
         """How many full batches from `index` on go into one `train_steps` call (1: a plain step)."""
         k = self.spec.trainer.steps_per_execution
-        if k == 1 or index + k > len(slices) or self.global_step + k > self.total_steps:
+        if (
+            k == 1
+            or self.spec.trainer.on_nan == "skip"
+            or index + k > len(slices)
+            or self.global_step + k > self.total_steps
+        ):
             return 1
         full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
         return k if full else 1
@@ -208,10 +274,26 @@ class Trainer:
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._interrupted:
-            raise KeyboardInterrupt
-        self._interrupted = True
+    def notify_exception(self, exc: BaseException) -> None:
+        """Calls every plugin's `on_exception` once, even if one of them fails.
+
+        A failing implementation is reported as a warning so the original exception is the one
+        that propagates; a KeyboardInterrupt (a second Ctrl-C) still stops at once.
+        """
+        arguments = {"trainer": self, "exception": exc}
+        for impl in reversed(self.hook.on_exception.get_hookimpls()):
+            try:
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception as err:
+                warnings.warn(
+                    f"crosstrain: {impl.plugin_name}.on_exception failed: {err!r}", stacklevel=2
+                )
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            self.aborted = True
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.interrupted = signal.Signals(signum).name
 
     def fit(
         self, train: ArrayData, val: ArrayData | None, resume_from: Path | None = None
@@ -230,21 +312,22 @@ class Trainer:
             clean_temporary(self.checkpoint_dir)
         if resume_from is not None:
             self.restore(resume_from)
-        previous = signal.getsignal(signal.SIGINT)
+        handled = (signal.SIGINT, signal.SIGTERM)
         main_thread = threading.current_thread() is threading.main_thread()
-        if main_thread:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        previous = {s: signal.getsignal(s) for s in handled} if main_thread else {}
+        for signum in previous:
+            signal.signal(signum, self._on_signal)
         try:
             self.hook.on_fit_start(trainer=self)
             self._loop(train, val)
-            if self._interrupted:
-                raise KeyboardInterrupt
+            if self.interrupted:
+                raise Terminated if self.interrupted == "SIGTERM" else KeyboardInterrupt
         except BaseException as exc:
-            self.hook.on_exception(trainer=self, exception=exc)
+            self.notify_exception(exc)
             raise
         finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         result = FitResult(
             metrics={
                 k: v
@@ -258,6 +341,7 @@ class Trainer:
             run_dir=self.run_dir,
             last_checkpoint=self.last_checkpoint,
             stopped_early=self.stopped_early,
+            extras={"skipped_steps": self.skipped_steps},
         )
         self.hook.on_fit_end(trainer=self, result=result)
         return result
@@ -274,7 +358,7 @@ class Trainer:
             self.hook.on_epoch_start(trainer=self, stage="train", epoch=self.epoch)
             order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
             metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
-            if self._interrupted:
+            if self.interrupted:
                 return
             if (
                 val is not None
@@ -297,7 +381,7 @@ class Trainer:
             metrics = self._run_epoch(data, stage, np.arange(len(data)), size, drop_last=False)
             self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
         except BaseException as exc:
-            self.hook.on_exception(trainer=self, exception=exc)
+            self.notify_exception(exc)
             raise
         return metrics
 
@@ -311,6 +395,6 @@ class Trainer:
             ]
             self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         except BaseException as exc:
-            self.hook.on_exception(trainer=self, exception=exc)
+            self.notify_exception(exc)
             raise
         return np.concatenate(outputs) if outputs else np.zeros((0,))

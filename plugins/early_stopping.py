@@ -17,6 +17,16 @@ class EarlyStopping(Callback):
         self.best = math.inf if options.mode == "min" else -math.inf
         self.wait = 0
 
+    state_key = "EarlyStopping"
+
+    def state_dict(self) -> dict[str, float | int]:
+        """The best value so far and the epochs waited since (JSON types)."""
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        """Restores what `state_dict` returned."""
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+
     def _improved(self, value: float) -> bool:
         delta = self.options.min_delta
         return (

@@ -8,6 +8,8 @@ whether a gradient scaler is needed.
 from __future__ import annotations
 
 import importlib.util
+import platform
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,24 @@ def found_accelerators() -> list[str]:
     if _xla_available():
         found.append("tpu")
     return found
+
+
+def describe_accelerators() -> list[tuple[str, str, list[str]]]:
+    """`(accelerator, device names, precisions)` for every accelerator found."""
+    rows = [("cpu", platform.processor() or platform.machine(), supported_precisions("cpu"))]
+    if torch.cuda.is_available():
+        names = ", ".join(
+            f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
+        )
+        precisions = supported_precisions("cuda")
+        if not torch.cuda.is_bf16_supported():
+            precisions = [p for p in precisions if not p.startswith("bf16")]
+        rows.append(("cuda", names, precisions))
+    if _mps_available():
+        rows.append(("mps", "Apple GPU", supported_precisions("mps")))
+    if _xla_available():
+        rows.append(("tpu", "torch_xla (PJRT_DEVICE selects)", supported_precisions("xla")))
+    return rows
 
 
 def _xla_device() -> torch.device:
@@ -140,7 +160,53 @@ def precision_policy(precision: str, device: torch.device) -> PrecisionPolicy:
         raise UnsupportedFeature(
             BACKEND, f"precision '64' on {device.type}", sorted(set(PRECISIONS) - {"64"})
         )
+    if precision == "16-mixed" and device.type == "xla":
+        raise UnsupportedFeature(
+            BACKEND, "precision '16-mixed' on xla (TPUs compute in bfloat16)", XLA_PRECISIONS
+        )
     return PRECISIONS[precision]
+
+
+XLA_PRECISIONS = ["32", "bf16-mixed", "bf16-true"]
+MPS_PRECISIONS = ["32", "16-mixed", "bf16-mixed", "bf16-true"]
+
+
+def supported_precisions(device_type: str) -> list[str]:
+    """The precisions the backend runs on a device type (`cpu`, `cuda`, `mps`, `xla`)."""
+    if device_type == "xla":
+        return XLA_PRECISIONS
+    if device_type == "mps":
+        return MPS_PRECISIONS
+    return sorted(PRECISIONS)
+
+
+def configure_backends(trainer: Any, device: torch.device) -> None:
+    """Applies `trainer.cudnn_benchmark` and `trainer.matmul_precision` where they are set.
+
+    `matmul_precision` `high` or `medium` lets float32 matmuls and convolutions use TF32 on
+    NVIDIA GPUs (`torch.set_float32_matmul_precision`, `torch.backends.cudnn.allow_tf32`);
+    `highest` keeps full float32. Unset options leave torch's defaults alone.
+    """
+    benchmark = getattr(trainer, "cudnn_benchmark", None)
+    if benchmark is not None:
+        torch.backends.cudnn.benchmark = bool(benchmark)
+    precision = getattr(trainer, "matmul_precision", None)
+    if precision is not None:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = precision != "highest"
+
+
+def step_marker(device: torch.device) -> Callable[[], None] | None:
+    """What ends one step on `device`: `torch_xla.sync` (or `xm.mark_step`) on XLA, else None."""
+    if device.type != "xla":
+        return None
+    import torch_xla
+
+    if hasattr(torch_xla, "sync"):
+        return torch_xla.sync
+    import torch_xla.core.xla_model as xm
+
+    return xm.mark_step
 
 
 def make_grad_scaler(policy: PrecisionPolicy, device: torch.device) -> torch.amp.GradScaler | None:

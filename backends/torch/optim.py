@@ -3,7 +3,7 @@
 torch's update rules are the reference's: L2 `weight_decay` added to the gradient for sgd,
 adam and rmsprop, decoupled decay for adamw, momentum buffers that accumulate gradients, and
 rmsprop's epsilon outside the square root. Fused kernels are used on CUDA, foreach elsewhere
-where torch has them.
+where torch has them (torch picks the slow per-tensor loop on CPU unless asked).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ _FUSED = ("sgd", "adam", "adamw")
 def _kernels(name: str, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"fused": True} if name in _FUSED else {"foreach": True}
+    if device.type == "cpu":
+        return {"foreach": True}
     return {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
-STRATEGIES = frozenset({"auto"})
+STRATEGIES = frozenset({"auto", "ddp"})
 OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
 
 
@@ -29,6 +30,13 @@ def _plugin_layer_types() -> frozenset[str]:
 
     layers = get_registry().layers
     return frozenset(name for name in layers.names() if hasattr(layers.get(name), "torch_module"))
+
+
+def _launched() -> bool:
+    env = os.environ
+    return ("RANK" in env and "WORLD_SIZE" in env) or (
+        "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env
+    )
 
 
 class TorchBackend:
@@ -70,32 +78,47 @@ class TorchBackend:
 
         return found_accelerators()
 
+    def accelerator_details(self) -> list[tuple[str, str, list[str]]]:
+        """`(accelerator, device names, precisions)` for each accelerator found (imports torch)."""
+        from .device import describe_accelerators
+
+        return describe_accelerators()
+
+    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+        """Starts `crosstrain <argv>` in `trainer.devices` processes through torchrun when the
+        spec asks for several devices (strategy `auto` means `ddp` then) and no launcher
+        started this process.
+
+        Returns:
+            The workers' exit status, or None when this process should train by itself.
+        """
+        t = spec.trainer
+        if t.devices == 1 or _launched():
+            return None
+        from .distributed import launch
+
+        return launch(t.devices, argv)
+
     def check(self, spec: Spec, env: RunEnv) -> None:
         """Raises UnsupportedFeature (or SpecError) for anything this backend cannot run.
 
-        Needs no torch import, so a spec fails fast before any framework loads.
+        The spec is checked against `capabilities()`, then the run environment (which command
+        line flags may have changed). Needs no torch import, so it fails before torch loads.
         """
+        self.capabilities().check(spec, self.name)
         if env.strategy not in STRATEGIES:
             raise UnsupportedFeature(self.name, f"strategy {env.strategy!r}", sorted(STRATEGIES))
-        if env.devices != 1:
+        if (env.strategy != "auto" or env.devices > 1) and env.accelerator in ("mps", "tpu"):
             raise UnsupportedFeature(
                 self.name,
-                f"devices={env.devices} (more than one device needs a distributed strategy)",
-                ["devices=1"],
-            )
-        if spec.trainer.steps_per_execution != 1:
-            raise UnsupportedFeature(
-                self.name, f"trainer.steps_per_execution={spec.trainer.steps_per_execution}", ["1"]
+                f"devices={env.devices}, strategy {env.strategy!r} on {env.accelerator}",
+                ["one device", "ddp on cpu or cuda"],
             )
         if env.precision not in PRECISIONS:
             raise UnsupportedFeature(self.name, f"precision {env.precision!r}", sorted(PRECISIONS))
         if env.accelerator != "auto" and env.accelerator not in ACCELERATORS:
             raise UnsupportedFeature(
                 self.name, f"accelerator {env.accelerator!r}", sorted(ACCELERATORS)
-            )
-        if spec.optimizer.name not in OPTIMIZERS:
-            raise UnsupportedFeature(
-                self.name, f"optimizer {spec.optimizer.name!r}", sorted(OPTIMIZERS)
             )
         if env.native_model is not None:
             return

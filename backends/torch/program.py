@@ -7,11 +7,15 @@ transfer. Losses and metrics are the shared array-API functions, called with the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat.torch as xp
 import numpy as np
 import torch
+import torch.nn.functional as F
+from crosstrain import losses
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
@@ -21,7 +25,14 @@ from crosstrain.spec import Spec
 from crosstrain.state import CanonicalState, check_compatible
 from torch import nn
 
-from .device import make_grad_scaler, precision_policy, select_device
+from . import distributed
+from .device import (
+    configure_backends,
+    make_grad_scaler,
+    precision_policy,
+    select_device,
+    step_marker,
+)
 from .model import ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
 from .state import (
@@ -39,6 +50,24 @@ StepOutput = dict[str, Any]
 """`loss` and each metric as 0-d device tensors, plus `batch_size` (a Python int)."""
 
 
+def native_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """torch's fused kernel in place of the built-in array-API `cross_entropy` (the same math in
+    one op and a short backward); any other loss, or unusual shapes, as given."""
+    base, options = (fn.func, fn.keywords) if isinstance(fn, functools.partial) else (fn, {})
+    if base is not losses.cross_entropy or set(options) - {"label_smoothing"}:
+        return fn
+    smoothing = float(options.get("label_smoothing", 0.0))
+
+    def cross_entropy(namespace: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if logits.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point():
+            return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+        if targets.shape == logits.shape and logits.ndim == 2:
+            return F.cross_entropy(logits, targets.to(logits.dtype), label_smoothing=smoothing)
+        return fn(namespace, logits, targets)
+
+    return cross_entropy
+
+
 class TorchProgram:
     """A built model with its optimizer and steps on one torch device.
 
@@ -49,19 +78,25 @@ class TorchProgram:
         refs: canonical name → tensor map, in canonical order.
         step: optimizer updates done.
         total_params: number of values in all canonical parameters (trainable or not).
+        shard: this process's rank and world size under `ddp` (one process otherwise); the
+            native model is wrapped in `DistributedDataParallel` for training only.
+        skipped_steps: updates the 16-mixed gradient scaler skipped, as of the last metric pull.
     """
 
     def __init__(self, spec: Spec, env: RunEnv, backend: str = "torch"):
         self.spec, self.env, self.backend = spec, env, backend
+        self.shard = distributed.setup(env.strategy, env.devices, env.accelerator)
         self.device = select_device(env.accelerator)
+        configure_backends(spec.trainer, self.device)
         self.policy = precision_policy(env.precision, self.device)
         torch.manual_seed(env.seed)
         self.native_model, self.refs, self._input_dtype = self._build_model(spec, env)
+        self._train_model = self._data_parallel(self.native_model)
         self.params = [ref.tensor for ref in trainable(self.refs)]
         self.total_params = sum(
             t.numel() for t in {id(r.tensor): r.tensor for r in self.refs}.values()
         )
-        self.loss_fn = resolve_function(spec.loss, "loss", "loss")
+        self.loss_fn = native_loss(resolve_function(spec.loss, "loss", "loss"))
         self.metric_fns = metric_functions(spec)
         self.slots = slot_names(spec.optimizer)
         self.optimizer = make_optimizer(spec.optimizer, self.params, self.device)
@@ -70,8 +105,12 @@ class TorchProgram:
         )
         self.scaler = make_grad_scaler(self.policy, self.device)
         self.step = 0
+        self.skipped_steps = 0
+        self._skipped = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._sync = step_marker(self.device)
         self._training: bool | None = None
         self._pin = self.device.type == "cuda"
+        self._on_cpu = self.device.type == "cpu"
         self._metric_dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
         self._compute = (
             torch.compile(self._forward_loss) if spec.trainer.compile else self._forward_loss
@@ -98,16 +137,36 @@ class TorchProgram:
         input_dtype = torch.int64 if spec.model.resolved_input_dtype == "int64" else dtype
         return module, refs, input_dtype
 
+    def _data_parallel(self, module: nn.Module) -> nn.Module:
+        if self.shard.world_size == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a data-parallel run (0 otherwise)."""
+        return self.shard.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of data-parallel processes (1 without a distributed strategy)."""
+        return self.shard.world_size
+
     # -- data ------------------------------------------------------------------------------
 
     def _move(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
         array = np.asarray(array)
         if not array.flags.writeable or not array.flags.c_contiguous:
             array = np.array(array, copy=True, order="C")
-        tensor = torch.from_numpy(array).to(dtype)
+        tensor = torch.from_numpy(array)
+        if tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
         if self._pin:
             tensor = tensor.pin_memory()
-        return tensor.to(self.device, non_blocking=True)
+        return tensor if self._on_cpu else tensor.to(self.device, non_blocking=True)
 
     def _inputs(self, x: Any) -> torch.Tensor:
         dtype = self._input_dtype
@@ -120,6 +179,20 @@ class TorchProgram:
             y, torch.int64 if np.asarray(y).dtype.kind in "iu" else self.policy.loss_dtype
         )
 
+    def _local(self, batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """This rank's rows of a global batch on the device, the loss weight that makes the
+        gradient average exact, and the number of rows counted for metrics."""
+        x, y = batch[0], batch[1]
+        n = len(x)
+        if self.shard.world_size == 1:
+            return self._inputs(x), self._targets(y), 1.0, n
+        rows = self.shard.rows(n)
+        size = rows.stop - rows.start
+        if size == 0:
+            rows = slice(0, 1)
+        x, y = x[rows], y[rows]
+        return self._inputs(x), self._targets(y), self.shard.world_size * size / n, size
+
     def _mode(self, training: bool) -> None:
         if self._training is not training:
             self.native_model.train(training)
@@ -128,49 +201,83 @@ class TorchProgram:
     # -- steps -----------------------------------------------------------------------------
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self._train_model if self._training else self.native_model
         with self.policy.autocast(self.device):
-            out = self.native_model(x)
+            out = model(x)
         out = out.to(self.policy.loss_dtype)
         return self.loss_fn(xp, out, y), out
 
-    @torch.no_grad()
-    def _outputs(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    def _outputs(
+        self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, size: int
+    ) -> StepOutput:
         values: StepOutput = {"loss": loss.detach()}
-        out = out.detach()
-        for name, fn in self.metric_fns.items():
-            values[name] = fn(xp, out, y)
-        values["batch_size"] = int(out.shape[0])
+        if self.metric_fns:
+            out = out.detach()
+            with torch.no_grad():
+                for name, fn in self.metric_fns.items():
+                    values[name] = fn(xp, out, y)
+        values["batch_size"] = size
         return values
+
+    def _found_inf(self) -> torch.Tensor:
+        """1.0 when the gradient scaler skipped the update just stepped (stays on the device)."""
+        found = self.scaler._found_inf_per_device(self.optimizer).values()
+        return (sum(t.to(self.device) for t in found) > 0).to(torch.float32)
 
     def train_step(self, batch: tuple[Any, Any]) -> StepOutput:
         """One optimizer update on `(x, y)` numpy arrays; returns device values without syncing."""
-        x, y = self._inputs(batch[0]), self._targets(batch[1])
+        x, y, weight, size = self._local(batch)
         self._mode(True)
         self.schedule.apply(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, out = self._compute(x, y)
+        objective = loss if weight == 1.0 else loss * weight
         clip = self.spec.optimizer.clip_norm
+        skipped = None
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             if clip is not None:
                 self.scaler.unscale_(self.optimizer)
             clip_gradients(self.params, clip, self.device)
             self.scaler.step(self.optimizer)
+            skipped = self._found_inf()
             self.scaler.update()
+            self._skipped += skipped
         else:
-            loss.backward()
+            objective.backward()
             clip_gradients(self.params, clip, self.device)
             self.optimizer.step()
         self.step += 1
-        return self._outputs(loss, out, y)
+        outputs = self._outputs(loss, out, y, size)
+        if skipped is not None:
+            outputs["skipped"] = skipped
+        if self._sync is not None:
+            self._sync()
+        return outputs
+
+    def train_steps(self, batches: tuple[Any, Any]) -> StepOutput:
+        """K updates from `(x, y)` stacked as `(K, batch, ...)`; one output that counts K batches.
+
+        The updates run one after another (no fused kernel), so the backend does not declare
+        `steps_per_execution`; the method exists for the Program protocol.
+        """
+        outputs = [self.train_step((x, y)) for x, y in zip(batches[0], batches[1], strict=True)]
+        merged: StepOutput = {
+            k: torch.stack([o[k] for o in outputs]).mean() for k in outputs[0] if k != "batch_size"
+        }
+        merged["batch_size"] = sum(o["batch_size"] for o in outputs)
+        return merged
 
     def eval_step(self, batch: tuple[Any, Any]) -> StepOutput:
         """Loss and metrics on `(x, y)` without an update, dropout off, moving statistics used."""
-        x, y = self._inputs(batch[0]), self._targets(batch[1])
+        x, y, _, size = self._local(batch)
         self._mode(False)
         with torch.no_grad():
             loss, out = self._compute(x, y)
-        return self._outputs(loss, out, y)
+        outputs = self._outputs(loss, out, y, size)
+        if self._sync is not None:
+            self._sync()
+        return outputs
 
     def predict_step(self, batch: Any) -> np.ndarray:
         """Model outputs for `batch[0]` (or `batch` itself when it is an array) as numpy."""
@@ -183,16 +290,31 @@ class TorchProgram:
         return out.cpu().numpy()
 
     def metrics_to_host(self, outputs: list[StepOutput]) -> dict[str, float]:
-        """Means of `loss` and each metric over `outputs`, weighted by batch size, in one transfer."""
+        """Means of `loss` and each metric over `outputs`, weighted by batch size, in one transfer.
+
+        Across data-parallel ranks the sums are all-reduced first, so every rank returns the
+        means over the global batches. Also refreshes `skipped_steps`.
+        """
         if not outputs:
             return {}
         keys = [k for k in outputs[0] if k != "batch_size"]
         rows = [
             torch.stack([o[k].reshape(()).to(self._metric_dtype) for k in keys]) for o in outputs
         ]
-        values = torch.stack(rows).cpu().numpy().astype(np.float64)
-        weights = np.array([o["batch_size"] for o in outputs], dtype=np.float64)
-        means = weights @ values / weights.sum()
+        values = torch.stack(rows)
+        weights = torch.tensor(
+            [o["batch_size"] for o in outputs], dtype=values.dtype, device=values.device
+        )
+        packed = torch.cat(
+            [weights @ values, weights.sum().reshape(1), self._skipped.to(values.dtype).reshape(1)]
+        )
+        if self.shard.world_size > 1:
+            packed = distributed.all_reduce_sum(packed) / torch.tensor(
+                [1.0] * (len(keys) + 1) + [self.shard.world_size], dtype=values.dtype
+            ).to(values.device)
+        host = packed.cpu().numpy().astype(np.float64)
+        self.skipped_steps = round(float(host[-1]))
+        means = host[:-2] / host[-2]
         return {k: float(v) for k, v in zip(keys, means, strict=True)}
 
     # -- state -----------------------------------------------------------------------------

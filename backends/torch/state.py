@@ -42,7 +42,10 @@ def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
 
 def to_torch(array: np.ndarray, layout: str) -> torch.Tensor:
     """A canonical numpy array as a (CPU) torch tensor in torch layout."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    array = np.asarray(array, order="C")
+    if not array.flags.writeable:
+        array = array.copy()
+    tensor = torch.from_numpy(array)
     if layout in _TO_TORCH:
         tensor = tensor.permute(*_TO_TORCH[layout])
     return tensor

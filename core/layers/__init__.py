@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from ._base import Layer, ParamSpec, Shape
+from ._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
 from .basic import GELU, Dense, Dropout, Embedding, Flatten, ReLU, Reshape, Sigmoid, Softmax, Tanh
 from .composite import (
     AnyLayer,

@@ -1,0 +1,163 @@
+"""Where a JAX run executes: accelerator, devices, mesh, precision, multi-host start.
+
+`--devices N` on one accelerator is data parallel on a one-axis `Mesh` named `data`: batches
+are split along it (`NamedSharding(mesh, P("data"))`), parameters and optimizer state are
+replicated (`P()`), and XLA inserts the gradient all-reduce.
+
+Multi-host: when the usual cluster environment is present (`JAX_COORDINATOR_ADDRESS`, or a
+SLURM / Open MPI job with more than one task), `jax.distributed.initialize()` is called before
+the devices are listed, so the mesh spans every host's devices. Each process then runs the same
+trainer on the same global batches and contributes its own devices' rows
+(`jax.make_array_from_callback`). This path cannot be tested on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+BACKEND = "jax"
+ACCELERATOR_PLATFORM = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
+"""crosstrain accelerator name → JAX platform name."""
+
+
+def _cluster_environment() -> bool:
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_ID"):
+        return True
+    return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls `jax.distributed.initialize()` once when a cluster environment is present."""
+    if not _cluster_environment():
+        return False
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+    return True
+
+
+def found_accelerators() -> list[str]:
+    """Accelerators JAX can use here: `cpu` always, then `cuda` and `tpu` when they have devices."""
+    found = ["cpu"]
+    for accelerator in ("cuda", "tpu"):
+        try:
+            present = bool(jax.devices(ACCELERATOR_PLATFORM[accelerator]))
+        except RuntimeError:
+            present = False
+        if present:
+            found.append(accelerator)
+    return found
+
+
+def select_devices(accelerator: str, count: int) -> list[Any]:
+    """The first `count` devices of the accelerator's platform (`auto`: JAX's default platform).
+
+    Raises:
+        CrosstrainError: the accelerator is absent, or has fewer than `count` devices.
+    """
+    maybe_initialize_distributed()
+    if accelerator == "auto":
+        devices = jax.devices()
+    elif accelerator in ACCELERATOR_PLATFORM:
+        try:
+            devices = jax.devices(ACCELERATOR_PLATFORM[accelerator])
+        except RuntimeError:
+            raise CrosstrainError(
+                f"accelerator {accelerator!r} not found. Available: {', '.join(found_accelerators())}"
+            ) from None
+    else:
+        raise UnsupportedFeature(
+            BACKEND, f"accelerator {accelerator!r}", sorted(ACCELERATOR_PLATFORM)
+        )
+    if len(devices) < count:
+        platform = devices[0].platform if devices else accelerator
+        hint = (
+            " (on CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+            if platform == "cpu"
+            else ""
+        )
+        raise CrosstrainError(f"{count} devices requested but {platform} has {len(devices)}{hint}")
+    return list(devices[:count])
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a precision setting maps onto JAX.
+
+    Attributes:
+        name: the spec's precision.
+        compute_dtype: dtype parameters and float inputs are cast to for the forward pass.
+        matmul_precision: `jax.default_matmul_precision` while tracing (`highest`: true
+            float32 on GPU/TPU too, for parity with the reference; a no-op on CPU).
+    """
+
+    name: str
+    compute_dtype: Any
+    matmul_precision: str | None
+
+
+PRECISIONS = {
+    "32": Precision("32", jnp.float32, "highest"),
+    "bf16-mixed": Precision("bf16-mixed", jnp.bfloat16, None),
+}
+
+
+def precision_policy(precision: str) -> Precision:
+    """The policy for a precision; raises UnsupportedFeature for one JAX does not run here."""
+    if precision not in PRECISIONS:
+        raise UnsupportedFeature(BACKEND, f"precision {precision!r}", sorted(PRECISIONS))
+    return PRECISIONS[precision]
+
+
+class Placement:
+    """Puts the training state and batches on the run's devices (one, or a data mesh)."""
+
+    def __init__(self, devices: list[Any]):
+        self.devices = devices
+        self.mesh = Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
+        if self.mesh is not None:
+            self.replicated: Any = NamedSharding(self.mesh, PartitionSpec())
+        else:
+            self.replicated = jax.sharding.SingleDeviceSharding(devices[0])
+        self.multi_process = jax.process_count() > 1
+
+    @property
+    def size(self) -> int:
+        return len(self.devices)
+
+    def batch_sharding(self, rows: int, stacked: bool = False) -> Any:
+        """Data-axis sharding for a batch of `rows` (replicated when it does not divide evenly)."""
+        if self.mesh is None or rows % self.size:
+            return self.replicated
+        return NamedSharding(
+            self.mesh, PartitionSpec(None, "data") if stacked else PartitionSpec("data")
+        )
+
+    def put_state(self, tree: Any) -> Any:
+        """Copies arrays onto the devices (replicated); the copies are owned by the program, so
+        donating them never touches a caller's buffer."""
+
+        def own(array: Any) -> Any:
+            return (
+                jnp.array(array, copy=True)
+                if isinstance(array, jax.Array)
+                else np.array(array, copy=True)
+            )
+
+        return jax.device_put(jax.tree.map(own, tree), self.replicated)
+
+    def global_batch(self, array: np.ndarray, sharding: Any) -> Any:
+        """A batch as the jitted step takes it: numpy on one process, a global array across hosts."""
+        if not self.multi_process:
+            return array
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

@@ -1,0 +1,110 @@
+"""`JaxBackend`: what the JAX backend declares, and `build` (the only place JAX is imported)."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from crosstrain.errors import BackendUnavailable, UnsupportedFeature
+from crosstrain.protocol import Capabilities, RunEnv
+
+if TYPE_CHECKING:
+    from crosstrain.spec import Spec
+
+    from .program import JaxProgram
+
+BUILTIN_LAYERS = frozenset(
+    {
+        "Dense",
+        "Conv1D",
+        "Conv2D",
+        "MaxPool2D",
+        "AvgPool2D",
+        "GlobalAvgPool",
+        "BatchNorm",
+        "LayerNorm",
+        "Dropout",
+        "Embedding",
+        "Flatten",
+        "Reshape",
+        "ReLU",
+        "GELU",
+        "Tanh",
+        "Sigmoid",
+        "Softmax",
+        "Residual",
+        "MultiHeadSelfAttention",
+        "Sequential",
+    }
+)
+REQUIRED = ("jax", "flax", "optax")
+
+
+def _plugin_layers() -> frozenset[str]:
+    """Layer types from plugins that bring a JAX implementation (`Layer.jax_module`)."""
+    from crosstrain.registry import get_registry
+
+    table = get_registry().layers
+    return frozenset(name for name in table.names() if hasattr(table.get(name), "jax_module"))
+
+
+class JaxBackend:
+    """The JAX backend (flax nnx + optax). See `crosstrain.protocol.Backend`."""
+
+    name = "jax"
+    extra = "jax"
+
+    def is_available(self) -> tuple[bool, str]:
+        """Whether jax, flax and optax can be imported (checked without importing them)."""
+        missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+        if missing:
+            return False, f"{', '.join(missing)} not installed"
+        return True, ""
+
+    def version(self) -> str | None:
+        """jax's version from package metadata."""
+        try:
+            return version("jax")
+        except PackageNotFoundError:
+            return None
+
+    def capabilities(self) -> Capabilities:
+        """Declared support: every built-in layer, fp32 and bf16-mixed, CPU/CUDA/TPU, fused steps."""
+        return Capabilities(
+            layers=BUILTIN_LAYERS | _plugin_layers(),
+            precisions=frozenset({"32", "bf16-mixed"}),
+            accelerators=frozenset({"cpu", "cuda", "tpu"}),
+            strategies=frozenset({"auto", "data_parallel"}),
+            optimizers=frozenset({"sgd", "adam", "adamw", "rmsprop"}),
+            steps_per_execution=True,
+            compile=True,
+            native_models=False,
+        )
+
+    def accelerators_found(self) -> list[str]:
+        """Platforms JAX sees, with device counts (imports JAX)."""
+        from .device import found_accelerators
+
+        return found_accelerators()
+
+    def build(self, spec: Spec, env: RunEnv) -> JaxProgram:
+        """A JaxProgram for the spec.
+
+        Raises:
+            UnsupportedFeature: the spec asks for something not in `capabilities()`, or a native model.
+            BackendUnavailable: jax, flax or optax is missing.
+        """
+        if env.native_model is not None:
+            raise UnsupportedFeature(self.name, "native models (fit(native_module, ...))")
+        self.capabilities().check(spec, self.name)
+        if env.precision not in self.capabilities().precisions:
+            raise UnsupportedFeature(
+                self.name, f"precision {env.precision!r}", sorted(self.capabilities().precisions)
+            )
+        available, reason = self.is_available()
+        if not available:
+            raise BackendUnavailable(self.name, reason, self.extra)
+        from .program import JaxProgram
+
+        return JaxProgram(spec, env)

@@ -1,0 +1,302 @@
+"""JaxProgram: a spec's nnx model and optax chain behind plain `jax.jit` steps.
+
+The nnx model is split once into `(graphdef, params, rest)`; every step is one `jax.jit` of a
+pure function over a carry of plain dicts (see `state.py`) with the carry donated, so the
+per-step Python cost is one flatten of builtin containers and one dispatch (a default
+`nnx.jit` re-splits the module graph on every call). Inside the trace, `nnx.merge` rebuilds the
+module from the graphdef and the canonical-name dicts. Numpy batches go straight into the
+jitted call; each step returns one small float32 vector `[rows, loss, *metrics]` that stays on
+the device until `metrics_to_host` concatenates the pending ones in one compiled call and
+fetches them with one `device_get`. `train_steps` runs K steps in one `lax.scan`.
+
+`cache_data` puts a whole data set on the devices once (`data.device_cache`); batches are then
+`(DeviceData, rows)` and the rows are gathered inside the compiled step.
+
+Randomness: the key of step `s` is `fold_in(key(seed), s)` and each Dropout folds in its own
+index, so a rerun with the same seed is bit-identical and a resumed run continues the stream.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import jax
+import jax.numpy as jnp
+import numpy as np
+from crosstrain.errors import CrosstrainError
+from crosstrain.model import init_params
+from crosstrain.optim import slot_names
+from crosstrain.resolve import metric_functions, resolve_function
+from crosstrain.state import CanonicalState
+from flax import nnx
+
+from .device import Placement, precision_policy, select_devices
+from .model import Model, flat_names, nest, unnest
+from .optim import DEFAULT_TOTAL_STEPS, make_optimizer
+from .state import from_canonical, native_initial_values, seed_key_data, to_canonical
+
+
+def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Traces `fn` without jax's notes about int64 being stored as int32 (x64 is off)."""
+
+    def traced(*args: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*int64.*not available.*")
+            return fn(*args)
+
+    return traced
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A data set placed on the devices once (`JaxProgram.cache_data`); batches are row indices."""
+
+    x: Any
+    y: Any
+
+
+class JaxProgram:
+    """The Program of the JAX backend (see `crosstrain.protocol.Program`).
+
+    Attributes:
+        spec: the spec it was built from.
+        tx: the optax chain.
+        placement: devices and shardings.
+    """
+
+    def __init__(self, spec: Any, env: Any):
+        if spec.model is None:
+            raise CrosstrainError("backend 'jax' builds models from spec.model; this spec has none")
+        self.spec = spec
+        self.policy = precision_policy(env.precision)
+        self.placement = Placement(select_devices(env.accelerator, env.devices))
+        with jax.default_device(self.placement.devices[0]):
+            if spec.model.init == "native":
+                model = Model(spec.model, native_initial_values(spec.model, spec.seed))
+            else:
+                model = Model(spec.model, init_params(spec.model, spec.seed))
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self._param_paths, self._rest_paths = flat_names(params), flat_names(rest)
+        self._param_names = {p: n for n, p in self._param_paths.items()}
+        self._rest_names = {p: n for n, p in self._rest_paths.items()}
+        self._uses_rng = model.uses_rng
+        total_steps = int(env.extras.get("total_steps") or DEFAULT_TOTAL_STEPS)
+        self.tx = make_optimizer(spec.optimizer, spec.schedule, total_steps)
+        self._slots = slot_names(spec.optimizer)
+        self._loss = resolve_function(spec.loss, "loss", "loss")
+        self._metrics = metric_functions(spec)
+        self.metric_names = ("loss", *self._metrics)
+        host_params = unnest(nnx.to_pure_dict(params), self._param_names)
+        host = {
+            "params": host_params,
+            "rest": unnest(nnx.to_pure_dict(rest), self._rest_names),
+            "opt": self.tx.init(host_params),
+            "step": np.int32(0),
+            "key": seed_key_data(spec.seed),
+        }
+        self._carry = self.placement.put_state(host)
+        self._jitted: dict[tuple[str, Any, bool], Callable[..., Any]] = {}
+        self._bodies = {
+            "train": self._train_body,
+            "scan": self._scan_body,
+            "eval": self._eval_body,
+            "predict": self._predict_body,
+        }
+        self._gather = jax.jit(
+            lambda *outs: jnp.concatenate([o.reshape(-1, len(self.metric_names) + 1) for o in outs])
+        )
+
+    # -- the pure functions that get traced ------------------------------------------------
+
+    def _apply(
+        self, params: dict[str, Any], rest: dict[str, Any], x: Any, train: bool, key: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        dtype = self.policy.compute_dtype
+        if dtype != jnp.float32:
+            params = {n: p.astype(dtype) for n, p in params.items()}
+            if jnp.issubdtype(x.dtype, jnp.floating):
+                x = x.astype(dtype)
+        model = nnx.merge(
+            self.graphdef, nest(params, self._param_paths), nest(rest, self._rest_paths)
+        )
+        out = model(x, train=train, key=key)
+        new_rest = (
+            unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)
+            if train
+            else rest
+        )
+        return out.astype(jnp.float32), new_rest
+
+    def _report(self, loss: Any, out: Any, y: Any) -> Any:
+        xp = array_api_compat.array_namespace(out)
+        values = [loss, *(fn(xp, out, y) for fn in self._metrics.values())]
+        return jnp.stack(
+            [jnp.asarray(out.shape[0], jnp.float32), *(jnp.asarray(v, jnp.float32) for v in values)]
+        )
+
+    def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
+        key = None
+        if self._uses_rng:
+            key = jax.random.fold_in(jax.random.wrap_key_data(carry["key"]), carry["step"])
+
+        def objective(params: dict[str, Any]) -> tuple[Any, tuple[Any, dict[str, Any]]]:
+            out, rest = self._apply(params, carry["rest"], x, True, key)
+            return self._loss(array_api_compat.array_namespace(out), out, y), (out, rest)
+
+        (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(carry["params"])
+        updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
+        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
+        new = {
+            "params": params,
+            "rest": rest,
+            "opt": opt,
+            "step": carry["step"] + 1,
+            "key": carry["key"],
+        }
+        return new, self._report(loss, out, y)
+
+    def _scan_body(self, carry: dict[str, Any], xs: Any, ys: Any) -> tuple[dict[str, Any], Any]:
+        return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
+
+    def _eval_body(self, params: dict[str, Any], rest: dict[str, Any], x: Any, y: Any) -> Any:
+        out, _ = self._apply(params, rest, x, False, None)
+        return self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
+
+    def _predict_body(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
+        return self._apply(params, rest, x, False, None)[0]
+
+    # -- compiled entry points -------------------------------------------------------------
+
+    def _compiled(
+        self, kind: str, rows: int, cached: bool = False
+    ) -> tuple[Callable[..., Any], Any]:
+        """The jitted function for `kind` and the sharding its batch arrays (or row indices) take.
+
+        With `cached`, the data arguments are `(x_all, y_all, rows)`: the data set already on
+        the devices and the indices of the batch, gathered inside the compiled step.
+        """
+        sharding = self.placement.batch_sharding(rows, stacked=kind == "scan")
+        cache_key = (kind, sharding, cached)
+        if cache_key not in self._jitted:
+            body = self._bodies[kind]
+            states = 1 if kind in ("train", "scan") else 2
+            precision = self.policy.matmul_precision
+
+            def traced(*args: Any) -> Any:
+                if cached:
+                    x_all, y_all, index = args[states:]
+                    args = (
+                        *args[:states],
+                        jnp.take(x_all, index, axis=0),
+                        jnp.take(y_all, index, axis=0),
+                    )
+                with jax.default_matmul_precision(precision) if precision else nullcontext():
+                    return body(*args)
+
+            options: dict[str, Any] = {"donate_argnums": 0} if states == 1 else {}
+            if self.placement.mesh is not None:
+                repl = self.placement.replicated
+                data = (
+                    (repl, repl, sharding)
+                    if cached
+                    else (sharding,) * (1 if kind == "predict" else 2)
+                )
+                options["in_shardings"] = ((repl,) * states) + data
+                options["out_shardings"] = repl
+            self._jitted[cache_key] = jax.jit(_quiet(traced), **options)
+        return self._jitted[cache_key], sharding
+
+    def _batch(self, array: Any, sharding: Any) -> Any:
+        return (
+            self.placement.global_batch(array, sharding) if self.placement.multi_process else array
+        )
+
+    def _call(self, kind: str, state: tuple[Any, ...], batch: tuple[Any, Any]) -> Any:
+        first, second = batch
+        if isinstance(first, DeviceData):
+            rows = np.asarray(second, np.int32)
+            fn, sharding = self._compiled(kind, rows.shape[-1], cached=True)
+            return fn(*state, first.x, first.y, self._batch(rows, sharding))
+        fn, sharding = self._compiled(kind, first.shape[1 if kind == "scan" else 0])
+        return fn(*state, self._batch(first, sharding), self._batch(second, sharding))
+
+    def train_step(self, batch: tuple[Any, Any]) -> Any:
+        """One optimizer step; returns the device vector `[rows, loss, *metrics]`.
+
+        `batch` is `(x, y)` numpy arrays, or `(DeviceData, rows)` from `cache_data`.
+        """
+        self._carry, report = self._call("train", (self._carry,), batch)
+        return report
+
+    def train_steps(self, batches: tuple[Any, Any]) -> Any:
+        """K steps in one compiled `lax.scan`: `(x, y)` with a leading axis of K, or
+        `(DeviceData, rows)` with rows of shape `(K, batch)`."""
+        self._carry, reports = self._call("scan", (self._carry,), batches)
+        return reports
+
+    def eval_step(self, batch: tuple[Any, Any]) -> Any:
+        """Loss and metrics on a batch without an update or dropout."""
+        return self._call("eval", (self._carry["params"], self._carry["rest"]), batch)
+
+    def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
+        """Model outputs (float32 numpy) for `batch[0]`."""
+        x = batch[0]
+        fn, sharding = self._compiled("predict", len(x))
+        out = fn(self._carry["params"], self._carry["rest"], self._batch(x, sharding))
+        return np.asarray(jax.device_get(out))
+
+    def cache_data(self, x: np.ndarray, y: np.ndarray) -> DeviceData | None:
+        """Puts a whole data set on the devices once, as `data.device_cache` asks.
+
+        `off` never caches; `on` always; `auto` when it takes at most a quarter of the first
+        device's memory (1 GiB where JAX reports none, as on CPU). Returns the handle to pass as
+        `(handle, rows)` batches, or None when the data stays on the host.
+        """
+        mode = self.spec.data.device_cache
+        if mode == "off" or self.placement.multi_process:
+            return None
+        if mode == "auto":
+            stats = self.placement.devices[0].memory_stats() or {}
+            budget = stats.get("bytes_limit", 4 << 30) // 4
+            if x.nbytes + y.nbytes > budget:
+                return None
+        put = self.placement.put_state
+        return DeviceData(put(x), put(y))
+
+    def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
+        """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
+        if not outputs:
+            return {}
+        table = np.asarray(jax.device_get(self._gather(*outputs)), np.float64)
+        rows = table[:, 0]
+        means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
+        return {name: float(v) for name, v in zip(self.metric_names, means, strict=True)}
+
+    # -- state -----------------------------------------------------------------------------
+
+    def get_state(self) -> CanonicalState:
+        """Parameters, optimizer slots, step and PRNG key in canonical form (numpy copies)."""
+        return to_canonical(self._carry)
+
+    def set_state(self, state: CanonicalState) -> None:
+        """Loads a canonical state, possibly written by another backend."""
+        host = from_canonical(state, self._carry, self.tx, self._slots)
+        self._carry = self.placement.put_state(host)
+
+    @property
+    def step(self) -> int:
+        """Optimizer updates done (reads one scalar from the device)."""
+        return int(jax.device_get(self._carry["step"]))
+
+    @property
+    def native_model(self) -> nnx.Module:
+        """A fresh nnx module holding the current parameters and statistics."""
+        params = nest(self._carry["params"], self._param_paths)
+        return nnx.merge(
+            self.graphdef, params, nest(self._carry["rest"], self._rest_paths), copy=True
+        )

@@ -1,0 +1,116 @@
+"""The JAX program's training state and its canonical form.
+
+The program keeps one pytree of plain containers (fast to flatten on every step):
+
+```
+{"params": {canonical name: array},   trainable (nnx.Param)
+ "rest":   {canonical name: array},   BatchNorm moving statistics (nnx.BatchStat)
+ "opt":    optax chain state,         slots keyed by canonical name
+ "step":   int32,                     optimizer updates done
+ "key":    uint32[2]}                 the base PRNG key (raw key data)
+```
+
+In canonical form, `params` holds both dicts, `optimizer` holds `<slot>/<name>`, `step` is the
+step and `rng` is `{"jax": key}`. A state from another backend has no `jax` rng entry; the
+program then keeps its own key derived from the seed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from crosstrain.errors import CheckpointError
+from crosstrain.model import ModelSpec, param_specs
+from crosstrain.state import CanonicalState, check_compatible
+
+from .optim import get_slots, with_slots
+
+Carry = dict[str, Any]
+
+
+def to_canonical(carry: Carry) -> CanonicalState:
+    """Canonical numpy state from a carry (device or host arrays); always copies."""
+    host = jax.device_get(carry)
+
+    def own(array: Any) -> np.ndarray:
+        return np.array(array, copy=True)
+
+    params = {name: own(v) for name, v in {**host["params"], **host["rest"]}.items()}
+    optimizer = {
+        f"{slot}/{name}": own(v)
+        for slot, values in get_slots(host["opt"]).items()
+        for name, v in values.items()
+    }
+    return CanonicalState(
+        params, optimizer, int(host["step"]), {"jax": own(host["key"]).astype(np.uint32)}
+    )
+
+
+def from_canonical(
+    state: CanonicalState, carry: Carry, tx: optax.GradientTransformation, slots: tuple[str, ...]
+) -> Carry:
+    """A host carry holding `state`, shaped like `carry` (the program's current one).
+
+    Raises:
+        CheckpointError: parameter names or shapes do not fit, or an optimizer slot has the
+            wrong shape; the message names them.
+    """
+    shapes = {n: tuple(np.shape(v)) for n, v in {**carry["params"], **carry["rest"]}.items()}
+    check_compatible(state, shapes, "jax")
+    params = {n: np.asarray(state.params[n], np.float32) for n in carry["params"]}
+    rest = {n: np.asarray(state.params[n], np.float32) for n in carry["rest"]}
+    loaded: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in state.optimizer.items():
+        slot, _, name = key.partition("/")
+        if slot not in slots or name not in params:
+            continue
+        if tuple(value.shape) != shapes[name]:
+            raise CheckpointError(
+                f"jax: optimizer slot {key} has shape {tuple(value.shape)}, the parameter has {shapes[name]}"
+            )
+        loaded.setdefault(slot, {})[name] = np.asarray(value, np.float32)
+    opt = with_slots(tx.init(params), loaded, state.step)
+    key = state.rng.get("jax")
+    key = (
+        np.asarray(key, np.uint32).reshape(-1)
+        if key is not None and np.size(key) == 2
+        else np.asarray(jax.device_get(carry["key"]))
+    )
+    return {
+        "params": params,
+        "rest": rest,
+        "opt": jax.device_get(opt),
+        "step": np.int32(state.step),
+        "key": key,
+    }
+
+
+def seed_key_data(seed: int) -> np.ndarray:
+    """Raw threefry key data for a seed: its high and low 32 bits (jax.random.key(seed) for
+    seeds below 2**32, without truncating larger ones)."""
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], np.uint32)
+
+
+def native_initial_values(model: ModelSpec, seed: int) -> dict[str, jax.Array]:
+    """`model.init: native`: the initialisers of `crosstrain.model.init_params`, drawn with
+    `jax.random` on the default device (a stream per parameter name, as core does), so large
+    models never pass through host memory. Same distributions, not the same values."""
+    base = jax.random.wrap_key_data(jnp.asarray(seed_key_data(seed)))
+    values = {}
+    for name, spec in param_specs(model).items():
+        key = jax.random.fold_in(base, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+        if spec.init in ("zeros", "ones"):
+            values[name] = (jnp.zeros if spec.init == "zeros" else jnp.ones)(
+                spec.shape, jnp.float32
+            )
+            continue
+        limit = 0.05 if spec.init == "uniform_0.05" else float(np.sqrt(6.0 / sum(spec.fans)))
+        if spec.init not in ("uniform_0.05", "glorot_uniform"):
+            raise ValueError(f"unknown initialiser {spec.init!r} for {name}")
+        values[name] = jax.random.uniform(key, spec.shape, jnp.float32, -limit, limit)
+    return values

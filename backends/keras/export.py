@@ -1,0 +1,49 @@
+"""Native `.keras` files from crosstrain states: the model of a spec, holding a state's weights.
+
+The file holds only stock Keras layers (see `model.py`), so `keras.saving.load_model(path,
+safe_mode=True)` opens it on any engine without crosstrain installed. It is written in float32
+whatever the training precision, without the optimizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crosstrain.errors import CrosstrainError
+from crosstrain.state import CanonicalState, check_compatible
+
+from .device import engine_of, use_engine
+
+
+def export_keras(
+    spec: Any, state: CanonicalState, path: str | Path, backend: str = "keras"
+) -> Path:
+    """Writes `path` (ending in `.keras`) with the spec's model and the state's parameters.
+
+    Args:
+        spec: a validated Spec with a `model` section.
+        state: canonical state from any backend (a checkpoint's, or `program.get_state()`).
+        path: the file to write.
+        backend: `keras` or `keras:<engine>`: the engine that writes the file.
+
+    Raises:
+        CrosstrainError: the spec has no model or the path does not end in `.keras`.
+        CheckpointError: the state does not fit the model.
+        EngineConflict: Keras is already imported here with another engine.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise CrosstrainError(f"{path}: a native Keras file must end in .keras")
+    if spec.model is None:
+        raise CrosstrainError("export needs a spec with a model section")
+    use_engine(engine_of(backend))
+    from .model import build_model
+
+    model, refs = build_model(spec.model, "float32", spec.seed, backend)
+    check_compatible(state, {r.name: r.shape for r in refs}, backend)
+    for ref in refs:
+        ref.write(state.params[ref.name])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

@@ -1,0 +1,119 @@
+"""`KerasBackend`: what the Keras backend declares, and `build` (where Keras is first imported)."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from crosstrain.errors import BackendUnavailable, UnsupportedFeature
+from crosstrain.layers import BUILTIN_LAYERS
+from crosstrain.protocol import Capabilities, RunEnv
+
+from .device import ENGINES, PRECISIONS, engine_available, engine_of
+
+if TYPE_CHECKING:
+    from crosstrain.spec import Spec
+
+    from .program import KerasProgram
+
+BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
+SPEED_NOTE = (
+    "fastest engine: jax (jitted stateless steps, about the speed of the native jax backend); "
+    "tensorflow next (tf.function); torch runs eagerly and is the slowest for small models"
+)
+
+
+def _plugin_layer_types() -> frozenset[str]:
+    """Layer types registered by plugins that bring a Keras implementation (`keras_layer`)."""
+    from crosstrain.registry import get_registry
+
+    table = get_registry().layers
+    return frozenset(name for name in table.names() if hasattr(table.get(name), "keras_layer"))
+
+
+class KerasBackend:
+    """The Keras 3 backend (`keras`, `keras:tensorflow`, `keras:jax`, `keras:torch`).
+
+    See `crosstrain.protocol.Backend`. The engine comes from the backend name the run asks for
+    (`env.extras["backend"]`); data parallel (`devices > 1`) runs on the jax engine only.
+    """
+
+    name = "keras"
+    extra = "keras"
+    speed_note = SPEED_NOTE
+
+    def is_available(self) -> tuple[bool, str]:
+        """Whether keras and at least one engine can be imported (checked without importing)."""
+        if importlib.util.find_spec("keras") is None:
+            return False, "keras is not installed"
+        if not any(importlib.util.find_spec(engine) is not None for engine in ENGINES):
+            return False, f"keras needs one of {', '.join(ENGINES)}; none is installed"
+        return True, ""
+
+    def version(self) -> str | None:
+        """keras's version from package metadata."""
+        try:
+            return version("keras")
+        except PackageNotFoundError:
+            return None
+
+    def engines(self) -> dict[str, bool]:
+        """Each engine and whether it is installed (no import)."""
+        return {engine: engine_available(engine)[0] for engine in ENGINES}
+
+    def capabilities(self) -> Capabilities:
+        """Every built-in layer (and plugin layers with `keras_layer`), fp32 and mixed precision,
+        CPU/CUDA, data parallel (jax engine), fused steps, XLA compilation."""
+        return Capabilities(
+            layers=BUILTIN_LAYER_TYPES | _plugin_layer_types(),
+            precisions=frozenset(PRECISIONS),
+            accelerators=frozenset({"cpu", "cuda"}),
+            strategies=frozenset({"auto", "data_parallel"}),
+            optimizers=frozenset({"sgd", "adam", "adamw", "rmsprop"}),
+            steps_per_execution=True,
+            compile=True,
+            native_models=False,
+        )
+
+    def accelerators_found(self) -> list[str]:
+        """Accelerators the default engine sees (imports Keras on that engine)."""
+        from .device import found_accelerators
+
+        return found_accelerators(engine_of(self.name))
+
+    def build(self, spec: Spec, env: RunEnv) -> KerasProgram:
+        """A KerasProgram for the spec on the engine named in `env.extras["backend"]`.
+
+        Raises:
+            UnsupportedFeature: something not in `capabilities()`, a native model, or a request
+                the chosen engine cannot serve (several devices off jax, compile on torch).
+            BackendUnavailable: keras or the engine's framework is missing.
+            EngineConflict: Keras is already imported here with another engine.
+        """
+        backend = env.extras.get("backend") or self.name
+        if env.native_model is not None:
+            raise UnsupportedFeature(backend, "native models (fit(native_model, ...))")
+        self.capabilities().check(spec, backend)
+        if env.precision not in PRECISIONS:
+            raise UnsupportedFeature(backend, f"precision {env.precision!r}", sorted(PRECISIONS))
+        engine = engine_of(backend)
+        if env.devices > 1 and engine != "jax":
+            raise UnsupportedFeature(
+                f"keras:{engine}",
+                f"devices={env.devices} (data parallel runs on keras:jax)",
+                ["devices=1"],
+            )
+        if spec.trainer.compile and engine == "torch":
+            raise UnsupportedFeature(
+                f"keras:{engine}", "trainer.compile (XLA, on keras:jax and keras:tensorflow)"
+            )
+        available, reason = engine_available(engine)
+        if not available:
+            raise BackendUnavailable(f"keras:{engine}", reason, engine)
+        from .device import use_engine
+
+        use_engine(engine)
+        from .program import KerasProgram
+
+        return KerasProgram(spec, env, engine)

@@ -1,0 +1,162 @@
+"""KerasProgram: a spec's functional Keras model and optimizer behind compiled steps.
+
+The engine is fixed per process (`device.use_engine`); the steps are compiled the way Keras's
+own trainer compiles them on that engine (`steps.py`). Loss and metrics are the shared
+array-API functions, called on the engine's tensors inside the compiled step.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from crosstrain.errors import CrosstrainError
+from crosstrain.model import init_params
+from crosstrain.protocol import RunEnv
+from crosstrain.resolve import metric_functions, resolve_function
+from crosstrain.state import CanonicalState
+
+from .device import data_parallel, precision_policy, select_devices, use_engine
+from .state import read_state, write_state
+from .xp import namespace
+
+
+class KerasProgram:
+    """The Program of the Keras backend (see `crosstrain.protocol.Program`).
+
+    Attributes:
+        engine: `tensorflow`, `jax` or `torch`.
+        backend: `keras:<engine>`.
+        model: the functional `keras.Model` (read `native_model` for up-to-date weights).
+        optimizer: the Keras optimizer (`SpecOptimizer`, or a `LossScaleOptimizer` around it).
+        refs: canonical parameter name → Keras variable, as `ParamRef`s.
+        distribution: the `keras.distribution.DataParallel` in use, or None.
+    """
+
+    def __init__(self, spec: Any, env: RunEnv, engine: str):
+        if spec.model is None:
+            raise CrosstrainError(
+                "backend 'keras' builds models from spec.model; this spec has none"
+            )
+        self.spec, self.engine, self.backend = spec, engine, f"keras:{engine}"
+        self.keras = keras = use_engine(engine)
+        self.precision = precision_policy(env.precision)
+        devices = select_devices(keras, engine, env.accelerator, env.devices)
+        self.distribution = data_parallel(keras, devices)
+        self._device = devices[0] if len(devices) == 1 else None
+        from .model import build_model
+        from .optim import make_optimizer
+
+        with self._scope():
+            self.model, self.refs = build_model(
+                spec.model, self.precision.policy, spec.seed, self.backend
+            )
+            if spec.model.init == "seed":
+                initial = init_params(spec.model, spec.seed)
+                for ref in self.refs:
+                    ref.write(initial[ref.name])
+            total = env.extras.get("total_steps")
+            self.optimizer = make_optimizer(
+                spec.optimizer, spec.schedule, total, self.precision.loss_scaling
+            )
+            self.optimizer.build(self.model.trainable_variables)
+        self._loss = resolve_function(spec.loss, "loss", "loss")
+        self._metrics = metric_functions(spec)
+        self.metric_names = ("loss", *self._metrics)
+        self._int_dtype = np.int32 if engine == "jax" else np.int64
+        from .steps import make_steps
+
+        with self._scope():
+            self._steps = make_steps(
+                engine,
+                self.model,
+                self.optimizer,
+                self._objective,
+                self.distribution,
+                spec.trainer.compile,
+            )
+
+    def _scope(self) -> ExitStack:
+        stack = ExitStack()
+        if self.distribution is not None:
+            stack.enter_context(self.distribution.scope())
+        if self._device is not None:
+            stack.enter_context(self.keras.device(self._device))
+        return stack
+
+    def _objective(self, out: Any, y: Any) -> tuple[Any, Any]:
+        """Loss and the report vector `[rows, loss, *metrics]` from model outputs (traced)."""
+        ops = self.keras.ops
+        out = ops.cast(out, "float32")
+        xp = namespace(out)
+        loss = self._loss(xp, out, y)
+        values = [loss, *(fn(xp, out, y) for fn in self._metrics.values())]
+        rows = ops.cast(ops.shape(out)[0], "float32")
+        return loss, ops.stack([rows, *(ops.cast(v, "float32") for v in values)])
+
+    def _host(self, array: Any) -> np.ndarray:
+        array = np.asarray(array)
+        if array.dtype.kind in "iu" and array.dtype != self._int_dtype:
+            return array.astype(self._int_dtype)
+        if array.dtype == np.float64:
+            return array.astype(np.float32)
+        return array
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def train_step(self, batch: tuple[Any, Any]) -> Any:
+        """One optimizer step; returns the device vector `[rows, loss, *metrics]`."""
+        with self._scope():
+            return self._steps.train(self._host(batch[0]), self._host(batch[1]))
+
+    def train_steps(self, batches: tuple[Any, Any]) -> Any:
+        """K steps in one compiled call: `(x, y)` stacked with a leading axis of K."""
+        with self._scope():
+            return self._steps.train_many(self._host(batches[0]), self._host(batches[1]))
+
+    def eval_step(self, batch: tuple[Any, Any]) -> Any:
+        """Loss and metrics on a batch, without an update or dropout."""
+        with self._scope():
+            return self._steps.evaluate(self._host(batch[0]), self._host(batch[1]))
+
+    def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
+        """Model outputs (float32 numpy) for `batch[0]`."""
+        with self._scope():
+            return self._steps.predict(self._host(batch[0]))
+
+    def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
+        """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
+        if not outputs:
+            return {}
+        table = np.asarray(self._steps.to_host(outputs), np.float64)
+        rows = table[:, 0]
+        means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
+        return {name: float(v) for name, v in zip(self.metric_names, means, strict=True)}
+
+    # -- state -----------------------------------------------------------------------------
+
+    def get_state(self) -> CanonicalState:
+        """Parameters, optimizer slots, step and seed states in canonical form (numpy copies)."""
+        self._steps.sync_out()
+        return read_state(self.model, self.optimizer, self.refs)
+
+    def set_state(self, state: CanonicalState) -> None:
+        """Loads a canonical state, possibly written by another backend."""
+        self._steps.sync_out()
+        with self._scope():
+            write_state(self.model, self.optimizer, self.refs, state, self.backend)
+        self._steps.sync_in()
+
+    def export(self, path: str | Path) -> Path:
+        """Writes the current weights as a native `.keras` file (see `export.export_keras`)."""
+        from .export import export_keras
+
+        return export_keras(self.spec, self.get_state(), path, self.backend)
+
+    @property
+    def native_model(self) -> Any:
+        """The `keras.Model`, its variables holding the current weights."""
+        self._steps.sync_out()
+        return self.model

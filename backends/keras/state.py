@@ -1,0 +1,81 @@
+"""Canonical state ↔ Keras variables: parameters, optimizer slots, step count and seeds.
+
+Parameters map through the model's `ParamRef`s (canonical layouts are Keras's, up to a reshape
+for attention kernels). Optimizer slots are `SpecOptimizer.slots[<slot>][i]`, stored as
+`<slot>/<param>`; the step is the optimizer's `iterations`. Dropout seed-generator states are
+kept under `rng["keras/seed_<i>"]` in model order; a state from another backend has none, and the
+program keeps its own. Slots missing from a state (torch writes none before its first update)
+load as zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from crosstrain.errors import CheckpointError
+from crosstrain.state import CanonicalState, check_compatible
+
+from .model import ParamRef, to_numpy
+from .optim import inner
+
+RNG_PREFIX = "keras/"
+
+
+def _seed_states(model: Any, refs: list[ParamRef]) -> list[Any]:
+    """The model's non-trainable variables that are not parameters: seed-generator states."""
+    known = {id(r.variable) for r in refs}
+    return [v for v in model.non_trainable_variables if id(v) not in known]
+
+
+def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[ParamRef, Any]]:
+    opt = inner(optimizer)
+    found = {}
+    for ref in refs:
+        if ref.trainable:
+            index = opt._get_variable_index(ref.variable)
+            for slot in opt.slot_names:
+                found[f"{slot}/{ref.name}"] = (ref, opt.slots[slot][index])
+    return found
+
+
+def read_state(model: Any, optimizer: Any, refs: list[ParamRef]) -> CanonicalState:
+    """Canonical numpy copies of the variables' current values."""
+    params = {ref.name: ref.read() for ref in refs}
+    slots = {
+        key: to_numpy(var.value).astype(np.float32).reshape(ref.shape)
+        for key, (ref, var) in _slot_variables(optimizer, refs).items()
+    }
+    step = int(to_numpy(inner(optimizer).iterations.value))
+    rng = {
+        f"{RNG_PREFIX}seed_{i}": to_numpy(v.value) for i, v in enumerate(_seed_states(model, refs))
+    }
+    return CanonicalState(params, slots, step, rng)
+
+
+def write_state(
+    model: Any, optimizer: Any, refs: list[ParamRef], state: CanonicalState, backend: str
+) -> None:
+    """Assigns a canonical state (from any backend) to the variables.
+
+    Raises:
+        CheckpointError: parameter names or shapes do not fit, or a slot has the wrong shape.
+    """
+    check_compatible(state, {r.name: r.shape for r in refs}, backend)
+    for key, (ref, _) in _slot_variables(optimizer, refs).items():
+        value = state.optimizer.get(key)
+        if value is not None and tuple(value.shape) != ref.shape:
+            raise CheckpointError(
+                f"{backend}: optimizer slot {key} has shape {tuple(value.shape)}, the parameter has {ref.shape}"
+            )
+    for ref in refs:
+        ref.write(state.params[ref.name])
+    for key, (ref, var) in _slot_variables(optimizer, refs).items():
+        value = state.optimizer.get(key)
+        value = np.zeros(ref.shape, np.float32) if value is None else np.asarray(value, np.float32)
+        var.assign(value.reshape(tuple(var.shape)))
+    inner(optimizer).iterations.assign(int(state.step))
+    for i, variable in enumerate(_seed_states(model, refs)):
+        saved = state.rng.get(f"{RNG_PREFIX}seed_{i}")
+        if saved is not None and tuple(saved.shape) == tuple(variable.shape):
+            variable.assign(np.asarray(saved).astype(to_numpy(variable.value).dtype))

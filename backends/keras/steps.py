@@ -1,0 +1,270 @@
+"""Compiled train/eval/predict steps, one flavour per Keras engine, the way Keras's own trainers
+compile them.
+
+- jax: `jax.jit` of a pure step over `(trainable, non_trainable, optimizer)` value lists, using
+  `model.stateless_call` and `optimizer.stateless_apply`, with the state donated (as Keras's
+  JAXTrainer). The Keras variables are written back only when someone reads them (`sync_out`).
+  `train_steps` is one `lax.scan` over K batches.
+- tensorflow: `tf.function` steps on the model's variables (XLA when `trainer.compile` is set or
+  a GPU is present, as Keras's `jit_compile="auto"`); `train_steps` is an in-graph loop.
+- torch: eager steps with `torch.autograd.grad` (as Keras's TorchTrainer).
+
+Every step returns one float32 vector `[rows, loss, *metrics]` that stays on the device until
+`to_host` fetches a list of them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+Objective = Callable[[Any, Any], tuple[Any, Any]]
+"""`(outputs, targets) -> (loss, report)`, in `keras.ops`/array-API terms."""
+
+
+class _Steps:
+    def __init__(
+        self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
+    ):
+        self.model, self.optimizer, self.objective = model, optimizer, objective
+        self.compile_hint = compile_hint
+
+    def sync_out(self) -> None:
+        """Writes the compiled state into the Keras variables (no-op where they are the state)."""
+
+    def sync_in(self) -> None:
+        """Reloads the compiled state from the Keras variables after they were assigned."""
+
+
+class JaxSteps(_Steps):
+    """Jitted stateless steps for the jax engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        objective: Objective,
+        distribution: Any = None,
+        compile_hint: bool = False,
+    ):
+        super().__init__(model, optimizer, objective, compile_hint)
+        import jax
+
+        self.jax, self.distribution = jax, distribution
+        self.state: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        self._variables = (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            optimizer.variables,
+        )
+        self.sync_in()
+        options: dict[str, Any] = {}
+        if distribution is not None:
+            shardings = jax.tree.map(lambda a: a.sharding, self.state)
+            options = {"out_shardings": (shardings, None)}
+        self._train = jax.jit(self._train_body, donate_argnums=0, **options)
+        self._scan = jax.jit(self._scan_body, donate_argnums=0, **options)
+        self._eval = jax.jit(self._eval_body)
+        self._predict = jax.jit(self._predict_body)
+
+    def sync_in(self) -> None:
+        """Takes the variables' arrays as the state; the first donated step invalidates the
+        variables' own buffers, so they are only read after `sync_out`."""
+        self.state = tuple([v.value for v in group] for group in self._variables)
+
+    def sync_out(self) -> None:
+        """Assigns host copies of the state (no device kernels to compile, and the variables
+        then own buffers that no later step donates)."""
+        host = self.jax.device_get(self.state)
+        for group, values in zip(self._variables, host, strict=True):
+            for variable, value in zip(group, values, strict=True):
+                variable.assign(value)
+
+    def _train_body(self, state: Any, x: Any, y: Any) -> tuple[Any, Any]:
+        from keras import StatelessScope
+
+        trainable, non_trainable, opt_vars = state
+
+        def objective(values: list[Any]) -> tuple[Any, tuple[Any, Any]]:
+            out, new_non_trainable = self.model.stateless_call(
+                values, non_trainable, x, training=True
+            )
+            loss, report = self.objective(out, y)
+            with StatelessScope(
+                state_mapping=list(zip(self.optimizer.variables, opt_vars, strict=True))
+            ):
+                scaled = self.optimizer.scale_loss(loss)
+            return scaled, (report, new_non_trainable)
+
+        grads, (report, non_trainable) = self.jax.grad(objective, has_aux=True)(trainable)
+        trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
+        return (trainable, non_trainable, opt_vars), report
+
+    def _scan_body(self, state: Any, xs: Any, ys: Any) -> tuple[Any, Any]:
+        return self.jax.lax.scan(lambda s, batch: self._train_body(s, *batch), state, (xs, ys))
+
+    def _eval_body(self, trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
+        out, _ = self.model.stateless_call(trainable, non_trainable, x, training=False)
+        return self.objective(out, y)[1]
+
+    def _predict_body(self, trainable: Any, non_trainable: Any, x: Any) -> Any:
+        out, _ = self.model.stateless_call(trainable, non_trainable, x, training=False)
+        return ops.cast(out, "float32")
+
+    def _shard(self, array: np.ndarray, stacked: bool = False) -> Any:
+        """Splits a batch over the data-parallel devices (rows that do not divide stay whole)."""
+        if self.distribution is None:
+            return array
+        rows = array.shape[1 if stacked else 0]
+        if rows % self.distribution.num_model_replicas:
+            return array
+        layout = self.distribution.get_data_layout(array.shape[1:] if stacked else array.shape)
+        sharding = layout.backend_layout
+        if stacked:
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+        return self.jax.device_put(array, sharding)
+
+    def train(self, x: np.ndarray, y: np.ndarray) -> Any:
+        self.state, report = self._train(self.state, self._shard(x), self._shard(y))
+        return report
+
+    def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
+        self.state, reports = self._scan(self.state, self._shard(xs, True), self._shard(ys, True))
+        return reports
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self._eval(self.state[0], self.state[1], self._shard(x), self._shard(y))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._predict(self.state[0], self.state[1], self._shard(x)))
+
+    def to_host(self, outputs: list[Any]) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(o).reshape(-1, np.shape(o)[-1]) for o in self.jax.device_get(outputs)]
+        )
+
+
+class TensorflowSteps(_Steps):
+    """`tf.function` steps for the tensorflow engine (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
+    ):
+        super().__init__(model, optimizer, objective, compile_hint)
+        import tensorflow as tf
+
+        self.tf = tf
+        jit = compile_hint or bool(tf.config.list_logical_devices("GPU"))
+        options = {"jit_compile": jit, "reduce_retracing": True, "autograph": False}
+        self._train = tf.function(self._train_body, **options)
+        self._scan = tf.function(self._scan_body, **options)
+        self._eval = tf.function(self._eval_body, **options)
+        self._predict = tf.function(
+            lambda x: ops.cast(self.model(x, training=False), "float32"), **options
+        )
+
+    def _targets(self, y: Any) -> Any:
+        return self.tf.cast(y, "int64") if y.dtype.is_integer else y
+
+    def _train_body(self, x: Any, y: Any) -> Any:
+        variables = self.model.trainable_variables
+        with self.tf.GradientTape() as tape:
+            out = self.model(x, training=True)
+            loss, report = self.objective(out, self._targets(y))
+            scaled = self.optimizer.scale_loss(loss)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return report
+
+    def _scan_body(self, xs: Any, ys: Any) -> Any:
+        tf = self.tf
+        count = tf.shape(xs)[0]
+
+        def body(i: Any, reports: Any) -> tuple[Any, Any]:
+            return i + 1, reports.write(i, self._train_body(xs[i], ys[i]))
+
+        reports = tf.TensorArray(tf.float32, size=count)
+        _, reports = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), reports))
+        return reports.stack()
+
+    def _eval_body(self, x: Any, y: Any) -> Any:
+        return self.objective(self.model(x, training=False), self._targets(y))[1]
+
+    def train(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self._train(x, y)
+
+    def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
+        return self._scan(xs, ys)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self._eval(x, y)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._predict(x).numpy()
+
+    def to_host(self, outputs: list[Any]) -> np.ndarray:
+        width = int(outputs[0].shape[-1])
+        return self.tf.concat([self.tf.reshape(o, (-1, width)) for o in outputs], 0).numpy()
+
+
+class TorchSteps(_Steps):
+    """Eager steps for the torch engine (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
+    ):
+        super().__init__(model, optimizer, objective, compile_hint)
+        import torch
+
+        self.torch = torch
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        return ops.convert_to_tensor(array)
+
+    def train(self, x: np.ndarray, y: np.ndarray) -> Any:
+        variables = self.model.trainable_variables
+        out = self.model(self._tensor(x), training=True)
+        loss, report = self.objective(out, self._tensor(y))
+        grads = self.torch.autograd.grad(
+            self.optimizer.scale_loss(loss), [v.value for v in variables]
+        )
+        with self.torch.no_grad():
+            self.optimizer.apply(list(grads), variables)
+        return report.detach()
+
+    def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
+        return self.torch.stack([self.train(x, y) for x, y in zip(xs, ys, strict=True)])
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
+        with self.torch.no_grad():
+            return self.objective(self.model(self._tensor(x), training=False), self._tensor(y))[1]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        from .model import to_numpy
+
+        with self.torch.no_grad():
+            return to_numpy(self.model(self._tensor(x), training=False))
+
+    def to_host(self, outputs: list[Any]) -> np.ndarray:
+        width = outputs[0].shape[-1]
+        return self.torch.cat([o.reshape(-1, width) for o in outputs]).cpu().numpy()
+
+
+def make_steps(
+    engine: str,
+    model: Any,
+    optimizer: Any,
+    objective: Objective,
+    distribution: Any = None,
+    compile_hint: bool = False,
+) -> Any:
+    """The step flavour of `engine` for a built model and optimizer."""
+    if engine == "jax":
+        return JaxSteps(model, optimizer, objective, distribution, compile_hint)
+    if engine == "tensorflow":
+        return TensorflowSteps(model, optimizer, objective, compile_hint)
+    return TorchSteps(model, optimizer, objective, compile_hint)

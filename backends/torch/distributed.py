@@ -1,0 +1,136 @@
+"""Data parallel training on torch.distributed: the process group, each rank's shard of a
+global batch, and the launch of workers through torchrun.
+
+Each process receives the same global batch from the trainer (core draws the seeded order) and
+keeps its contiguous share, as `numpy.array_split` would cut it. The loss of a rank is scaled
+by `world_size * local_rows / global_rows`, so DDP's gradient average equals the gradient of
+the mean loss over the global batch even when the batch does not divide evenly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from crosstrain.errors import CrosstrainError, UnsupportedFeature
+
+BACKEND = "torch"
+DATA_PARALLEL = ("ddp",)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in a data-parallel run.
+
+    Attributes:
+        rank: global rank (0 writes logs and checkpoints).
+        world_size: number of processes.
+        local_rank: rank on this node; picks the CUDA device.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def rows(self, n: int) -> slice:
+        """The contiguous rows of an `n`-row global batch that this rank trains on."""
+        base, extra = divmod(n, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+
+def launch_environment() -> Shard | None:
+    """The rank set by a launcher: torchrun's `RANK`/`WORLD_SIZE`/`LOCAL_RANK`, else SLURM's
+    `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` (with `MASTER_ADDR`/`MASTER_PORT` exported by
+    the job script); None when no launcher started this process."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return Shard(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env:
+        return Shard(
+            int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+        )
+    return None
+
+
+def _destroy() -> None:
+    """Leaves the process group once every rank is done (a rank leaving early aborts gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def setup(strategy: str, devices: int, accelerator: str) -> Shard:
+    """Joins (or starts) the process group for `strategy`; a single process for `auto`.
+
+    `auto` means `ddp` when several devices are asked for or a launcher started several
+    processes (as in Lightning).
+
+    Args:
+        strategy: `auto` or `ddp`.
+        devices: processes per node asked for (`trainer.devices`).
+        accelerator: `auto`, `cpu` or `cuda` (gloo on CPU, nccl on CUDA).
+
+    Raises:
+        UnsupportedFeature: a data-parallel strategy on an accelerator other than CPU or CUDA.
+        CrosstrainError: more than one device asked for, but no launcher started the processes.
+    """
+    found = launch_environment()
+    if strategy == "auto" and (devices > 1 or (found is not None and found.world_size > 1)):
+        strategy = "ddp"
+    if strategy not in DATA_PARALLEL:
+        return Shard()
+    if accelerator not in ("auto", "cpu", "cuda"):
+        raise UnsupportedFeature(
+            BACKEND, f"strategy {strategy!r} on {accelerator}", ["cpu", "cuda"]
+        )
+    if found is None:
+        if devices == 1:
+            return Shard()
+        raise CrosstrainError(
+            f"strategy {strategy!r} with devices={devices} needs one process per device: run "
+            f"`crosstrain fit SPEC --strategy {strategy} --devices {devices}` (it starts them with "
+            f"torchrun) or start your script with `torchrun --nproc_per_node={devices}`"
+        )
+    cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(found.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", rank=found.rank, world_size=found.world_size
+        )
+        atexit.register(_destroy)
+    return found
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over all ranks (in place; returned for chaining)."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:
+    """The command that runs `crosstrain <argv>` in `devices` processes on this node."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={devices}",
+        "-m",
+        "crosstrain.cli",
+        *argv,
+    ]
+
+
+def launch(devices: int, argv: Sequence[str]) -> int:
+    """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status."""
+    return subprocess.call(torchrun_command(devices, argv))

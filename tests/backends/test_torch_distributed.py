@@ -1,0 +1,140 @@
+"""Data parallel on torch.distributed (gloo, CPU): real torchrun workers against one process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+import crosstrain as ct  # noqa: E402
+from crosstrain.api import process_rank  # noqa: E402
+from crosstrain.backends.torch.distributed import Shard, torchrun_command  # noqa: E402
+from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
+from crosstrain.errors import CrosstrainError  # noqa: E402
+from crosstrain.protocol import RunEnv  # noqa: E402
+from crosstrain.state import latest_checkpoint, read_checkpoint  # noqa: E402
+
+SPEC = {
+    "name": "ddp-parity",
+    "seed": 3,
+    "data": {
+        "source": "random:classification",
+        "options": {"samples": 200, "features": 8, "classes": 3},
+        "validation_split": 0.2,
+        "batch_size": 25,
+    },
+    "model": {
+        "input_shape": [8],
+        "layers": [
+            {"type": "Dense", "units": 16, "activation": "tanh"},
+            {"type": "LayerNorm"},
+            {"type": "Dense", "units": 3},
+        ],
+    },
+    "loss": "cross_entropy",
+    "metrics": ["accuracy"],
+    "optimizer": {"name": "adam", "lr": 0.01, "clip_norm": 1.0},
+    "schedule": {"name": "cosine", "warmup_steps": 2},
+    "trainer": {"max_epochs": 2, "log_every_n_steps": 3, "progress": False, "accelerator": "cpu"},
+}
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shards_cover_a_batch_once(world: int) -> None:
+    for n in range(12):
+        rows = [Shard(rank, world).rows(n) for rank in range(world)]
+        assert [i for r in rows for i in range(n)[r]] == list(range(n))
+        sizes = [r.stop - r.start for r in rows]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_several_devices_without_a_launcher_explain_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    spec = ct.load_spec(SPEC).override({"trainer.devices": 2})
+    for strategy in ("ddp", "auto"):
+        env = RunEnv(accelerator="cpu", devices=2, strategy=strategy)
+        with pytest.raises(CrosstrainError, match="torchrun"):
+            TorchBackend().build(spec, env)
+    assert TorchBackend().launch(ct.load_spec(SPEC), ["fit", "x"]) is None
+
+
+def test_only_rank_zero_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    spec = ct.load_spec(SPEC)
+    assert process_rank(spec) == 0
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert process_rank(spec) == 0
+    assert process_rank(spec.override({"trainer.strategy": "ddp"})) == 3
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert process_rank(spec) == 1
+
+
+def test_torchrun_command_runs_the_cli() -> None:
+    command = torchrun_command(2, ["fit", "spec.yaml", "--devices", "2"])
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc_per_node=2" in command
+    assert command[-5:] == ["crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
+
+
+def test_strategy_flag_sets_the_spec() -> None:
+    from crosstrain.cli import build_parser, fit_overrides
+
+    args = build_parser().parse_args(["fit", "s.yaml", "--strategy", "ddp", "--devices", "2"])
+    changes = fit_overrides(args)
+    assert yaml.safe_load(changes["trainer.strategy"]) == "ddp"
+    assert changes["trainer.devices"] == 2
+
+
+def epoch_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if row["stage"] == "epoch"]
+
+
+def test_ddp_on_two_processes_equals_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    """`crosstrain fit --devices 2` (strategy auto: ddp) starts two gloo workers via torchrun.
+
+    Batches of 25 split 13/12 between the ranks, so the loss weighting is exercised; only rank
+    0 writes the run directory, and its checkpoint equals the single-process run's parameters.
+    """
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "crosstrain.cli", "fit", str(spec_file)]
+    command += ["--devices", "2", "--run-dir", str(runs)]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("final metrics:") == 1
+
+    run_dirs = list((runs / "ddp-parity").iterdir())
+    assert len(run_dirs) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "spec.yaml"]
+    checkpoint = latest_checkpoint(run_dirs[0] / "checkpoints")
+    state, meta = read_checkpoint(checkpoint)
+
+    single = ct.fit(ct.load_spec(SPEC), backend="torch", run_dir=False)
+    assert state.step == single.state.step == meta["global_step"] == 14
+    for name, value in single.state.params.items():
+        np.testing.assert_allclose(state.params[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, value in single.state.optimizer.items():
+        np.testing.assert_allclose(state.optimizer[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    rows = epoch_rows(run_dirs[0] / "metrics.csv")
+    assert len(rows) == len(single.history) == 2
+    for row, expected in zip(rows, single.history, strict=True):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert float(row[key]) == pytest.approx(expected[key], rel=1e-5), key

@@ -1,0 +1,76 @@
+"""Helper of the SIGKILL test: a zygote that forks checkpoint writers on request.
+
+Imports `crosstrain.state` once (no framework), then reads commands on stdin:
+
+- `fork ROOT LOG SEED`: forks a writer that cleans leftovers of the previous one, continues
+  after the latest checkpoint and writes checkpoints in a loop (every fourth one rewrites the
+  step it just wrote), keeping the last three. After each save returns it appends
+  `saved <step>` to LOG and flushes. Replies `pid <pid>`.
+- `wait PID`: reaps that child (the test killed it with SIGKILL). Replies `status <status>`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from crosstrain.state import (
+    CanonicalState,
+    clean_temporary,
+    latest_checkpoint,
+    list_checkpoints,
+    remove_checkpoint,
+)
+from crosstrain.state import write_checkpoint as write
+
+
+def state_for(step: int, version: int) -> CanonicalState:
+    """A small state whose values say which step and which write of it they are."""
+    params = {
+        "dense_0/kernel": np.full((64, 48), step, np.float32),
+        "dense_0/bias": np.full((48,), version, np.float32),
+    }
+    optimizer = {"m/dense_0/kernel": np.full((64, 48), -step, np.float32)}
+    return CanonicalState(params, optimizer, step, {"torch": np.arange(32, dtype=np.uint8)})
+
+
+def writer(root: Path, log: Path, seed: int) -> None:
+    """Writes checkpoints forever (until killed)."""
+    rng = np.random.default_rng(seed)
+    removed = clean_temporary(root)
+    latest = latest_checkpoint(root)
+    step = int(latest.name.rsplit("-", 1)[1]) if latest else 0
+    with log.open("a") as out:
+        print(f"cleaned {len(removed)}", file=out, flush=True)
+        version = 0
+        while True:
+            rewrite = step > 0 and rng.random() < 0.25
+            step = step if rewrite else step + 1
+            version += 1
+            write(root, state_for(step, version), {"epoch": 0, "batch_in_epoch": step})
+            print(f"saved {step}", file=out, flush=True)
+            for old in list_checkpoints(root)[:-3]:
+                if old.name.startswith("step-"):
+                    remove_checkpoint(old)
+
+
+def main() -> None:
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "fork":
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    writer(Path(args[0]), Path(args[1]), int(args[2]))
+                finally:
+                    os._exit(1)
+            print(f"pid {pid}", flush=True)
+        elif command == "wait":
+            _, status = os.waitpid(int(args[0]), 0)
+            print(f"status {status}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

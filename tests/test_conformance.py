@@ -1,0 +1,126 @@
+"""The conformance suite itself: inert without a backend, passes on every built-in backend and
+on the numpy example backend (what each declares), and fails a deliberately broken backend
+with a reproduction command. Each backend runs in its own `crosstrain conformance` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_python
+from example_plugins import BROKEN_BACKEND, install_examples, make_distribution
+
+CROSSTRAIN = [sys.executable, "-m", "crosstrain.cli"]
+FRAMEWORKS = ("torch", "jax", "flax", "optax", "keras", "tensorflow")
+
+
+def conformance(
+    backend: str, tmp_path: Path, *extra: str, site: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Runs `crosstrain conformance` for `backend` with the example plugins importable."""
+    paths = [str(site or install_examples())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    report, results = tmp_path / f"{backend}.md", tmp_path / f"{backend}.json"
+    done = subprocess.run(
+        [*CROSSTRAIN, "conformance", "--backend", backend, "--report", str(report)]
+        + ["--json", str(results), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=1200,
+    )
+    data = json.loads(results.read_text()) if results.is_file() else {}
+    return done, data
+
+
+def test_plugin_is_inert_and_imports_no_framework(tmp_path):
+    done = run_python(
+        "import sys, crosstrain.conformance.plugin\n"
+        f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    env = {k: v for k, v in os.environ.items() if k != "CROSSTRAIN_CONFORMANCE_BACKEND"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "crosstrain.conformance.test_hooks"]
+        + ["-p", "no:cacheprovider", "-q", "-rs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "no backend under test" in done.stdout
+
+
+BACKENDS = ["numpy", "torch", "jax", "keras:tensorflow", "keras:jax", "keras:torch"]
+"""The numpy example backend runs the full suite; the frameworks run it with `--quick` (every
+section, fewer variants) to keep `make test` short; `make conformance` runs all of it."""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_passes_what_it_declares(backend, tmp_path):
+    quick = () if backend == "numpy" else ("--quick",)
+    done, data = conformance(backend, tmp_path, *quick)
+    failures = [r for r in data.get("results", []) if r["outcome"] == "failed"]
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-2000:], failures[:5])
+    assert data["header"]["backend"] == backend
+    assert "Section" in done.stdout and "layers: forward" in done.stdout
+    report = (tmp_path / f"{backend}.md").read_text()
+    assert "## Results" in report and "## Tolerances" in report
+    passed = {r["test"] for r in data["results"] if r["outcome"] == "passed"}
+    assert any("test_digits_mlp_reaches_target_accuracy" in t for t in passed)
+    if "RMSNorm" in data["header"]["capabilities"]["layers"]:
+        assert "test_layers.py::test_forward_matches_numpy_reference[RMSNorm-0]" in passed
+        assert "test_gradients.py::test_gradients_match_finite_differences[RMSNorm-1]" in passed
+    if backend == "numpy":
+        skipped = [r["message"] for r in data["results"] if r["outcome"] == "skipped"]
+        assert any("not declared by numpy: layer Conv2D" in m for m in skipped)
+        assert "test_layers.py::test_forward_matches_reference_backend[Dense-tanh]" in passed
+
+
+def test_broken_backend_fails_with_a_reproduction(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "ct_numpy_broken", BROKEN_BACKEND)
+    known = tmp_path / "known.txt"
+    known.write_text(
+        "numpy-broken test_layers.py::test_initial_state_is_cores[Dense] -- passes, so stale\n"
+        "numpy-broken test_layers.py::test_forward_matches_numpy_reference[Dense-tanh] -- wrong on purpose\n"
+    )
+    env_site = Path(os.pathsep.join([str(site), str(install_examples())]))
+    done, data = conformance(
+        "numpy-broken",
+        tmp_path,
+        "-k",
+        "test_layers and Dense",
+        "--known-failures",
+        str(known),
+        site=env_site,
+    )
+    assert done.returncode == 1, done.stdout[-3000:]
+    outcomes = {r["test"]: r["outcome"] for r in data["results"]}
+    assert outcomes["test_layers.py::test_forward_matches_numpy_reference[Dense]"] == "failed"
+    assert outcomes["test_layers.py::test_forward_matches_numpy_reference[Dense-tanh]"] == "xfailed"
+    assert outcomes["test_layers.py::test_initial_state_is_cores[Dense]"] == "xpassed"
+    failed = next(r for r in data["results"] if r["outcome"] == "failed")
+    assert "--crosstrain-backend numpy-broken" in failed["reproduce"]
+    assert "pytest" in failed["reproduce"] and "test_layers.py::" in failed["reproduce"]
+    assert "stale known failure" in done.stderr and "passes now" in done.stderr
+    report = (tmp_path / "numpy-broken.md").read_text()
+    assert "## Failures" in report and "reproduce:" in report
+    table = done.stdout[done.stdout.index("Section") :]
+    layers_row = next(line for line in table.splitlines() if line.startswith("layers: forward"))
+    assert layers_row.split()[3] != "0"  # failed column
+
+
+def test_repository_reports_exist():
+    reports = ROOT / "conformance" / "reports"
+    for backend in ("numpy", "torch", "jax"):
+        assert (reports / f"{backend}.md").is_file(), f"run `make conformance` ({backend})"
