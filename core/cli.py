@@ -184,7 +184,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def backend_row(name: str, backend: Any) -> list[str]:
-    """`[name, installed, version, accelerators, note]` for the `backends` table."""
+    """`[name, installed, version, accelerators, note]` for the `backends` table; an installed
+    backend's note is its optional `note` attribute (e.g. which Keras engine is fastest)."""
     try:
         available, reason = backend.is_available()
         version = backend.version() or "-"
@@ -196,7 +197,7 @@ def backend_row(name: str, backend: Any) -> list[str]:
         found = ", ".join(backend.accelerators_found()) or "-"
     except Exception as err:
         found = f"error: {type(err).__name__}: {err}"
-    return [name, "yes", version, found, ""]
+    return [name, "yes", version, found, getattr(backend, "note", "")]
 
 
 def cmd_backends(args: argparse.Namespace) -> int:

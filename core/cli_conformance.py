@@ -186,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         json_path = Path(tmp) / "results.json"
         command = pytest_command(args, json_path)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        blocked = [b for b in env.get("CROSSTRAIN_BLOCK_PLUGINS", "").split(",") if b]
+        if getattr(args, "no_plugin", None):
+            env["CROSSTRAIN_BLOCK_PLUGINS"] = ",".join(blocked + args.no_plugin)
         done = subprocess.run(command, env=env)
         if not json_path.is_file():
             print(

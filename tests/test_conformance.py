@@ -122,5 +122,5 @@ def test_broken_backend_fails_with_a_reproduction(tmp_path):
 
 def test_repository_reports_exist():
     reports = ROOT / "conformance" / "reports"
-    for backend in ("numpy", "torch", "jax"):
+    for backend in ("numpy", "torch", "jax", "keras-tensorflow", "keras-jax", "keras-torch"):
         assert (reports / f"{backend}.md").is_file(), f"run `make conformance` ({backend})"

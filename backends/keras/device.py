@@ -140,8 +140,8 @@ def select_devices(keras: Any, engine: str, accelerator: str, count: int) -> lis
         )
     if accelerator != "auto" and accelerator not in found_accelerators(engine):
         raise CrosstrainError(f"accelerator {accelerator!r} not found by keras:{engine}")
-    if count == 1:
-        return [f"{kind}:0"]
+    if count == 1:  # torch: `cpu:0` would move keras's integer variables off their Parameters
+        return [kind if engine == "torch" else f"{kind}:0"]
     devices = [d.lower() for d in keras.distribution.list_devices(kind)]
     if len(devices) < count:
         hint = (

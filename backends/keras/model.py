@@ -11,8 +11,9 @@ torch engine `.`).
 Canonical layouts equal Keras's except MultiHeadAttention's, whose kernels keep heads on their
 own axis, `(features, heads, head_dim)`; a `ParamRef` converts by reshaping.
 
-A plugin layer takes part by defining `keras_layer(input_shape) -> keras.layers.Layer`; the
-layer's weights, in creation order, are its `params()` in declaration order (same sizes).
+A plugin layer takes part by defining `keras_layer(input_shape, name, dtype) -> keras.layers.Layer`
+(pass `name` and `dtype`, the dtype policy, on to the Keras layer); the Keras layer's weights, in
+creation order, are its `params()` in declaration order (same sizes, layouts up to a reshape).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class _Builder:
                 else L.Activation(ACTIVATIONS[kind], **options)
             )
         if hasattr(layer, "keras_layer"):
-            native = layer.keras_layer(tuple(node.input_shape))
+            native = layer.keras_layer(tuple(node.input_shape), **options)
             native._crosstrain_plugin = True
             return native
         raise UnsupportedFeature(
@@ -222,9 +223,10 @@ def build_model(
         `(keras.Model, refs)` with one ParamRef per canonical parameter, in canonical order.
     """
     nodes = plan(model)
-    inputs = keras.Input(
-        shape=tuple(model.input_shape), dtype=model.resolved_input_dtype, name="inputs"
-    )
+    dtype_in = model.resolved_input_dtype
+    if dtype_in == "int64" and keras.backend.backend() == "jax":
+        dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
+    inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
     builder = _Builder(dtype, seed, backend)
     outputs = builder.chain(nodes, inputs)
     native = keras.Model(inputs, outputs, name="crosstrain")

@@ -5,7 +5,9 @@ PyTorch's rules): Keras's SGD momentum buffer holds `-lr * g` terms, its RMSprop
 inside the square root, and its weight decay is decoupled for every optimizer. `SpecOptimizer`
 is one `keras.optimizers.Optimizer` subclass that implements the reference rules in
 `keras.ops`, so it runs on every engine, inside `stateless_apply` on jax, inside a
-`tf.function` on tensorflow, and under `LossScaleOptimizer` for float16.
+`tf.function` on tensorflow, and under `LossScaleOptimizer` for float16. On the torch engine
+the same rules run as fused `torch._foreach_*` kernels (`optim_torch.py`), as Keras's own torch
+optimizers do.
 """
 
 from __future__ import annotations
@@ -119,6 +121,19 @@ class SpecOptimizer(keras.optimizers.Optimizer):
                 update = o.momentum * slot["momentum"] + update
                 self.assign(slot["momentum"], update)
             self.assign_sub(variable, lr * update)
+
+    def _backend_update_step(
+        self, grads: list[Any], variables: list[Any], learning_rate: Any
+    ) -> None:
+        if keras.backend.backend() != "torch":
+            super()._backend_update_step(grads, variables, learning_rate)
+            return
+        import torch
+
+        from .optim_torch import foreach_update
+
+        with torch.no_grad():
+            foreach_update(self, grads, variables, learning_rate)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

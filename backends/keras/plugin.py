@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
 SPEED_NOTE = (
-    "fastest engine: jax (jitted stateless steps, about the speed of the native jax backend); "
-    "tensorflow next (tf.function); torch runs eagerly and is the slowest for small models"
+    "keras:jax is the fastest engine for small models (jitted stateless steps: 0.27 ms/step for a "
+    "64-128-128-10 MLP on CPU, vs 1.7 ms on keras:tensorflow and 2.9 ms on keras:torch, which runs "
+    "eagerly); for large matmul-bound models the engines are within about 1.5x of each other. "
+    "trainer.steps_per_execution > 1 helps jax and tensorflow most."
 )
 
 
@@ -42,6 +44,7 @@ class KerasBackend:
     name = "keras"
     extra = "keras"
     speed_note = SPEED_NOTE
+    note = SPEED_NOTE
 
     def is_available(self) -> tuple[bool, str]:
         """Whether keras and at least one engine can be imported (checked without importing)."""

@@ -1,7 +1,8 @@
 """KerasProgram: a spec's functional Keras model and optimizer behind compiled steps.
 
-The engine is fixed per process (`device.use_engine`); the steps are compiled the way Keras's
-own trainer compiles them on that engine (`steps.py`). Loss and metrics are the shared
+The engine is fixed per process: `KerasBackend.build` calls `device.use_engine` before this
+module (which imports Keras) is imported. The steps are compiled the way Keras's own trainer
+compiles them on that engine (`steps.py`). Loss and metrics are the shared
 array-API functions, called on the engine's tensors inside the compiled step.
 """
 
@@ -19,7 +20,10 @@ from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 
 from .device import data_parallel, precision_policy, select_devices, use_engine
+from .model import build_model
+from .optim import make_optimizer
 from .state import read_state, write_state
+from .steps import make_steps
 from .xp import namespace
 
 
@@ -46,9 +50,6 @@ class KerasProgram:
         devices = select_devices(keras, engine, env.accelerator, env.devices)
         self.distribution = data_parallel(keras, devices)
         self._device = devices[0] if len(devices) == 1 else None
-        from .model import build_model
-        from .optim import make_optimizer
-
         with self._scope():
             self.model, self.refs = build_model(
                 spec.model, self.precision.policy, spec.seed, self.backend
@@ -66,8 +67,6 @@ class KerasProgram:
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
         self._int_dtype = np.int32 if engine == "jax" else np.int64
-        from .steps import make_steps
-
         with self._scope():
             self._steps = make_steps(
                 engine,

@@ -10,10 +10,12 @@ any other process it is skipped. By hand:
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import crosstrain as ct
 import numpy as np
 import pytest
+from crosstrain.layers import Layer, ParamSpec
 from crosstrain.model import forward, output_shape, param_specs
 from crosstrain.optim import reference_step
 
@@ -515,3 +517,58 @@ def test_explicit_cpu_accelerator_places_the_run_on_cpu() -> None:
     program = ct.build(spec, backend=BACKEND)
     assert program.metrics_to_host([program.train_step((x, y))])["loss"] > 0
     assert program.predict_step((x[:3], None)).shape == (3, 10)
+
+
+class _Scale(Layer):
+    """A third party's layer: `x * scale`, with its Keras implementation attached."""
+
+    type: Literal["KerasTestScale"] = "KerasTestScale"
+
+    def params(self, input_shape: tuple[int, ...]) -> dict[str, ParamSpec]:
+        return {"scale": ParamSpec((input_shape[-1],), "ones")}
+
+    def forward(self, params, x, training=False, rng=None):
+        return x * params["scale"]
+
+    def keras_layer(self, input_shape: tuple[int, ...], name: str, dtype: object) -> object:
+        import keras
+
+        class Scale(keras.layers.Layer):
+            def build(self, shape: tuple[int, ...]) -> None:
+                self.scale = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+            def call(self, x: object) -> object:
+                return x * self.scale
+
+        return Scale(name=name, dtype=dtype)
+
+
+@pytest.fixture
+def scale_layer():
+    table = ct.get_registry().layers
+    table.add(_Scale)
+    yield _Scale
+    del table._entries["KerasTestScale"], table.owners["KerasTestScale"]
+
+
+def test_plugin_layer_uses_its_keras_layer(scale_layer: type[Layer]) -> None:
+    data = {
+        "model": {
+            "input_shape": [3],
+            "layers": [{"type": "Dense", "units": 4}, {"type": "KerasTestScale"}],
+        },
+        "loss": "mse",
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "trainer": QUIET,
+    }
+    spec = ct.load_spec(data)
+    assert "KerasTestScale" in ct.get_registry().backend("keras").capabilities().layers
+    program = ct.build(spec, backend=BACKEND)
+    state = _random_state(spec)
+    program.set_state(state)
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    expected = forward(spec.model, state.params, x)
+    np.testing.assert_allclose(program.predict_step((x, None)), expected, rtol=1e-5, atol=1e-6)
+    program.train_step((x, np.zeros((5, 4), np.float32)))
+    after = program.get_state().params["kerastestscale_1/scale"]
+    assert not np.allclose(after, state.params["kerastestscale_1/scale"])

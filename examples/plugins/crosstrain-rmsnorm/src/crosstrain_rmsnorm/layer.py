@@ -41,8 +41,11 @@ class RMSNorm(Layer):
 
         return JaxRMSNorm(input_shape[-1], self.epsilon)
 
-    def keras_layer(self, input_shape: Shape) -> Any:
-        """A Keras layer with one weight, `scale` (used by every Keras engine)."""
+    def keras_layer(self, input_shape: Shape, **options: Any) -> Any:
+        """A Keras layer with one weight, `scale` (used by every Keras engine).
+
+        `options` are what the Keras backend gives every layer (`name`, `dtype` policy).
+        """
         from .keras_impl import KerasRMSNorm
 
-        return KerasRMSNorm(epsilon=self.epsilon)
+        return KerasRMSNorm(epsilon=self.epsilon, **options)

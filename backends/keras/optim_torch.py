@@ -1,0 +1,59 @@
+"""`SpecOptimizer`'s update on the torch engine as `torch._foreach_*` kernels.
+
+The same rules as `SpecOptimizer.update_step` (and `crosstrain.optim.reference_step`), applied
+to all parameters at once instead of one small Keras op at a time: the eager torch engine pays
+per op, so this is most of the optimizer's cost there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+    """Updates `variables` (Keras variables) and `opt.slots` in place; call under `no_grad`."""
+    o = opt.spec
+    params = [v.value for v in variables]
+    index = [opt._get_variable_index(v) for v in variables]
+    slot = {name: [values[i].value for i in index] for name, values in opt.slots.items()}
+    dtype = params[0].dtype
+    lr = getattr(learning_rate, "value", learning_rate)
+    lr = torch.as_tensor(lr, dtype=dtype, device=params[0].device)
+    g = [grad.to(p.dtype) for grad, p in zip(grads, params, strict=True)]
+    if o.name != "adamw" and o.weight_decay:
+        g = torch._foreach_add(g, params, alpha=o.weight_decay)
+    if o.name == "sgd":
+        if o.momentum:
+            torch._foreach_mul_(slot["momentum"], o.momentum)
+            torch._foreach_add_(slot["momentum"], g)
+            g = (
+                torch._foreach_add(g, slot["momentum"], alpha=o.momentum)
+                if o.nesterov
+                else slot["momentum"]
+            )
+        torch._foreach_sub_(params, torch._foreach_mul(g, lr))
+    elif o.name in ("adam", "adamw"):
+        t = torch.as_tensor(opt.iterations.value + 1, dtype=dtype)
+        if o.name == "adamw":
+            torch._foreach_mul_(params, 1.0 - lr * o.weight_decay)
+        torch._foreach_mul_(slot["m"], o.beta_1)
+        torch._foreach_add_(slot["m"], g, alpha=1.0 - o.beta_1)
+        torch._foreach_mul_(slot["v"], o.beta_2)
+        torch._foreach_addcmul_(slot["v"], g, g, value=1.0 - o.beta_2)
+        m_hat = torch._foreach_div(slot["m"], 1.0 - o.beta_1**t)
+        v_hat = torch._foreach_div(slot["v"], 1.0 - o.beta_2**t)
+        denominator = torch._foreach_add(torch._foreach_sqrt(v_hat), o.epsilon)
+        torch._foreach_sub_(params, torch._foreach_mul(torch._foreach_div(m_hat, denominator), lr))
+    else:
+        torch._foreach_mul_(slot["rms"], o.rho)
+        torch._foreach_addcmul_(slot["rms"], g, g, value=1.0 - o.rho)
+        update = torch._foreach_div(
+            g, torch._foreach_add(torch._foreach_sqrt(slot["rms"]), o.epsilon)
+        )
+        if o.momentum:
+            torch._foreach_mul_(slot["momentum"], o.momentum)
+            torch._foreach_add_(slot["momentum"], update)
+            update = slot["momentum"]
+        torch._foreach_sub_(params, torch._foreach_mul(update, lr))
