@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import Layer, Shape, child_name
-from crosstrain.layers._base import as_pair, same_padding
+from crosstrain.layers import Layer, Shape, as_pair, child_name, same_padding
 from crosstrain.model import ModelSpec
 from flax import nnx
 from jax import Array

@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from crosstrain.layers import Shape
-from crosstrain.layers._base import as_pair, same_padding
+from crosstrain.layers import Shape, as_pair, same_padding
 from torch import nn
 
 

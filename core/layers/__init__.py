@@ -73,6 +73,9 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "as_pair",
     "child_name",
     "child_params",
+    "same_padding",
+    "window_output",
 ]
