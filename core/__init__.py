@@ -11,9 +11,9 @@ Example:
 
 from __future__ import annotations
 
-from . import layers, losses, metrics, optim
-from .api import build, evaluate, fit, predict
-from .callbacks import Callback
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BackendUnavailable,
     CheckpointError,
@@ -23,13 +23,43 @@ from .errors import (
     TrainingError,
     UnsupportedFeature,
 )
-from .hookspecs import hookimpl, hookspec
-from .module import Module
-from .protocol import Backend, Capabilities, Program, RunEnv
-from .registry import get_registry
-from .spec import Spec, load_spec
-from .state import CanonicalState
-from .trainer import FitResult
+
+if TYPE_CHECKING:
+    from . import layers, losses, metrics, optim
+    from .api import build, evaluate, fit, predict
+    from .callbacks import Callback
+    from .hookspecs import hookimpl, hookspec
+    from .module import Module
+    from .protocol import Backend, Capabilities, Program, RunEnv
+    from .registry import get_registry
+    from .spec import Spec, load_spec
+    from .state import CanonicalState
+    from .trainer import FitResult
+
+_LAZY = {
+    "layers": None, "losses": None, "metrics": None, "optim": None,
+    "build": "api", "evaluate": "api", "fit": "api", "predict": "api",
+    "Callback": "callbacks", "hookimpl": "hookspecs", "hookspec": "hookspecs",
+    "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
+    "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
+    "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
+}  # fmt: skip
+"""Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
+load with the first spec, not with the package)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'crosstrain' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
