@@ -195,7 +195,11 @@ def main() -> None:
         raise SystemExit("no engine could be measured")
     from importlib.metadata import version
 
-    header = f"Keras backend vs plain Keras model.fit, cpu ({platform.machine()}, keras {version('keras')}, {os.cpu_count()} cores)"
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    header = (
+        f"Keras backend vs plain Keras model.fit, cpu ({platform.machine()}, keras "
+        f"{version('keras')}, {os.cpu_count()} cores, OMP_NUM_THREADS={threads})"
+    )
     text = header + "\n\n" + table(rows)
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -85,7 +85,7 @@ def use_engine(engine: str) -> Any:
             raise BackendUnavailable(f"keras:{engine}", reason, engine)
         os.environ["KERAS_BACKEND"] = engine
         if engine == "tensorflow":
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     return keras

@@ -2,7 +2,9 @@
 
 The same rules as `SpecOptimizer.update_step` (and `crosstrain.optim.reference_step`), applied
 to all parameters at once instead of one small Keras op at a time: the eager torch engine pays
-per op, so this is most of the optimizer's cost there.
+per op, so this is most of the optimizer's cost there. The learning rate is folded into the
+denominators, so each rule allocates at most one temporary list (large models are bound by
+memory traffic here).
 """
 
 from __future__ import annotations
@@ -42,18 +44,20 @@ def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_ra
         torch._foreach_add_(slot["m"], g, alpha=1.0 - o.beta_1)
         torch._foreach_mul_(slot["v"], o.beta_2)
         torch._foreach_addcmul_(slot["v"], g, g, value=1.0 - o.beta_2)
-        m_hat = torch._foreach_div(slot["m"], 1.0 - o.beta_1**t)
-        v_hat = torch._foreach_div(slot["v"], 1.0 - o.beta_2**t)
-        denominator = torch._foreach_add(torch._foreach_sqrt(v_hat), o.epsilon)
-        torch._foreach_sub_(params, torch._foreach_mul(torch._foreach_div(m_hat, denominator), lr))
+        denominator = torch._foreach_sqrt(slot["v"])
+        torch._foreach_div_(denominator, torch.sqrt(1.0 - o.beta_2**t))
+        torch._foreach_add_(denominator, o.epsilon)
+        torch._foreach_mul_(denominator, (1.0 - o.beta_1**t) / lr)
+        torch._foreach_addcdiv_(params, slot["m"], denominator, value=-1.0)
     else:
         torch._foreach_mul_(slot["rms"], o.rho)
         torch._foreach_addcmul_(slot["rms"], g, g, value=1.0 - o.rho)
-        update = torch._foreach_div(
-            g, torch._foreach_add(torch._foreach_sqrt(slot["rms"]), o.epsilon)
-        )
+        denominator = torch._foreach_sqrt(slot["rms"])
+        torch._foreach_add_(denominator, o.epsilon)
         if o.momentum:
             torch._foreach_mul_(slot["momentum"], o.momentum)
-            torch._foreach_add_(slot["momentum"], update)
-            update = slot["momentum"]
-        torch._foreach_sub_(params, torch._foreach_mul(update, lr))
+            torch._foreach_addcdiv_(slot["momentum"], g, denominator)
+            torch._foreach_sub_(params, torch._foreach_mul(slot["momentum"], lr))
+        else:
+            torch._foreach_div_(denominator, lr)
+            torch._foreach_addcdiv_(params, g, denominator, value=-1.0)
