@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 
 BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
 SPEED_NOTE = (
-    "keras:jax is the fastest engine for small models (jitted stateless steps: 0.27 ms/step for a "
-    "64-128-128-10 MLP on CPU, vs 1.7 ms on keras:tensorflow and 2.9 ms on keras:torch, which runs "
-    "eagerly); for large matmul-bound models the engines are within about 1.5x of each other. "
-    "trainer.steps_per_execution > 1 helps jax and tensorflow most."
+    "keras:jax is the fastest engine for small models (jitted stateless steps: 0.23 ms/step for a "
+    "64-128-128-10 MLP on CPU, vs 1.2 ms on keras:tensorflow and 2.6 ms on keras:torch, which "
+    "runs eagerly); on large matmul-bound models jax and tensorflow are even and torch is about "
+    "1.3x slower on CPU. trainer.steps_per_execution > 1 helps jax and tensorflow most "
+    "(benchmarks/results/keras.md)."
 )
 
 
