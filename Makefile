@@ -18,8 +18,11 @@ demo: $(STAMP)
 	$(VENV)/bin/crosstrain fit examples/digits_mlp.yaml --backend torch
 	$(VENV)/bin/crosstrain fit examples/digits_cnn.yaml --backend torch
 
+# Two workers: the suite is mostly CPU-bound framework work, and CI has two cores.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # torch_xla needs its own torch release, so the XLA tests get a venv of their own; PJRT_DEVICE=CPU
 # compiles real XLA programs for the host CPU.

@@ -27,6 +27,7 @@ from .errors import (
 if TYPE_CHECKING:
     from . import layers, losses, metrics, optim
     from .api import build, evaluate, fit, predict
+    from .batches import Batches
     from .callbacks import Callback
     from .hookspecs import hookimpl, hookspec
     from .module import Module
@@ -43,6 +44,7 @@ _LAZY = {
     "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
     "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
     "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
+    "Batches": "batches",
 }  # fmt: skip
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
@@ -66,6 +68,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendUnavailable",
+    "Batches",
     "Callback",
     "CanonicalState",
     "Capabilities",

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .batches import Batches, check_streams
 from .errors import CheckpointError, CrosstrainError, PluginError
 from .protocol import Program, RunEnv
 from .registry import Registry, get_registry
@@ -50,11 +51,17 @@ def _checked_backend(registry: Registry, name: str, spec: Spec) -> Any:
     return backend
 
 
+def wants_grad_norm(spec: Spec) -> bool:
+    """Whether the train steps must report `grad_norm` (the `grad_norm` callback is named);
+    backends read it as `env.extras["grad_norm"]`."""
+    return any(item.name == "grad_norm" for item in spec.trainer.callbacks)
+
+
 def make_env(
     spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = ""
 ) -> RunEnv:
     t = spec.trainer
-    extras: dict[str, Any] = {"backend": backend}
+    extras: dict[str, Any] = {"backend": backend, "grad_norm": wants_grad_norm(spec)}
     return RunEnv(
         t.accelerator, t.devices, t.precision, t.strategy, spec.seed, run_dir, native_model, extras
     )
@@ -89,9 +96,13 @@ def process_rank(spec: Spec) -> int:
     return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
 
 
-def _quiet(spec: Spec) -> Spec:
-    """The spec as a worker of rank > 0 runs it: no progress, no loggers, no checkpoints."""
-    trainer = spec.trainer.model_copy(update={"progress": False, "loggers": [], "checkpoint": None})
+def _quiet(spec: Spec, program: Program) -> Spec:
+    """The spec as a worker of rank > 0 runs it: no progress, no loggers, no checkpoint files
+    (it keeps the checkpoint callback only to take part in gathering a sharded state)."""
+    quiet: dict[str, Any] = {"progress": False, "loggers": []}
+    if not getattr(program, "collective_state", False):
+        quiet["checkpoint"] = None
+    trainer = spec.trainer.model_copy(update=quiet)
     return spec.model_copy(update={"trainer": trainer})
 
 
@@ -222,15 +233,21 @@ def fit(
     checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
     train, val = load_data(spec_obj, data, val_data)
     env = make_env(spec_obj, native, directory, name)
-    steps_per_epoch = max(1, len(train) // spec_obj.data.batch_size)
-    env.extras["total_steps"] = (
-        spec_obj.trainer.max_steps or spec_obj.trainer.max_epochs * steps_per_epoch
+    check_streams(spec_obj, train, val, val_data)
+    if isinstance(train, Batches):
+        steps_per_epoch = train.length
+    else:
+        steps_per_epoch = max(1, len(train) // spec_obj.data.batch_size)
+    env.extras["total_steps"] = spec_obj.trainer.max_steps or (
+        spec_obj.trainer.max_epochs * steps_per_epoch if steps_per_epoch else None
     )
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
+    trainer.schedule_steps = env.extras["total_steps"]
     trainer.versions = {"crosstrain": _version(), name.split(":")[0]: backend_obj.version()}
     quiet = process_rank(spec_obj) != 0
-    with _Callbacks(registry, _quiet(spec_obj) if quiet else spec_obj, directory, list(callbacks)):
+    callback_spec = _quiet(spec_obj, program) if quiet else spec_obj
+    with _Callbacks(registry, callback_spec, directory, list(callbacks)):
         return trainer.fit(train, val, resume_from=checkpoint)
 
 

@@ -17,10 +17,12 @@ from .hookspecs import hookimpl
 
 
 class Callback:
-    """Subclass and define any of the lifecycle hooks of `crosstrain.hookspecs` by name."""
+    """Subclass and define any of the lifecycle hooks of `crosstrain.hookspecs` by name
+    (the `on_*` hooks and `collect_metrics`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name, value in list(vars(cls).items()):
-            if name.startswith("on_") and callable(value) and not hasattr(value, "crosstrain_impl"):
+            hook = name.startswith("on_") or name == "collect_metrics"
+            if hook and callable(value) and not hasattr(value, "crosstrain_impl"):
                 setattr(cls, name, hookimpl(value))

@@ -17,15 +17,23 @@ import json
 import os
 import sys
 import textwrap
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import api
-from .errors import CrosstrainError, SpecError, SpecIssue, Terminated, TrainingError
+from .cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too)
+    cmd_config,
+    cmd_fit,
+    configure_fit,
+    fit_overrides,
+    parse_sets,
+    print_metrics,
+    read_spec,
+)
+from .errors import CrosstrainError, Terminated, TrainingError
 from .registry import Registry, build_registry, get_registry, set_registry
-from .spec import Spec, load_spec
+from .spec import Spec
 from .summary import format_table, summary
 
 EXIT_ERROR = 2
@@ -33,50 +41,19 @@ EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
-REGISTRATION_TABLES = ("backends", "layers", "losses", "metrics", "data_sources", "loggers")
+REGISTRATION_TABLES = (
+    "backends",
+    "layers",
+    "losses",
+    "metrics",
+    "data_sources",
+    "data_adapters",
+    "loggers",
+    "callbacks",
+)
 
 
 # -- spec handling ------------------------------------------------------------------------------
-
-
-def read_spec(path: str) -> Spec:
-    """The validated spec in the file `path` (YAML or JSON)."""
-    if not Path(path).is_file():
-        raise SpecError(SpecIssue("", f"spec file not found: {path}"))
-    return load_spec(Path(path))
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, str]:
-    """`["trainer.max_epochs=3", ...]` → `{"trainer.max_epochs": "3"}` (values stay YAML text)."""
-    changes = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(
-                SpecIssue(item, "--set expects key=value, e.g. --set trainer.max_epochs=3")
-            )
-        changes[key.strip()] = value
-    return changes
-
-
-def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The spec changes asked for by `fit`'s flags; dedicated flags win over `--set`."""
-    changes: dict[str, Any] = parse_sets(args.set or [])
-    flags = {
-        "trainer.accelerator": args.accelerator,
-        "trainer.devices": args.devices,
-        "trainer.strategy": args.strategy,
-        "trainer.precision": args.precision,
-        "trainer.max_epochs": args.max_epochs,
-        "trainer.run_dir": args.run_dir,
-    }
-    for key, value in flags.items():
-        if value is not None:
-            # a JSON string is a quoted YAML scalar: `--precision 32` stays the string "32"
-            changes[key] = json.dumps(value) if isinstance(value, str) else value
-    if args.no_progress:
-        changes["trainer.progress"] = False
-    return changes
 
 
 def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
@@ -90,6 +67,13 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     class Generator(GenerateJsonSchema):
         def callable_schema(self, schema: Any) -> Any:
             raise PydanticOmit
+
+        def get_default_value(self, schema: Any) -> Any:
+            # defaults made by a factory (`loggers: [csv]`, the Adam optimizer) are shown too
+            factory = schema.get("default_factory")
+            if factory is not None and not schema.get("default_factory_takes_data"):
+                return factory()
+            return super().get_default_value(schema)
 
     schema = Spec.model_json_schema(schema_generator=Generator)
     registry = registry or get_registry()
@@ -118,52 +102,9 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
 # -- subcommands --------------------------------------------------------------------------------
 
 
-def _print_metrics(title: str, metrics: dict[str, float]) -> None:
-    print(title)
-    width = max((len(k) for k in metrics), default=0)
-    for key, value in metrics.items():
-        print(f"  {key:<{width}}  {value:.6g}")
-
-
-def cmd_fit(args: argparse.Namespace) -> int:
-    spec = read_spec(args.spec)
-    changes = fit_overrides(args)
-    if changes:
-        spec = spec.override(changes)
-    backend = api.backend_name(spec, args.backend)
-    backend_obj = get_registry().backend(backend)  # an unknown name fails before any output
-    launch = getattr(backend_obj, "launch", None)
-    if launch is not None:
-        status = launch(spec, args.argv)
-        if status is not None:
-            return status
-    if api.process_rank(spec) != 0:
-        api.fit(spec, backend=args.backend, resume=args.resume)
-        return 0
-    if spec.model is not None:
-        print(summary(spec), end="\n\n")
-    print(f'training "{spec.name}" on {backend}', flush=True)
-    for broken in get_registry().broken:
-        print(
-            f"warning: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
-            file=sys.stderr,
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="crosstrain: plugin")
-        result = api.fit(spec, backend=args.backend, resume=args.resume)
-    print()
-    if result.stopped_early:
-        print(f"stopped early after epoch {len(result.history)}")
-    _print_metrics("final metrics:", result.metrics)
-    if result.last_checkpoint is not None:
-        print(f"last checkpoint: {result.last_checkpoint}")
-    print(f"run directory: {result.run_dir}")
-    return 0
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = api.evaluate(read_spec(args.spec), args.checkpoint, backend=args.backend)
-    _print_metrics("test metrics:", metrics)
+    print_metrics("test metrics:", metrics)
     return 0
 
 
@@ -255,6 +196,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from .spec_reference import render_spec_reference
+
+        print(render_spec_reference(spec_json_schema()), end="")
+        return 0
     print(json.dumps(spec_json_schema(), indent=2))
     return 0
 
@@ -313,46 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    fit = add("fit", cmd_fit, "train a spec")
-    fit.add_argument("spec", help="spec file (YAML or JSON)")
-    _backend_option(fit)
-    fit.add_argument(
-        "--accelerator", metavar="A", help="auto, cpu, cuda, mps or tpu (sets trainer.accelerator)"
-    )
-    fit.add_argument(
-        "--devices", type=int, metavar="N", help="number of devices (sets trainer.devices)"
-    )
-    fit.add_argument(
-        "--precision",
-        metavar="P",
-        help="32, 64, 16-mixed, bf16-mixed or bf16-true (sets trainer.precision)",
-    )
-    fit.add_argument(
-        "--strategy",
-        metavar="S",
-        help="auto or ddp (sets trainer.strategy; with --devices N, N processes through torchrun)",
-    )
-    fit.add_argument("--max-epochs", type=int, metavar="N", help="sets trainer.max_epochs")
-    fit.add_argument(
-        "--run-dir",
-        metavar="DIR",
-        help="root of the run directories (sets trainer.run_dir; default runs)",
-    )
-    fit.add_argument(
-        "--resume",
-        metavar="latest|PATH",
-        help="continue from the latest checkpoint of this spec, or a checkpoint/run directory",
-    )
-    fit.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set model.layers[0].units=64 (repeatable)",
-    )
-    fit.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress display (sets trainer.progress=false)",
+    configure_fit(add("fit", cmd_fit, "train a spec (--print-config: show it resolved)"))
+    configure_fit(
+        add("config", cmd_config, "print the fully resolved spec, as fit would run it"),
+        training=False,
     )
 
     evaluate = add("evaluate", cmd_evaluate, "test loss and metrics of a checkpoint")
@@ -378,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("backends", cmd_backends, "registered backends: installed, version, accelerators")
     add("plugins", cmd_plugins, "loaded plugins, what each registered, and broken ones")
-    add("schema", cmd_schema, "the JSON Schema of a spec, for editors")
+    add("schema", cmd_schema, "the JSON Schema of a spec, for editors").add_argument(
+        "--markdown",
+        action="store_true",
+        help="the spec reference as Markdown tables instead (docs/spec-reference.md)",
+    )
     for module_name in EXTRA_COMMANDS:
         module = importlib.import_module(module_name)
         command = add(module.NAME, module.run, module.HELP)

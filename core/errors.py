@@ -41,6 +41,19 @@ class BackendUnavailable(CrosstrainError):
         super().__init__(f"backend {backend!r} is not available: {reason}{hint}")
 
 
+class MissingDependency(CrosstrainError):
+    """An optional library a feature needs (a logger's tracker ...) cannot be imported; says
+    which extra to install."""
+
+    def __init__(self, feature: str, module: str, extra: str, reason: str = ""):
+        self.feature, self.module, self.extra, self.reason = feature, module, extra, reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{feature} needs the {module!r} package, which cannot be imported{why}; "
+            f"install it with: pip install 'crosstrain[{extra}]'"
+        )
+
+
 class UnsupportedFeature(CrosstrainError):
     """A backend was asked for something it does not declare in its capabilities."""
 
@@ -60,6 +73,10 @@ class PluginError(CrosstrainError):
     def __init__(self, plugin: str, entry_point: str, cause: str):
         self.plugin, self.entry_point, self.cause = plugin, entry_point, cause
         super().__init__(f"plugin {plugin!r} ({entry_point}) is broken: {cause}")
+
+
+class DataError(CrosstrainError):
+    """Data given to a fit, or a data file, cannot be used (names what and where)."""
 
 
 class TrainingError(CrosstrainError):

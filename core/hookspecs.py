@@ -84,12 +84,39 @@ def crosstrain_add_data_sources(registry: Registry) -> None:
 
 
 @hookspec
+def crosstrain_add_data_adapters(registry: Registry) -> None:
+    """Add data adapters with `registry.data_adapters.add(name, adapter)` (`batches.DataAdapter`).
+
+    Args:
+        registry: the registry being built. An adapter recognises a library's loaders or data
+            sets given as `fit(data=...)` (without importing the library), turns them into a
+            re-iterable of batches, and converts that library's tensors into what a backend's
+            Program takes (`Program.array_kind`: `torch`, `jax` or `numpy`) with few copies.
+    Called by: `registry.build_registry`.
+    """
+
+
+@hookspec
 def crosstrain_add_loggers(registry: Registry) -> None:
     """Add loggers with `registry.loggers.add(name, factory)`, named in `trainer.loggers`.
 
     Args:
         registry: the registry being built. `factory(run_dir: Path, spec: Spec)` returns a
             Callback that is registered for one fit.
+    Called by: `registry.build_registry`.
+    """
+
+
+@hookspec
+def crosstrain_add_callbacks(registry: Registry) -> None:
+    """Add callbacks that a spec names in `trainer.callbacks` with `registry.callbacks.add(name, factory)`.
+
+    Args:
+        registry: the registry being built. `factory(options: dict, spec: Spec, run_dir: Path |
+            None)` returns the Callback for one fit; `options` are the item's keys besides
+            `name` (`{name: timer, max_time: 60}` → `{"max_time": 60}`). When the factory has an
+            `options_model` attribute (a pydantic model), the options are validated against it
+            with the spec, errors named like `trainer.callbacks[1].max_time`.
     Called by: `registry.build_registry`.
     """
 
@@ -114,7 +141,8 @@ def crosstrain_make_callbacks(spec: Spec, run_dir: Path | None) -> list[Any]:
 #   on_fit_start
 #   per epoch: on_epoch_start(train) · on_batch_end(train)* ·
 #              [on_epoch_start(val) · on_batch_end(val)* · on_epoch_end(val)] · on_epoch_end(train)
-#              · on_checkpoint(save)
+#              · on_checkpoint(save); collect_metrics(step) at each train metric pull and
+#              collect_metrics(epoch) before the epoch's metrics go into history
 #   on_fit_end, or on_exception then the error propagates (after an interrupt checkpoint).
 # evaluate/predict use stage "test"/"predict" with on_epoch_start, on_batch_end, on_epoch_end.
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +194,27 @@ def on_epoch_end(trainer: Trainer, stage: str, epoch: int, metrics: dict[str, fl
             train and val metrics of the epoch, as they go into `history`); `test`, `predict`.
         epoch: 0-based epoch index.
         metrics: host floats keyed `<split>_<name>`.
+    """
+
+
+@hookspec
+def collect_metrics(
+    trainer: Trainer, stage: str, interval: str, metrics: dict[str, float]
+) -> dict[str, float] | None:
+    """Extra host values to log alongside the metrics of this pull or epoch (`lr`, throughput ...).
+
+    Args:
+        trainer: the running trainer.
+        stage: `train` (the only stage it is called for so far).
+        interval: `step` at each training metric pull (the values are merged into the `logs`
+            that `on_batch_end` receives), or `epoch` at the end of a training epoch after
+            validation (merged into the epoch's metrics before they go into `history`,
+            `on_epoch_end` and every logger).
+        metrics: the host metrics of this pull or epoch, keyed `<split>_<name>` (read only).
+    Returns:
+        A mapping of name → float (or None). All results are merged, later plugins winning a
+        clash. An implementation must not force a host sync (no reads of device values): the
+        trainer calls it right after its own sync.
     """
 
 

@@ -144,6 +144,12 @@ ScheduleSpec = Annotated[
 ]
 
 
+def applied_lr(opt: _Optimizer, schedule: _Schedule | None, step: int, total_steps: int) -> float:
+    """The learning rate of the update after `step` updates (0-based): `opt.lr` times the
+    schedule's factor (warmup included), as every backend applies it."""
+    return opt.lr if schedule is None else opt.lr * schedule.factor(step, total_steps)
+
+
 def clip_by_global_norm(
     grads: dict[str, np.ndarray], max_norm: float | None
 ) -> dict[str, np.ndarray]:

@@ -38,6 +38,9 @@ class Capabilities:
     native_models: bool = False
     losses: frozenset[str] | None = None
     """Loss names the backend can train with; None: any array-API loss."""
+    grad_norm: bool = False
+    """Train steps can report `grad_norm` (the global gradient norm before clipping) when
+    `RunEnv.extras["grad_norm"]` is set, as the `grad_norm` callback asks."""
 
     def check(self, spec: Spec, backend: str) -> None:
         """Raises UnsupportedFeature for the first thing `spec` asks that is not declared."""
@@ -78,6 +81,10 @@ class Capabilities:
         )
         need(not t.compile or self.compile, "trainer.compile")
         need(
+            self.grad_norm or all(c.name != "grad_norm" for c in t.callbacks),
+            "the grad_norm callback (gradient norm in the train step)",
+        )
+        need(
             self.losses is None or spec.loss.name in self.losses,
             f"loss {spec.loss.name!r}",
             self.losses,
@@ -100,7 +107,14 @@ class RunEnv:
 
 @runtime_checkable
 class Program(Protocol):
-    """A built model with its optimizer and compiled steps, for one backend."""
+    """A built model with its optimizer and compiled steps, for one backend.
+
+    Optional attributes the trainer reads when present (a backend may define none of them):
+    `cache_data(x, y)` (keep a data set on the device), `array_kind`, and, for a program that
+    runs as one of several processes, `world_size`, `any_rank(flag) -> bool` (a flag or'ed over
+    all ranks, so a signal stops every rank after the same step) and `collective_state` (True
+    when `get_state` is a collective that every rank must call together, e.g. FSDP shards).
+    """
 
     native_model: Any
 

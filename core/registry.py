@@ -24,7 +24,12 @@ T = TypeVar("T")
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "crosstrain.plugins.builtins",
     "crosstrain.plugins.sources",
+    "crosstrain.plugins.data_adapters",
     "crosstrain.plugins.csv_logger",
+    "crosstrain.plugins.tensorboard_logger",
+    "crosstrain.plugins.mlflow_logger",
+    "crosstrain.plugins.wandb_logger",
+    "crosstrain.plugins.monitors",
     "crosstrain.backends.torch",
     "crosstrain.backends.jax",
     "crosstrain.backends.keras",
@@ -91,7 +96,9 @@ class Registry:
         self.losses: NameTable[Any] = NameTable("loss")
         self.metrics: NameTable[Any] = NameTable("metric")
         self.data_sources: NameTable[Any] = NameTable("data source")
+        self.data_adapters: NameTable[Any] = NameTable("data adapter")
         self.loggers: NameTable[Any] = NameTable("logger")
+        self.callbacks: NameTable[Any] = NameTable("callback")
         self.broken: list[BrokenPlugin] = []
         self.loaded: list[tuple[str, str]] = []
 
@@ -158,7 +165,9 @@ def _roll_back(registry: Registry, plugin_name: str) -> None:
         registry.losses,
         registry.metrics,
         registry.data_sources,
+        registry.data_adapters,
         registry.loggers,
+        registry.callbacks,
     ):
         for name in [n for n, owner in table.owners.items() if owner == plugin_name]:
             del table._entries[name], table.owners[name]
@@ -220,7 +229,9 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     _call_each(registry, "crosstrain_add_losses", [registry.losses])
     _call_each(registry, "crosstrain_add_metrics", [registry.metrics])
     _call_each(registry, "crosstrain_add_data_sources", [registry.data_sources])
+    _call_each(registry, "crosstrain_add_data_adapters", [registry.data_adapters])
     _call_each(registry, "crosstrain_add_loggers", [registry.loggers])
+    _call_each(registry, "crosstrain_add_callbacks", [registry.callbacks])
     for broken in registry.broken:
         if not broken.entry_point:
             broken.entry_point = next((v for n, v in registry.loaded if n == broken.name), "")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ._spec_errors import issues_from_validation_error
-from .data import ArrayData, split
+from .data import split
 from .errors import SpecError, SpecIssue
 from .registry import NameTable, get_registry
 
@@ -75,7 +75,27 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
     for index, name in enumerate(spec.trainer.loggers):
         if name not in registry.loggers:
             issues.append(SpecIssue(f"trainer.loggers[{index}]", registry.loggers.unknown(name)))
+    for index, item in enumerate(spec.trainer.callbacks):
+        issues += _callback_issues(item, registry.callbacks, f"trainer.callbacks[{index}]")
     return issues
+
+
+def _callback_issues(item: Any, table: NameTable[Any], path: str) -> list[SpecIssue]:
+    """An unknown callback name, or options its `options_model` refuses (one issue per field)."""
+    factory = table.find(item.name)
+    if factory is None:
+        return [SpecIssue(f"{path}.name", table.unknown(item.name))]
+    model = getattr(factory, "options_model", None)
+    if model is None:
+        return []
+    try:
+        model.model_validate(item.options)
+    except ValidationError as err:
+        return [
+            SpecIssue(f"{path}{'.' + i.path if i.path else ''}", i.message)
+            for i in issues_from_validation_error(err, item.options, model)
+        ]
+    return []
 
 
 def _source_issues(spec: Spec) -> list[SpecIssue]:
@@ -135,16 +155,18 @@ def metric_functions(spec: Spec) -> dict[str, Callable[..., Any]]:
     return named
 
 
-def load_data(
-    spec: Spec, data: Any = None, val_data: Any = None
-) -> tuple[ArrayData, ArrayData | None]:
-    """Training and validation data: explicit arrays win, else `data.source` (split by `validation_split`)."""
-    from .data import as_array_data
+def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, Any]:
+    """Training and validation data: explicit data wins, else `data.source` (split by
+    `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
+    (never split: their validation data comes as `val_data`)."""
+    from .batches import Batches, as_data
 
     if data is not None:
-        train = as_array_data(data, "data")
+        train = as_data(data, "data", spec)
         if val_data is not None:
-            return train, as_array_data(val_data, "val_data")
+            return train, as_data(val_data, "val_data", spec)
+        if isinstance(train, Batches):
+            return train, None
         return split(train, spec.data.validation_split, spec.seed)
     if spec.data.source is None:
         raise SpecError(
@@ -155,5 +177,5 @@ def load_data(
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:
-        val = as_array_data(val_data, "val_data")
+        val = as_data(val_data, "val_data", spec)
     return train, val

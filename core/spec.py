@@ -78,10 +78,43 @@ class CheckpointSpec(BaseModel):
     every_n_epochs: PositiveInt = 1
     keep: PositiveInt = 3
     keep_best: bool = True
+    save_top_k: NonNegativeInt | None = Field(
+        None,
+        description="keep the k best checkpoints by monitor/mode besides the `keep` last "
+        "(default: 1 with keep_best, else 0)",
+    )
     monitor: str | None = Field(
-        None, description="metric for keep_best (default: val_loss, else train_loss)"
+        None, description="metric for the best checkpoints (default: val_loss, else train_loss)"
     )
     mode: Literal["min", "max"] = "min"
+
+    @property
+    def top_k(self) -> int:
+        """How many best checkpoints are kept: `save_top_k`, else 1 with `keep_best`, else 0."""
+        if self.save_top_k is not None:
+            return self.save_top_k
+        return 1 if self.keep_best else 0
+
+
+def _callback_item(value: Any) -> Any:
+    """`timer` is short for `{name: timer}`."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class CallbackSpec(BaseModel):
+    """One entry of `trainer.callbacks`: a registered name plus that callback's own options,
+    written flat (`{name: timer, max_time: "00:10:00"}`) and checked by the callback's model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keys besides `name`."""
+        return dict(self.model_extra or {})
+
+
+NamedCallback = Annotated[CallbackSpec, BeforeValidator(_callback_item)]
 
 
 class TrainerSpec(BaseModel):
@@ -107,6 +140,10 @@ class TrainerSpec(BaseModel):
     progress: bool = True
     loggers: list[str] = Field(default_factory=lambda: ["csv"])
     early_stopping: EarlyStoppingSpec | None = None
+    callbacks: list[NamedCallback] = Field(
+        default_factory=list,
+        description="registered callbacks by name, e.g. [lr_monitor, {name: timer, max_time: 60}]",
+    )
     checkpoint: CheckpointSpec | None = Field(default_factory=CheckpointSpec)
     detect_anomaly: bool = Field(
         True, description="stop on a non-finite loss and never save non-finite parameters"
@@ -218,19 +255,35 @@ def validate_spec(data: Any, source: str | None = None) -> Spec:
     return spec
 
 
-def load_spec(source: Spec | dict[str, Any] | str | Path | Any) -> Spec:
-    """A validated Spec from a Spec, a `Module`, a dict, a YAML/JSON file path or YAML/JSON text."""
+def load_spec(
+    source: Spec | dict[str, Any] | str | Path | Any, *, base_dir: str | Path | None = None
+) -> Spec:
+    """A validated Spec from a Spec, a `Module`, a dict, a YAML/JSON file path or YAML/JSON text.
+
+    A file's `extends:` paths are relative to the file; a dict's or text's to `base_dir` (default:
+    the current directory). `CROSSTRAIN_ACCELERATOR` is applied to everything but a `Spec`, which
+    is taken as already resolved (see `crosstrain.config`).
+    """
+    from .config import apply_environment, compose, name_origins, read_spec_file
+
     if isinstance(source, Spec):
         return source
     if hasattr(source, "to_spec"):
-        return source.to_spec()
+        return apply_environment(source.to_spec())
+    directory = Path(base_dir) if base_dir is not None else Path()
     if isinstance(source, dict):
-        return validate_spec(source)
-    text, origin = str(source), "<text>"
-    if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml", ".json"))):
-        path = Path(source)
-        if not path.is_file():
-            raise SpecError(SpecIssue("", f"spec file not found: {path}"))
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    data = _read_text(text, origin)
-    return validate_spec(data, source=origin)
+        data, origins = compose(source, "<dict>", directory)
+        origin = None
+    else:
+        text, origin = str(source), "<text>"
+        is_path = "\n" not in text and text.endswith((".yaml", ".yml", ".json"))
+        if isinstance(source, Path) or is_path:
+            data, origins = read_spec_file(Path(source))
+            origin = str(source)
+        else:
+            data, origins = compose(_read_text(text, origin), origin, directory)
+    try:
+        spec = validate_spec(data, source=origin)
+    except SpecError as err:
+        raise name_origins(err, origins, origin or "<dict>") from None
+    return apply_environment(spec)

@@ -7,33 +7,19 @@ import math
 import signal
 import threading
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .batches import Batches, array_kind, array_units, eval_order, rows
 from .data import ArrayData, batch_slices, epoch_order
 from .errors import CheckpointError, Terminated, TrainingError
 from .protocol import Program
 from .registry import Registry
+from .result import FitResult  # also importable from here, as before
 from .spec import Spec
-from .state import CanonicalState, clean_temporary, read_checkpoint, write_checkpoint
-
-
-@dataclass
-class FitResult:
-    """What `fit` returns."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, float]]
-    state: CanonicalState
-    native_model: Any
-    program: Program
-    run_dir: Path | None = None
-    last_checkpoint: Path | None = None
-    stopped_early: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+from .state import clean_temporary, read_checkpoint, write_checkpoint
 
 
 class _RunningMean:
@@ -57,7 +43,9 @@ class Trainer:
 
     Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
-    `should_stop` (set it to end the fit after the current epoch), `interrupted` (`SIGINT` or
+    `samples_seen` (training rows dispatched by this process), `schedule_steps` (the run length
+    the backend's lr schedule was built with), `should_stop` (set it in `on_epoch_end` to end the
+    fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
     `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
     signal interrupted a step: the state may be half-updated and is not saved).
     """
@@ -83,6 +71,9 @@ class Trainer:
         self.skipped_steps = 0
         self._device_data: dict[int, Any] = {}
         self.aborted = False
+        self._halt = False
+        self.samples_seen = 0
+        self.schedule_steps: int | None = None
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -118,8 +109,14 @@ class Trainer:
         return found
 
     def save_checkpoint(self) -> Path | None:
-        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`."""
+        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`.
+
+        A process that writes no files (rank > 0) returns None, after taking its part in
+        `get_state` when the program's state is sharded (`program.collective_state`).
+        """
         if self.checkpoint_dir is None:
+            if getattr(self.program, "collective_state", False):
+                self.program.get_state()
             return None
         state = self.program.get_state()
         if self.spec.trainer.detect_anomaly:
@@ -183,9 +180,9 @@ class Trainer:
 
     def _run_epoch(
         self,
-        data: ArrayData,
+        data: ArrayData | Batches,
         stage: str,
-        order: np.ndarray,
+        order: np.ndarray | None,
         batch_size: int,
         drop_last: bool,
         start: int = 0,
@@ -193,39 +190,69 @@ class Trainer:
         step_fn = self.program.train_step if stage == "train" else self.program.eval_step
         batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
-        slices = batch_slices(len(order), batch_size, drop_last)
         skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
+        if isinstance(data, Batches):  # a loader or iterable: read once per epoch, as it comes
+            stream = data.epoch(self.epoch, start, array_kind(self.program))
+            units, total = ((1, rows(b[0]), b) for b in stream), data.length
+        else:
+            slices = batch_slices(len(order), batch_size, drop_last)
+            train = stage == "train"
+            units = array_units(
+                order,
+                slices,
+                start,
+                lambda i: self._group_size(slices, i, batch_size) if train else 1,
+                lambda cut, group: self._batch(data, cut, group),
+            )
+            total = len(slices)
         running, pending, pending_count = _RunningMean(), [], 0
         index = start
-        while index < len(slices):
-            group = self._group_size(slices, index, batch_size) if stage == "train" else 1
+        for group, count, batch in units:
             if group > 1:
-                rows = order[slices[index].start : slices[index + group - 1].stop]
-                pending.append(self.program.train_steps(self._batch(data, rows, group)))
+                pending.append(self.program.train_steps(batch))
             else:
-                rows = order[slices[index]]
-                batch = self._batch(data, rows)
                 output = self._skipping_step(batch) if skipping else step_fn(batch)
                 if output is None:
-                    rows = rows[:0]
+                    count = 0
                 else:
                     pending.append(output)
-            pending_count += len(rows)
+            pending_count += count
             index += group
             logs = None
             if stage == "train":
+                self.samples_seen += count
                 before, self.global_step = self.global_step, self.global_step + group
                 self.batch_in_epoch = index
-                if self.global_step // every > before // every or index == len(slices):
+                if self.global_step // every > before // every or index == total:
                     logs = self._pull(pending, pending_count, running, stage)
+                    logs.update(self._collect("step", logs))
                     pending, pending_count = [], 0
             if batch_hooks:
                 self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
-            if stage == "train" and (self.interrupted or self.global_step >= self.total_steps):
+            if stage == "train" and (
+                self._signal_stop(logs is not None)
+                or self.should_stop
+                or self.global_step >= self.total_steps
+            ):
                 break
         if pending:
             self._pull(pending, pending_count, running, stage)
+        if stage == "train" and not self.steps_per_epoch and isinstance(data, Batches):
+            self._set_length(data.length or 0)  # counted by a first pass that ran to the end
         return running.means(stage)
+
+    def _set_length(self, steps_per_epoch: int) -> None:
+        """Batches per epoch (0: a stream's, until its first pass ends) and the run's steps."""
+        self.steps_per_epoch = steps_per_epoch
+        epochs = self.spec.trainer.max_epochs * steps_per_epoch if steps_per_epoch else math.inf
+        self.total_steps = min(self.spec.trainer.max_steps or math.inf, epochs)
+
+    def _collect(self, interval: str, metrics: dict[str, float]) -> dict[str, float]:
+        """What `collect_metrics` implementations add to a train pull or epoch (later win)."""
+        found = self.hook.collect_metrics(
+            trainer=self, stage="train", interval=interval, metrics=dict(metrics)
+        )
+        return {k: v for result in reversed(found) for k, v in (result or {}).items()}
 
     def _batch(self, data: ArrayData, rows: np.ndarray, group: int = 1) -> tuple[Any, Any]:
         """The rows as a step's input: `(handle, rows)` when the program caches the data set on
@@ -267,10 +294,10 @@ class Trainer:
         full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
         return k if full else 1
 
-    def _validate(self, val: ArrayData) -> dict[str, float]:
+    def _validate(self, val: ArrayData | Batches) -> dict[str, float]:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
-        metrics = self._run_epoch(val, "val", np.arange(len(val)), size, drop_last=False)
+        metrics = self._run_epoch(val, "val", eval_order(val), size, drop_last=False)
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 
@@ -289,6 +316,18 @@ class Trainer:
                     f"crosstrain: {impl.plugin_name}.on_exception failed: {err!r}", stacklevel=2
                 )
 
+    def _signal_stop(self, pulled: bool) -> bool:
+        """Whether a signal stops the fit at this step boundary. One process stops at once;
+        several ranks decide together at metric pulls (`program.any_rank`, one tiny all-reduce
+        where the pull syncs anyway), so all stop after the same step and save one state."""
+        if not self._halt:
+            agree = getattr(self.program, "any_rank", None)
+            if getattr(self.program, "world_size", 1) == 1 or agree is None:
+                self._halt = bool(self.interrupted)
+            elif pulled:
+                self._halt = agree(bool(self.interrupted))
+        return self._halt
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.interrupted:
             self.aborted = True
@@ -296,18 +335,21 @@ class Trainer:
         self.interrupted = signal.Signals(signum).name
 
     def fit(
-        self, train: ArrayData, val: ArrayData | None, resume_from: Path | None = None
+        self,
+        train: ArrayData | Batches,
+        val: ArrayData | Batches | None,
+        resume_from: Path | None = None,
     ) -> FitResult:
         """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary."""
-        spec, data = self.spec, self.spec.data
-        self.steps_per_epoch = len(batch_slices(len(train), data.batch_size, data.drop_last))
-        if self.steps_per_epoch == 0:
-            raise TrainingError(
-                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
-            )
-        self.total_steps = min(
-            spec.trainer.max_steps or math.inf, spec.trainer.max_epochs * self.steps_per_epoch
-        )
+        data = self.spec.data
+        if isinstance(train, Batches):
+            self._set_length(train.length or 0)
+        else:
+            self._set_length(len(batch_slices(len(train), data.batch_size, data.drop_last)))
+            if self.steps_per_epoch == 0:
+                raise TrainingError(
+                    f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+                )
         if self.checkpoint_dir is not None:
             clean_temporary(self.checkpoint_dir)
         if resume_from is not None:
@@ -320,7 +362,7 @@ class Trainer:
         try:
             self.hook.on_fit_start(trainer=self)
             self._loop(train, val)
-            if self.interrupted:
+            if self._signal_stop(pulled=True):
                 raise Terminated if self.interrupted == "SIGTERM" else KeyboardInterrupt
         except BaseException as exc:
             self.notify_exception(exc)
@@ -346,26 +388,30 @@ class Trainer:
         self.hook.on_fit_end(trainer=self, result=result)
         return result
 
-    def _loop(self, train: ArrayData, val: ArrayData | None) -> None:
+    def _loop(self, train: ArrayData | Batches, val: ArrayData | Batches | None) -> None:
         spec, data = self.spec, self.spec.data
         while (
             self.epoch < spec.trainer.max_epochs
             and self.global_step < self.total_steps
             and not self.should_stop
         ):
-            start = self.batch_in_epoch if self.batch_in_epoch < self.steps_per_epoch else 0
+            resuming = not self.steps_per_epoch or self.batch_in_epoch < self.steps_per_epoch
+            start = self.batch_in_epoch if resuming else 0
             self.batch_in_epoch = start
             self.hook.on_epoch_start(trainer=self, stage="train", epoch=self.epoch)
-            order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
+            order = None
+            if not isinstance(train, Batches):
+                order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
             metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
-            if self.interrupted:
+            if self._halt:
                 return
             if (
                 val is not None
-                and len(val)
+                and (isinstance(val, Batches) or len(val))
                 and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0
             ):
                 metrics.update(self._validate(val))
+            metrics.update(self._collect("epoch", metrics))
             self.history.append({"epoch": self.epoch, "step": self.global_step, **metrics})
             self.hook.on_epoch_end(trainer=self, stage="train", epoch=self.epoch, metrics=metrics)
             self.epoch += 1
@@ -373,12 +419,12 @@ class Trainer:
             if self.should_stop:
                 self.stopped_early = self.global_step < self.total_steps
 
-    def evaluate(self, data: ArrayData, stage: str = "test") -> dict[str, float]:
+    def evaluate(self, data: ArrayData | Batches, stage: str = "test") -> dict[str, float]:
         """Loss and metrics over `data`, keyed `<stage>_<name>`."""
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
         try:
             self.hook.on_epoch_start(trainer=self, stage=stage, epoch=self.epoch)
-            metrics = self._run_epoch(data, stage, np.arange(len(data)), size, drop_last=False)
+            metrics = self._run_epoch(data, stage, eval_order(data), size, drop_last=False)
             self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
         except BaseException as exc:
             self.notify_exception(exc)

@@ -44,8 +44,12 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     if run_dir is not None:
         loggers = get_registry().loggers
         callbacks += [loggers.get(name)(run_dir, spec) for name in trainer.loggers]
-        if trainer.checkpoint is not None:
-            callbacks.append(ModelCheckpoint(trainer.checkpoint))
+    if trainer.checkpoint is not None:
+        # without a run directory it writes nothing, but still takes part in gathering a
+        # sharded (FSDP) state on ranks > 0
+        callbacks.append(ModelCheckpoint(trainer.checkpoint))
     if trainer.early_stopping is not None:
         callbacks.append(EarlyStopping(trainer.early_stopping))
+    named = get_registry().callbacks
+    callbacks += [named.get(item.name)(item.options, spec, run_dir) for item in trainer.callbacks]
     return callbacks

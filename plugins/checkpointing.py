@@ -25,60 +25,86 @@ def _is_ours(path: Path) -> bool:
 
 
 class ModelCheckpoint(Callback):
-    """`trainer.checkpoint: {every_n_epochs: 1, keep: 3, keep_best: true, monitor, mode: min}`.
+    """`trainer.checkpoint: {every_n_epochs: 1, keep: 3, keep_best: true, save_top_k, monitor,
+    mode: min}`: keeps the `keep` last checkpoints and the `top_k` best by the monitored metric.
 
     Without `monitor`, the best is judged on `val_loss` when the epoch has it, else `train_loss`.
+    `top_k` is `save_top_k`, else 1 with `keep_best`, else 0. Pruning never deletes one of the
+    last `keep` nor one of the best; a tie does not displace an earlier checkpoint.
     """
 
     state_key = "ModelCheckpoint"
 
     def __init__(self, options: Any):
         self.options = options
-        self.best_value: float | None = None
-        self.best_path: Path | None = None
+        self.top: list[tuple[float, Path]] = []
+        """The best checkpoints so far, best first: (monitored value, directory)."""
+
+    @property
+    def best_value(self) -> float | None:
+        """The monitored value of the best checkpoint (None before the first)."""
+        return self.top[0][0] if self.top else None
+
+    @property
+    def best_path(self) -> Path | None:
+        """The directory of the best checkpoint (None before the first)."""
+        return self.top[0][1] if self.top else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The best value and checkpoint so far (JSON types)."""
+        """The best checkpoints so far, best first, and the best one alone (JSON types)."""
         return {
             "best_value": self.best_value,
             "best_path": None if self.best_path is None else str(self.best_path),
+            "top_k": [[value, str(path)] for value, path in self.top],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores what `state_dict` returned."""
-        value = state.get("best_value")
-        self.best_value = float(value) if isinstance(value, (int, float)) else None
-        self.best_path = Path(state["best_path"]) if state.get("best_path") else None
+        """Restores what `state_dict` returned (a state with only `best_*` gives one entry)."""
+        entries = state.get("top_k")
+        if not isinstance(entries, list):
+            entries = [[state.get("best_value"), state.get("best_path")]]
+        self.top = [
+            (float(value), Path(path))
+            for value, path in (e for e in entries if isinstance(e, list) and len(e) == 2)
+            if isinstance(value, (int, float)) and isinstance(path, str) and path
+        ]
+        self.top = self._ranked(self.top)[: self.options.top_k]
+
+    def _ranked(self, entries: list[tuple[float, Path]]) -> list[tuple[float, Path]]:
+        """Best first; `sorted` is stable, so among equal values the earlier stays ahead."""
+        return sorted(entries, key=lambda e: e[0] if self.options.mode == "min" else -e[0])
 
     def _monitored(self, metrics: dict[str, float]) -> float | None:
         name = self.options.monitor or ("val_loss" if "val_loss" in metrics else "train_loss")
         value = metrics.get(name)
         return value if value is not None and math.isfinite(value) else None
 
-    def _better(self, value: float) -> bool:
-        if self.best_value is None:
-            return True
-        return value < self.best_value if self.options.mode == "min" else value > self.best_value
+    def _with(self, value: float, path: Path) -> list[tuple[float, Path]] | None:
+        """The top-k list with `(value, path)` in it, or None when it does not make the cut."""
+        others = [e for e in self.top if e[1] != path]
+        ranked = self._ranked([*others, (value, path)])[: self.options.top_k]
+        return ranked if any(p == path for _, p in ranked) else None
 
     def on_epoch_end(self, trainer: Any, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         if stage != "train" or (epoch + 1) % self.options.every_n_epochs:
             return
         if trainer.checkpoint_dir is None:
+            trainer.save_checkpoint()  # writes nothing; gathers a sharded state with rank 0
             return
         value = self._monitored(metrics)
-        previous = self.best_value, self.best_path
-        better = self.options.keep_best and value is not None and self._better(value)
-        if better:
-            self.best_value = value
-            step = trainer.global_step - trainer.skipped_steps
-            self.best_path = trainer.checkpoint_dir / f"step-{step}"
+        step = trainer.global_step - trainer.skipped_steps
+        expected = trainer.checkpoint_dir / f"step-{step}"
+        previous = self.top
+        ranked = self._with(value, expected) if value is not None else None
+        if ranked is not None:
+            self.top = ranked  # before saving, so the checkpoint's own state lists itself
         try:
             path = trainer.save_checkpoint()
         except BaseException:
-            self.best_value, self.best_path = previous
+            self.top = previous
             raise
-        if better:
-            self.best_path = path
+        if ranked is not None and path != expected:
+            self.top = [(v, path if p == expected else p) for v, p in self.top]
         self._prune(trainer)
 
     def on_exception(self, trainer: Any, exception: BaseException) -> None:
@@ -86,8 +112,10 @@ class ModelCheckpoint(Callback):
             not isinstance(exception, KeyboardInterrupt)
             or trainer.aborted
             or trainer.global_step == 0
-            or trainer.checkpoint_dir is None
         ):
+            return
+        if trainer.checkpoint_dir is None:
+            trainer.save_checkpoint()  # writes nothing; gathers a sharded state with rank 0
             return
         try:
             path = trainer.save_checkpoint()
@@ -98,6 +126,7 @@ class ModelCheckpoint(Callback):
 
     def _prune(self, trainer: Any) -> None:
         found = [p for p in list_checkpoints(trainer.checkpoint_dir) if _is_ours(p)]
+        best = {path.resolve() for _, path in self.top}
         for old in found[: -self.options.keep]:
-            if old != self.best_path:
+            if old.resolve() not in best:
                 remove_checkpoint(old)

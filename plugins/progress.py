@@ -2,7 +2,8 @@
 
 On a terminal (`sys.stdout.isatty()`) a rich bar shows the steps of the epoch, the latest
 training loss, the throughput and the time left; each finished epoch leaves one line with
-its metrics. Elsewhere (CI, pipes, files) only those lines are printed:
+its metrics. In a Jupyter notebook the same bar is drawn by rich as a live widget (rich
+renders through ipywidgets there). Elsewhere (CI, pipes, files) only those lines are printed:
 
     epoch 3/20  step 81  train_loss 0.2143  train_accuracy 0.9431  val_loss 0.2410  (1.2 s, 2150 samples/s)
 
@@ -58,15 +59,29 @@ def format_rate(steps: int, batch_size: int, seconds: float) -> str:
     return f"{format_duration(seconds)}, {steps * batch_size / seconds:,.0f} samples/s"
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel, where rich draws live displays as widgets."""
+    if "IPython" not in sys.modules:
+        return False
+    from rich import get_console
+
+    return get_console().is_jupyter
+
+
+def wants_live() -> bool:
+    """A live bar on a terminal or in a notebook; plain lines everywhere else."""
+    return sys.stdout.isatty() or in_notebook()
+
+
 class ProgressBar(Callback):
     """The built-in progress display (`trainer.progress: true`, `--no-progress` turns it off).
 
-    `ProgressBar()` gives the live bar when stdout is a terminal and the plain-line printer
-    otherwise; pass `live=True` or `live=False` to choose.
+    `ProgressBar()` gives the live bar when stdout is a terminal or the process is a Jupyter
+    kernel, and the plain-line printer otherwise; pass `live=True` or `live=False` to choose.
     """
 
     def __new__(cls, live: bool | None = None) -> ProgressBar:
-        if cls is ProgressBar and (sys.stdout.isatty() if live is None else live):
+        if cls is ProgressBar and (wants_live() if live is None else live):
             cls = LiveProgressBar
         return super().__new__(cls)
 
@@ -174,7 +189,7 @@ class LiveProgressBar(ProgressBar):
         self._open()
         if self.task is not None:
             self.progress.remove_task(self.task)
-        total = trainer.steps_per_epoch if stage == "train" else None
+        total = (trainer.steps_per_epoch or None) if stage == "train" else None  # None: unknown
         title = f"epoch {epoch + 1}/{self._epochs(trainer)}" if stage == "train" else "test"
         self.task = self.progress.add_task(
             title, total=total, completed=self.first_batch, loss="", rate=""

@@ -1,4 +1,5 @@
-"""Built-in data sources: `sklearn:<name>`, `npz:<path>`, `random:classification|regression`."""
+"""Built-in data sources: `sklearn:<name>`, `npz:<path>`, `random:classification|regression`,
+and the file sources `npy:<path>` and `csv:<path>` (in `file_sources`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 from crosstrain.data import ArrayData
 from crosstrain.hookspecs import hookimpl
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from .file_sources import CsvSource, NpySource
 
 
 class SklearnOptions(BaseModel):
@@ -120,3 +123,5 @@ def crosstrain_add_data_sources(registry: Any) -> None:
     registry.data_sources.add("sklearn", SklearnSource())
     registry.data_sources.add("npz", NpzSource())
     registry.data_sources.add("random", RandomSource())
+    registry.data_sources.add("npy", NpySource())
+    registry.data_sources.add("csv", CsvSource())

@@ -80,6 +80,7 @@ class JaxBackend:
             steps_per_execution=True,
             compile=True,
             native_models=False,
+            grad_norm=True,
         )
 
     def accelerators_found(self) -> list[str]:

@@ -28,6 +28,7 @@ import array_api_compat
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from crosstrain.errors import CrosstrainError
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
@@ -69,6 +70,9 @@ class JaxProgram:
         placement: devices and shardings.
     """
 
+    array_kind = "jax"
+    """Batches may hold jax arrays (torch tensors arrive through DLPack, without a copy)."""
+
     def __init__(self, spec: Any, env: Any):
         if spec.model is None:
             raise CrosstrainError("backend 'jax' builds models from spec.model; this spec has none")
@@ -91,6 +95,8 @@ class JaxProgram:
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
+        self._grad_norm = bool(env.extras.get("grad_norm"))
+        self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         host_params = unnest(nnx.to_pure_dict(params), self._param_names)
         host = {
             "params": host_params,
@@ -108,7 +114,7 @@ class JaxProgram:
             "predict": self._predict_body,
         }
         self._gather = jax.jit(
-            lambda *outs: jnp.concatenate([o.reshape(-1, len(self.metric_names) + 1) for o in outs])
+            lambda *outs: jnp.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
         )
 
     # -- the pure functions that get traced ------------------------------------------------
@@ -158,7 +164,10 @@ class JaxProgram:
             "step": carry["step"] + 1,
             "key": carry["key"],
         }
-        return new, self._report(loss, out, y)
+        report = self._report(loss, out, y)
+        if self._grad_norm:  # the norm before clipping; XLA shares it with the clip's own norm
+            report = jnp.append(report, optax.tree.norm(grads).astype(jnp.float32))
+        return new, report
 
     def _scan_body(self, carry: dict[str, Any], xs: Any, ys: Any) -> tuple[dict[str, Any], Any]:
         return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
@@ -275,7 +284,10 @@ class JaxProgram:
         table = np.asarray(jax.device_get(self._gather(*outputs)), np.float64)
         rows = table[:, 0]
         means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
-        return {name: float(v) for name, v in zip(self.metric_names, means, strict=True)}
+        names = self.metric_names
+        if self._train_names and table.shape[1] == len(self._train_names) + 1:
+            names = self._train_names  # train reports carry `grad_norm` last
+        return {name: float(v) for name, v in zip(names, means, strict=True)}
 
     # -- state -----------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class KerasBackend:
             steps_per_execution=True,
             compile=True,
             native_models=False,
+            grad_norm=True,
         )
 
     def accelerators_found(self) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.errors import CrosstrainError
+from crosstrain.errors import CrosstrainError, UnsupportedFeature
 from crosstrain.model import init_params
 from crosstrain.protocol import RunEnv
 from crosstrain.resolve import metric_functions, resolve_function
@@ -66,6 +66,10 @@ class KerasProgram:
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
+        self._grad_norm = bool(env.extras.get("grad_norm"))
+        if self._grad_norm and self.precision.loss_scaling:
+            raise UnsupportedFeature(self.backend, "the grad_norm callback with 16-mixed")
+        self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         self._int_dtype = np.int32 if engine == "jax" else np.int64
         with self._scope():
             self._steps = make_steps(
@@ -75,6 +79,7 @@ class KerasProgram:
                 self._objective,
                 self.distribution,
                 spec.trainer.compile,
+                self._grad_norm,
             )
 
     def _scope(self) -> ExitStack:
@@ -132,7 +137,10 @@ class KerasProgram:
         table = np.asarray(self._steps.to_host(outputs), np.float64)
         rows = table[:, 0]
         means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
-        return {name: float(v) for name, v in zip(self.metric_names, means, strict=True)}
+        names = self.metric_names
+        if self._train_names and table.shape[1] == len(self._train_names) + 1:
+            names = self._train_names  # train reports carry `grad_norm` last
+        return {name: float(v) for name, v in zip(names, means, strict=True)}
 
     # -- state -----------------------------------------------------------------------------
 

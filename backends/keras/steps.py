@@ -25,7 +25,17 @@ Objective = Callable[[Any, Any], tuple[Any, Any]]
 """`(outputs, targets) -> (loss, report)`, in `keras.ops`/array-API terms."""
 
 
+def with_grad_norm(report: Any, grads: list[Any]) -> Any:
+    """`report` with the global L2 norm of `grads` appended (the `grad_norm` train metric)."""
+    squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+    norm = ops.sqrt(ops.sum(ops.stack(squares)))
+    return ops.concatenate([report, ops.reshape(ops.cast(norm, "float32"), (1,))])
+
+
 class _Steps:
+    grad_norm = False
+    """Train steps append the gradient norm to their report (set by `make_steps`)."""
+
     def __init__(
         self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
     ):
@@ -100,6 +110,8 @@ class JaxSteps(_Steps):
             return scaled, (report, new_non_trainable)
 
         grads, (report, non_trainable) = self.jax.grad(objective, has_aux=True)(trainable)
+        if self.grad_norm:
+            report = with_grad_norm(report, grads)
         trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
         return (trainable, non_trainable, opt_vars), report
 
@@ -177,8 +189,9 @@ class TensorflowSteps(_Steps):
             out = self.model(x, training=True)
             loss, report = self.objective(out, self._targets(y))
             scaled = self.optimizer.scale_loss(loss)
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        return report
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        return with_grad_norm(report, grads) if self.grad_norm else report
 
     def _scan_body(self, xs: Any, ys: Any) -> Any:
         tf = self.tf
@@ -234,6 +247,8 @@ class TorchSteps(_Steps):
         )
         with self.torch.no_grad():
             self.optimizer.apply(list(grads), variables)
+            if self.grad_norm:
+                report = with_grad_norm(report, list(grads))
         return report.detach()
 
     def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
@@ -261,10 +276,15 @@ def make_steps(
     objective: Objective,
     distribution: Any = None,
     compile_hint: bool = False,
+    grad_norm: bool = False,
 ) -> Any:
-    """The step flavour of `engine` for a built model and optimizer."""
+    """The step flavour of `engine` for a built model and optimizer; with `grad_norm` the train
+    reports end with the gradient norm (steps trace lazily, so setting it here is in time)."""
     if engine == "jax":
-        return JaxSteps(model, optimizer, objective, distribution, compile_hint)
-    if engine == "tensorflow":
-        return TensorflowSteps(model, optimizer, objective, compile_hint)
-    return TorchSteps(model, optimizer, objective, compile_hint)
+        steps: _Steps = JaxSteps(model, optimizer, objective, distribution, compile_hint)
+    elif engine == "tensorflow":
+        steps = TensorflowSteps(model, optimizer, objective, compile_hint)
+    else:
+        steps = TorchSteps(model, optimizer, objective, compile_hint)
+    steps.grad_norm = grad_norm
+    return steps

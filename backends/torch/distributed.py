@@ -21,7 +21,7 @@ import torch.distributed as dist
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
 
 BACKEND = "torch"
-DATA_PARALLEL = ("ddp",)
+DATA_PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def setup(strategy: str, devices: int, accelerator: str) -> Shard:
     processes (as in Lightning).
 
     Args:
-        strategy: `auto` or `ddp`.
+        strategy: `auto`, `ddp` or `fsdp`.
         devices: processes per node asked for (`trainer.devices`).
         accelerator: `auto`, `cpu` or `cuda` (gloo on CPU, nccl on CUDA).
 
@@ -111,10 +111,47 @@ def setup(strategy: str, devices: int, accelerator: str) -> Shard:
     return found
 
 
+def shard_fully(module: torch.nn.Module, device: torch.device, world_size: int) -> None:
+    """FSDP2 in place: each top-level layer that owns parameters becomes one `fully_shard` unit
+    (its parameters are all-gathered just before its forward and backward, then freed), and the
+    root gathers whatever is left. Parameters become DTensors sharded on dim 0 across ranks;
+    gradients are reduce-scattered (averaged), as DDP averages them.
+
+    Buffers (BatchNorm statistics) are not sharded and not synchronised: each rank keeps its own,
+    rank 0's go into checkpoints.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for layer in _layers(module):
+        if any(True for _ in layer.parameters()):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+
+
+def _layers(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The top-level layers of a model, looking through ModuleList/ModuleDict containers."""
+    found = []
+    for child in module.children():
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            found += _layers(child)
+        else:
+            found.append(child)
+    return found
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` summed over all ranks (in place; returned for chaining)."""
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """The largest `value` over all ranks, on the host (the collective runs on `device`)."""
+    tensor = torch.tensor([value], dtype=torch.float32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:

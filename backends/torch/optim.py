@@ -106,10 +106,22 @@ class LrSchedule:
 
 
 def clip_gradients(
-    params: list[torch.Tensor], max_norm: float | None, device: torch.device
-) -> None:
-    """Scales all gradients so their global norm is at most `max_norm` (no-op for None)."""
-    if max_norm is None:
-        return
+    params: list[torch.Tensor], max_norm: float | None, device: torch.device, measure: bool = False
+) -> torch.Tensor | None:
+    """Scales all gradients so their global norm is at most `max_norm` (no-op for None).
+
+    Returns the global L2 norm before clipping as a 0-d device tensor (no sync) when it was
+    computed: always when clipping, and when `measure` asks for it (the `grad_norm` callback).
+    """
     foreach = True if device.type in ("cuda", "cpu") else None
-    torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
+    if not measure:
+        return None
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=device)
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if total_norm is not None:
+        return total_norm(grads, foreach=foreach)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

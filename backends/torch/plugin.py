@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
-STRATEGIES = frozenset({"auto", "ddp"})
+STRATEGIES = frozenset({"auto", "ddp", "fsdp"})
 OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
 
 
@@ -70,6 +70,7 @@ class TorchBackend:
             steps_per_execution=False,
             compile=True,
             native_models=True,
+            grad_norm=True,
         )
 
     def accelerators_found(self) -> list[str]:
@@ -112,7 +113,11 @@ class TorchBackend:
             raise UnsupportedFeature(
                 self.name,
                 f"devices={env.devices}, strategy {env.strategy!r} on {env.accelerator}",
-                ["one device", "ddp on cpu or cuda"],
+                ["one device", "ddp or fsdp on cpu or cuda"],
+            )
+        if env.strategy == "fsdp" and env.precision == "16-mixed":
+            raise UnsupportedFeature(
+                self.name, "precision '16-mixed' with strategy 'fsdp'", ["bf16-mixed", "32"]
             )
         if env.precision not in PRECISIONS:
             raise UnsupportedFeature(self.name, f"precision {env.precision!r}", sorted(PRECISIONS))

@@ -78,10 +78,16 @@ class TorchProgram:
         refs: canonical name → tensor map, in canonical order.
         step: optimizer updates done.
         total_params: number of values in all canonical parameters (trainable or not).
-        shard: this process's rank and world size under `ddp` (one process otherwise); the
-            native model is wrapped in `DistributedDataParallel` for training only.
+        shard: this process's rank and world size under `ddp`/`fsdp` (one process otherwise);
+            under `ddp` the native model is wrapped in `DistributedDataParallel` for training
+            only, under `fsdp` its parameters are sharded in place (`fully_shard`).
+        collective_state: True under `fsdp`: `get_state` gathers shards, so every rank must call
+            it at the same point (the trainer does; only rank 0 writes the result).
         skipped_steps: updates the 16-mixed gradient scaler skipped, as of the last metric pull.
     """
+
+    array_kind = "torch"
+    """Batches may hold torch tensors (from a DataLoader); they are used without a copy."""
 
     def __init__(self, spec: Spec, env: RunEnv, backend: str = "torch"):
         self.spec, self.env, self.backend = spec, env, backend
@@ -92,6 +98,7 @@ class TorchProgram:
         torch.manual_seed(env.seed)
         self.native_model, self.refs, self._input_dtype = self._build_model(spec, env)
         self._train_model = self._data_parallel(self.native_model)
+        self.collective_state = self.shard.world_size > 1 and env.strategy == "fsdp"
         self.params = [ref.tensor for ref in trainable(self.refs)]
         self.total_params = sum(
             t.numel() for t in {id(r.tensor): r.tensor for r in self.refs}.values()
@@ -104,6 +111,7 @@ class TorchProgram:
             self.optimizer, spec.optimizer.lr, spec.schedule, env.extras.get("total_steps")
         )
         self.scaler = make_grad_scaler(self.policy, self.device)
+        self._grad_norm = bool(env.extras.get("grad_norm"))
         self.step = 0
         self.skipped_steps = 0
         self._skipped = torch.zeros((), dtype=torch.float32, device=self.device)
@@ -140,6 +148,9 @@ class TorchProgram:
     def _data_parallel(self, module: nn.Module) -> nn.Module:
         if self.shard.world_size == 1:
             return module
+        if self.env.strategy == "fsdp":
+            distributed.shard_fully(module, self.device, self.shard.world_size)
+            return module
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
@@ -158,26 +169,36 @@ class TorchProgram:
     # -- data ------------------------------------------------------------------------------
 
     def _move(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
-        array = np.asarray(array)
-        if not array.flags.writeable or not array.flags.c_contiguous:
-            array = np.array(array, copy=True, order="C")
-        tensor = torch.from_numpy(array)
+        """A batch array (numpy, or a torch tensor from a DataLoader, used as is) on the device."""
+        if isinstance(array, torch.Tensor):
+            tensor = array
+        else:
+            array = np.asarray(array)
+            if not array.flags.writeable or not array.flags.c_contiguous:
+                array = np.array(array, copy=True, order="C")
+            tensor = torch.from_numpy(array)
         if tensor.dtype != dtype:
             tensor = tensor.to(dtype)
-        if self._pin:
+        if tensor.device == self.device:
+            return tensor
+        if self._pin and not tensor.is_pinned():
             tensor = tensor.pin_memory()
-        return tensor if self._on_cpu else tensor.to(self.device, non_blocking=True)
+        return tensor.to(self.device, non_blocking=tensor.is_pinned())
+
+    @staticmethod
+    def _is_integer(array: Any) -> bool:
+        if isinstance(array, torch.Tensor):
+            return array.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+        return np.asarray(array).dtype.kind in "iu"
 
     def _inputs(self, x: Any) -> torch.Tensor:
         dtype = self._input_dtype
         if dtype is None:
-            dtype = torch.int64 if np.asarray(x).dtype.kind in "iu" else self.policy.param_dtype
+            dtype = torch.int64 if self._is_integer(x) else self.policy.param_dtype
         return self._move(x, dtype)
 
     def _targets(self, y: Any) -> torch.Tensor:
-        return self._move(
-            y, torch.int64 if np.asarray(y).dtype.kind in "iu" else self.policy.loss_dtype
-        )
+        return self._move(y, torch.int64 if self._is_integer(y) else self.policy.loss_dtype)
 
     def _local(self, batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor, float, int]:
         """This rank's rows of a global batch on the device, the loss weight that makes the
@@ -236,19 +257,21 @@ class TorchProgram:
         skipped = None
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
-            if clip is not None:
+            if clip is not None or self._grad_norm:
                 self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.params, clip, self.device)
+            norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
             self.scaler.step(self.optimizer)
             skipped = self._found_inf()
             self.scaler.update()
             self._skipped += skipped
         else:
             objective.backward()
-            clip_gradients(self.params, clip, self.device)
+            norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
             self.optimizer.step()
         self.step += 1
         outputs = self._outputs(loss, out, y, size)
+        if self._grad_norm and norm is not None:
+            outputs["grad_norm"] = norm.detach()
         if skipped is not None:
             outputs["skipped"] = skipped
         if self._sync is not None:
@@ -316,6 +339,12 @@ class TorchProgram:
         self.skipped_steps = round(float(host[-1]))
         means = host[:-2] / host[-2]
         return {k: float(v) for k, v in zip(keys, means, strict=True)}
+
+    def any_rank(self, flag: bool) -> bool:
+        """`flag` or'ed over all ranks (an all-reduce: every rank calls it at the same point)."""
+        if self.shard.world_size == 1:
+            return flag
+        return bool(distributed.all_reduce_max(float(flag), self.device) > 0)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ Optimizer slots take the layout of their parameter. Slot names follow `crosstrai
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,9 +31,33 @@ _TO_CANONICAL = {"linear": (1, 0), "conv2d": (2, 3, 1, 0), "conv1d": (2, 1, 0)}
 _TO_TORCH = {"linear": (1, 0), "conv2d": (3, 2, 0, 1), "conv1d": (2, 1, 0)}
 
 
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    """An FSDP DTensor (its module is imported only once FSDP is in use: it costs ~0.8 s)."""
+    dtensors = sys.modules.get("torch.distributed.tensor")
+    return dtensors is not None and isinstance(tensor, dtensors.DTensor)
+
+
+def placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`value` (a whole, unsharded tensor) laid out as `target`: the same dtype, and under FSDP
+    this rank's shard of it (every rank holds the same whole value, so no communication)."""
+    value = value.to(dtype=target.dtype)
+    if not _is_sharded(target):
+        return value
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(
+        value.to(target.device), target.device_mesh, target.placements, src_data_rank=None
+    )
+
+
 def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
-    """A torch tensor as a canonical numpy array (bf16/fp16 become float32)."""
+    """A torch tensor as a canonical numpy array (bf16/fp16 become float32).
+
+    An FSDP-sharded tensor is gathered whole first: a collective, every rank must call it.
+    """
     tensor = tensor.detach()
+    if _is_sharded(tensor):
+        tensor = tensor.full_tensor()
     if layout in _TO_CANONICAL:
         tensor = tensor.permute(*_TO_CANONICAL[layout])
     if tensor.dtype in (torch.bfloat16, torch.float16):
@@ -68,7 +93,7 @@ def params_to_canonical(refs: list[ParamRef]) -> dict[str, np.ndarray]:
 def load_params(refs: list[ParamRef], params: dict[str, np.ndarray]) -> None:
     """Copies canonical arrays into the model's tensors (dtype, device and strides kept)."""
     for ref in refs:
-        ref.tensor.copy_(to_torch(params[ref.name], ref.layout))
+        ref.tensor.copy_(placed_like(to_torch(params[ref.name], ref.layout), ref.tensor))
 
 
 def trainable(refs: list[ParamRef]) -> Iterator[ParamRef]:
@@ -146,9 +171,10 @@ def load_slots(
         param = ref.tensor
         entry: dict[str, torch.Tensor] = {}
         for slot in slots:
-            value = torch.empty_like(param, device="cpu")
-            value.copy_(to_torch(values[f"{slot}/{ref.name}"], ref.layout))
-            entry[TORCH_SLOTS[name][slot]] = value
+            value = to_torch(values[f"{slot}/{ref.name}"], ref.layout)
+            if not _is_sharded(param):
+                value = torch.empty_like(param, device="cpu").copy_(value)
+            entry[TORCH_SLOTS[name][slot]] = placed_like(value, param)
         if name in STEP_COUNTED:
             entry["step"] = torch.tensor(float(step), dtype=torch.float32)
         state[index[id(param)]] = entry

@@ -93,7 +93,7 @@ def test_plugin_declares_backend() -> None:
     caps = backend.capabilities()
     assert {"Dense", "Conv2D", "MultiHeadSelfAttention", "Residual", "Sequential"} <= caps.layers
     assert caps.precisions == {"32", "64", "16-mixed", "bf16-mixed", "bf16-true"}
-    assert caps.accelerators == {"cpu", "cuda", "mps", "tpu"} and caps.strategies == {"auto", "ddp"}
+    assert caps.accelerators == {"cpu", "cuda", "mps", "tpu"} and caps.strategies == {"auto", "ddp", "fsdp"}
     assert caps.compile and caps.native_models and not caps.steps_per_execution
     assert backend.accelerators_found()[0] == "cpu"
 
@@ -110,7 +110,7 @@ def test_registry_lists_torch() -> None:
 @pytest.mark.parametrize(
     ("env", "spec_extra", "feature"),
     [
-        ({"strategy": "fsdp"}, {}, "strategy 'fsdp'"),
+        ({"strategy": "fsdp", "precision": "16-mixed"}, {}, "'16-mixed' with strategy 'fsdp'"),
         ({}, {"trainer": {"steps_per_execution": 4}}, "steps_per_execution"),
         ({"precision": "8-true"}, {}, "precision '8-true'"),
         ({"accelerator": "ipu"}, {}, "accelerator 'ipu'"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +103,8 @@ def epoch_rows(path: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(handle) if row["stage"] == "epoch"]
 
 
-def test_ddp_on_two_processes_equals_one_process_on_the_global_batch(tmp_path: Path) -> None:
-    """`crosstrain fit --devices 2` (strategy auto: ddp) starts two gloo workers via torchrun.
-
-    Batches of 25 split 13/12 between the ranks, so the loss weighting is exercised; only rank
-    0 writes the run directory, and its checkpoint equals the single-process run's parameters.
-    """
+def run_workers(tmp_path: Path, *flags: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`crosstrain fit spec.yaml --devices 2 FLAGS` in `tmp_path`; the run directory it made."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC), encoding="utf-8")
     runs = tmp_path / "runs"
@@ -114,27 +112,107 @@ def test_ddp_on_two_processes_equals_one_process_on_the_global_batch(tmp_path: P
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
         env.pop(name, None)
     command = [sys.executable, "-m", "crosstrain.cli", "fit", str(spec_file)]
-    command += ["--devices", "2", "--run-dir", str(runs)]
+    command += ["--devices", "2", "--run-dir", str(runs), *flags]
     done = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("final metrics:") == 1
+    run_dirs = sorted((runs / "ddp-parity").iterdir())
+    return run_dirs[-1], done
 
-    run_dirs = list((runs / "ddp-parity").iterdir())
-    assert len(run_dirs) == 1
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One two-process DDP run (strategy auto), shared by the DDP and FSDP parity tests."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    run_dir, _ = run_workers(tmp_path)
+    assert len(list((tmp_path / "runs" / "ddp-parity").iterdir())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "spec.yaml"]
-    checkpoint = latest_checkpoint(run_dirs[0] / "checkpoints")
-    state, meta = read_checkpoint(checkpoint)
+    return run_dir
 
+
+def assert_same_state(state: ct.CanonicalState, expected: ct.CanonicalState) -> None:
+    assert state.step == expected.step
+    assert sorted(state.params) == sorted(expected.params)
+    for name, value in expected.params.items():
+        np.testing.assert_allclose(state.params[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert sorted(state.optimizer) == sorted(expected.optimizer)
+    for name, value in expected.optimizer.items():
+        np.testing.assert_allclose(state.optimizer[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_ddp_on_two_processes_equals_one_process_on_the_global_batch(ddp_run: Path) -> None:
+    """`crosstrain fit --devices 2` (strategy auto: ddp) starts two gloo workers via torchrun.
+
+    Batches of 25 split 13/12 between the ranks, so the loss weighting is exercised; only rank
+    0 writes the run directory, and its checkpoint equals the single-process run's parameters.
+    """
+    state, meta = read_checkpoint(latest_checkpoint(ddp_run / "checkpoints"))
     single = ct.fit(ct.load_spec(SPEC), backend="torch", run_dir=False)
     assert state.step == single.state.step == meta["global_step"] == 14
-    for name, value in single.state.params.items():
-        np.testing.assert_allclose(state.params[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-    for name, value in single.state.optimizer.items():
-        np.testing.assert_allclose(state.optimizer[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
-    rows = epoch_rows(run_dirs[0] / "metrics.csv")
+    assert_same_state(state, single.state)
+    rows = epoch_rows(ddp_run / "metrics.csv")
     assert len(rows) == len(single.history) == 2
     for row, expected in zip(rows, single.history, strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert float(row[key]) == pytest.approx(expected[key], rel=1e-5), key
+
+
+def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path: Path) -> None:
+    """FSDP2 (`fully_shard`, parameters and Adam slots sharded over 2 gloo ranks) trains to the
+    DDP run's state; its checkpoint is the canonical single-device form (gathered from the
+    shards), and a DDP checkpoint loads back into the shards to continue one more epoch."""
+    ddp_checkpoint = latest_checkpoint(ddp_run / "checkpoints")
+    ddp_state, _ = read_checkpoint(ddp_checkpoint)
+    run_dir, _ = run_workers(tmp_path, "--strategy", "fsdp")
+    state, meta = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    assert meta["global_step"] == 14
+    assert_same_state(state, ddp_state)
+
+    resumed_dir, _ = run_workers(
+        tmp_path, "--strategy", "fsdp", "--max-epochs", "3", "--resume", str(ddp_checkpoint)
+    )
+    resumed, _ = read_checkpoint(latest_checkpoint(resumed_dir / "checkpoints"))
+    spec = ct.load_spec(SPEC).override({"trainer.max_epochs": 3})
+    single = ct.fit(spec, backend="torch", run_dir=False, resume=ddp_checkpoint)
+    assert resumed.step == single.state.step == 21
+    assert_same_state(resumed, single.state)
+
+
+def test_ctrl_c_under_fsdp_stops_every_rank_at_one_step_and_saves(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group (launcher, torchrun, both ranks).
+    The ranks agree at a metric pull, stop after the same step, gather the shards together and
+    rank 0 writes one checkpoint; the exit status is 130 and nothing hangs."""
+    spec = {**SPEC, "trainer": {**SPEC["trainer"], "max_epochs": 100000, "log_every_n_steps": 2}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
+    command += ["--strategy", "fsdp", "--run-dir", "runs"]
+    worker = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/*/checkpoints/step-*")):
+            assert worker.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.2)
+        os.killpg(worker.pid, signal.SIGINT)
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert worker.returncode == 130, out[-3000:]
+    assert out.count("interrupted: saved") == 1, out[-3000:]
+    saved = latest_checkpoint(next(tmp_path.glob("runs/*/*/checkpoints")))
+    state, meta = read_checkpoint(saved)
+    assert state.step == meta["global_step"] == int(saved.name.split("-")[1]) > 0
+    assert sorted(state.params) == sorted(ct.fit(ct.load_spec(SPEC), run_dir=False).state.params)
