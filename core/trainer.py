@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from . import resume
 from .batches import Batches, array_kind, array_units, eval_order, rows
 from .data import ArrayData, batch_slices, epoch_order
-from .errors import CheckpointError, Terminated, TrainingError
+from .errors import Terminated, TrainingError
 from .protocol import Program
 from .registry import Registry
 from .result import FitResult  # also importable from here, as before
 from .spec import Spec
-from .state import clean_temporary, read_checkpoint, write_checkpoint
+from .state import clean_temporary, write_checkpoint
 
 
 class _RunningMean:
@@ -78,35 +79,8 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def trainer_info(self) -> dict[str, Any]:
-        """What `trainer.json` records: where to resume (a finished epoch resumes at the next)."""
-        epoch, batch = self.epoch, self.batch_in_epoch
-        if self.steps_per_epoch and batch >= self.steps_per_epoch:
-            epoch, batch = epoch + 1, 0
-        return {
-            "epoch": epoch,
-            "batch_in_epoch": batch,
-            "global_step": self.global_step,
-            "skipped_steps": self.skipped_steps,
-            "seed": self.spec.seed,
-            "data_order_seed": self.spec.seed,
-            "history": self.history,
-            "spec": self.spec.to_dict(),
-            "backend": self.backend,
-            "versions": self.versions,
-            "callbacks": {
-                key: callback.state_dict() for key, callback in self._stateful_callbacks().items()
-            },
-        }
-
-    def _stateful_callbacks(self) -> dict[str, Any]:
-        """Registered callbacks whose state goes into checkpoints, by `state_key` (or class name)."""
-        found = {}
-        for plugin in self.registry.pm.get_plugins():
-            if callable(getattr(plugin, "state_dict", None)) and callable(
-                getattr(plugin, "load_state_dict", None)
-            ):
-                found[getattr(plugin, "state_key", type(plugin).__name__)] = plugin
-        return found
+        """What `trainer.json` records (`resume.loop_record`)."""
+        return resume.loop_record(self)
 
     def save_checkpoint(self) -> Path | None:
         """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`.
@@ -132,28 +106,8 @@ class Trainer:
         return path
 
     def restore(self, path: Path) -> None:
-        """Loads a checkpoint into the program and the loop position; fires `on_checkpoint(stage="load")`."""
-        state, meta = read_checkpoint(path)
-        try:
-            self.program.set_state(state)
-        except CheckpointError:
-            raise
-        except Exception as err:
-            raise CheckpointError(
-                f"{path}: cannot load into the {self.backend} model: {err}"
-            ) from err
-        self.epoch, self.batch_in_epoch = (
-            int(meta.get("epoch", 0)),
-            int(meta.get("batch_in_epoch", 0)),
-        )
-        self.global_step = int(meta.get("global_step", state.step))
-        self.skipped_steps = int(meta.get("skipped_steps", 0))
-        self.history = list(meta.get("history", []))
-        stored = meta.get("callbacks", {})
-        for key, callback in self._stateful_callbacks().items():
-            if isinstance(stored.get(key), dict):
-                callback.load_state_dict(stored[key])
-        self.hook.on_checkpoint(trainer=self, stage="load", path=Path(path))
+        """Loads a checkpoint into the program and the loop position (`resume.restore`)."""
+        resume.restore(self, path)
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -93,7 +93,11 @@ def test_plugin_declares_backend() -> None:
     caps = backend.capabilities()
     assert {"Dense", "Conv2D", "MultiHeadSelfAttention", "Residual", "Sequential"} <= caps.layers
     assert caps.precisions == {"32", "64", "16-mixed", "bf16-mixed", "bf16-true"}
-    assert caps.accelerators == {"cpu", "cuda", "mps", "tpu"} and caps.strategies == {"auto", "ddp", "fsdp"}
+    assert caps.accelerators == {"cpu", "cuda", "mps", "tpu"} and caps.strategies == {
+        "auto",
+        "ddp",
+        "fsdp",
+    }
     assert caps.compile and caps.native_models and not caps.steps_per_execution
     assert backend.accelerators_found()[0] == "cpu"
 
