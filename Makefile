@@ -44,6 +44,12 @@ bench: $(STAMP)
 	$(PY) -m pip install -c constraints.txt -e '.[bench]'
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
+# crosstrain vs a hand-written AMP loop on a CUDA GPU (exits 2 without one); report in
+# benchmarks/results/gpu-<date>-<gpu>.md/.json. GPU_BENCH_ARGS e.g. `--repeats 5 --compile off`.
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(PY) -m benchmarks.gpu_throughput $(GPU_BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core backends plugins conformance tests benchmarks
 	$(VENV)/bin/ruff format --check core backends plugins conformance tests benchmarks

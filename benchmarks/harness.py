@@ -83,9 +83,15 @@ def thread_env(threads: int) -> dict[str, str]:
     }
 
 
-def launch(config: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """One configuration in a fresh Python process; its JSON line, or `error` with the reason."""
-    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(config)]
+def launch(
+    config: dict[str, Any],
+    env: dict[str, str],
+    timeout: float,
+    worker: tuple[str, ...] = ("benchmarks.worker",),
+) -> dict[str, Any]:
+    """One configuration in a fresh Python process (`python -m WORKER... CONFIG_JSON`); the last
+    JSON line it prints, or `error` with the reason."""
+    command = [sys.executable, "-m", *worker, json.dumps(config)]
     try:
         done = subprocess.run(
             command,
