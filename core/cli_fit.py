@@ -204,7 +204,7 @@ def configure_fit(parser: argparse.ArgumentParser, training: bool = True) -> Non
     parser.add_argument(
         "--strategy",
         metavar="S",
-        help="auto or ddp (sets trainer.strategy; with --devices N, N processes through torchrun)",
+        help="auto, ddp or fsdp (sets trainer.strategy; with --devices N, N processes through torchrun)",
     )
     parser.add_argument("--max-epochs", type=int, metavar="N", help="sets trainer.max_epochs")
     parser.add_argument(
