@@ -6,6 +6,10 @@ tests/backends/test_jax_layers.py and, once per Keras engine, by test_keras_engi
 
 from __future__ import annotations
 
+import crosstrain as ct
+import numpy as np
+from crosstrain.model import param_specs
+
 LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
     "dense": ([7], [{"type": "Dense", "units": 5, "activation": "tanh"}]),
     "dense_no_bias_gelu": (
@@ -102,3 +106,24 @@ LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
     ),
     "global_avg_pool_3d": ([2, 3, 4, 3], [{"type": "GlobalAvgPool"}]),
 }
+
+
+def random_state(spec: ct.Spec, seed: int = 1) -> ct.CanonicalState:
+    """Seeded parameters for the spec's model (moving variances kept positive)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, p in param_specs(spec.model).items():
+        value = rng.normal(0.0, 0.5, p.shape)
+        params[name] = (np.abs(value) + 0.5 if name.endswith("moving_variance") else value).astype(
+            np.float32
+        )
+    return ct.CanonicalState(params)
+
+
+def random_inputs(spec: ct.Spec, seed: int = 2, batch: int = 4) -> np.ndarray:
+    """A seeded batch for the spec's model: token ids for an Embedding model, else floats."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, *spec.model.input_shape)
+    if spec.model.resolved_input_dtype == "int64":
+        return rng.integers(0, spec.model.layers[0].vocab_size, shape)
+    return rng.normal(size=shape).astype(np.float32)

@@ -13,7 +13,7 @@ pytest.importorskip("flax")
 import crosstrain as ct
 from crosstrain.layers import Layer, ParamSpec
 from crosstrain.model import forward, param_specs
-from layer_cases import LAYER_CASES
+from layer_cases import LAYER_CASES, random_inputs, random_state
 
 CASES = {
     k: v
@@ -38,25 +38,6 @@ def _spec(name: str, lead: bool = False) -> ct.Spec:
     return ct.load_spec(data)
 
 
-def _random_state(spec: ct.Spec, seed: int = 1) -> ct.CanonicalState:
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, p in param_specs(spec.model).items():
-        value = rng.normal(0.0, 0.5, p.shape)
-        params[name] = (np.abs(value) + 0.5 if name.endswith("moving_variance") else value).astype(
-            np.float32
-        )
-    return ct.CanonicalState(params)
-
-
-def _inputs(spec: ct.Spec, seed: int = 2) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    shape = (BATCH, *spec.model.input_shape)
-    if spec.model.resolved_input_dtype == "int64":
-        return rng.integers(0, spec.model.layers[0].vocab_size, shape)
-    return rng.normal(size=shape).astype(np.float32)
-
-
 def _torch_or_skip() -> None:
     try:
         ct.build(_spec("dense"), backend="torch")
@@ -67,10 +48,10 @@ def _torch_or_skip() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_forward_matches_numpy_reference(case: str) -> None:
     spec = _spec(case)
-    state = _random_state(spec)
+    state = random_state(spec)
     program = ct.build(spec, backend="jax")
     program.set_state(state)
-    x = _inputs(spec)
+    x = random_inputs(spec)
     expected = forward(spec.model, state.params, x)
     np.testing.assert_allclose(program.predict_step((x, None)), expected, rtol=1e-5, atol=1e-6)
 
@@ -79,8 +60,8 @@ def test_forward_matches_numpy_reference(case: str) -> None:
 def test_forward_matches_torch(case: str) -> None:
     _torch_or_skip()
     spec = _spec(case, lead=True)
-    state = _random_state(spec)
-    x = _inputs(spec)
+    state = random_state(spec)
+    x = random_inputs(spec)
     outputs = []
     for backend in ("jax", "torch"):
         program = ct.build(spec, backend=backend)
@@ -103,8 +84,8 @@ def test_gradients_match_torch(case: str) -> None:
     """SGD with lr 1 from the same weights: `before - after` is the gradient; BatchNorm runs on batch statistics."""
     _torch_or_skip()
     spec = _spec(case, lead=True)
-    state = _random_state(spec)
-    x = _inputs(spec)
+    state = random_state(spec)
+    x = random_inputs(spec)
     out_shape = ct.build(spec, backend="jax").predict_step((x, None)).shape
     y = np.random.default_rng(3).normal(size=out_shape).astype(np.float32)
     (jax_state, jax_loss), (torch_state, torch_loss) = (
@@ -129,8 +110,8 @@ def test_gradients_match_torch(case: str) -> None:
 
 def test_batchnorm_training_statistics_follow_keras() -> None:
     spec = _spec("batchnorm")
-    state = _random_state(spec)
-    x = _inputs(spec)
+    state = random_state(spec)
+    x = random_inputs(spec)
     program = ct.build(spec, backend="jax")
     program.set_state(state)
     program.train_step((x, np.zeros((BATCH, 6, 4), np.float32)))
@@ -228,7 +209,7 @@ def test_plugin_layer_uses_its_jax_module(scale_layer: type[Layer]) -> None:
     )
     assert "JaxTestScale" in ct.get_registry().backend("jax").capabilities().layers
     program = ct.build(spec, backend="jax")
-    state = _random_state(spec)
+    state = random_state(spec)
     program.set_state(state)
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     np.testing.assert_allclose(

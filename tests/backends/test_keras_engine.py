@@ -18,7 +18,7 @@ import pytest
 from crosstrain.layers import Layer, ParamSpec
 from crosstrain.model import forward, output_shape, param_specs
 from crosstrain.optim import reference_step
-from layer_cases import LAYER_CASES
+from layer_cases import LAYER_CASES, random_inputs, random_state
 
 from tests.conftest import EXAMPLES
 
@@ -51,25 +51,6 @@ def _spec(case: str, lead: bool = False, **optimizer: object) -> ct.Spec:
             "trainer": QUIET,
         }
     )
-
-
-def _random_state(spec: ct.Spec, seed: int = 1) -> ct.CanonicalState:
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, p in param_specs(spec.model).items():
-        value = rng.normal(0.0, 0.5, p.shape)
-        params[name] = (np.abs(value) + 0.5 if name.endswith("moving_variance") else value).astype(
-            np.float32
-        )
-    return ct.CanonicalState(params)
-
-
-def _inputs(spec: ct.Spec, seed: int = 2) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    shape = (BATCH, *spec.model.input_shape)
-    if spec.model.resolved_input_dtype == "int64":
-        return rng.integers(0, spec.model.layers[0].vocab_size, shape)
-    return rng.normal(size=shape).astype(np.float32)
 
 
 def _torch_or_skip() -> None:
@@ -131,7 +112,7 @@ def test_layer_forward_matches_numpy_and_gradients_match_torch(case: str) -> Non
     statistics and updates its moving statistics). A shape-keeping Dense goes first so every
     layer of the case gets gradients."""
     spec = _spec(case, lead=True)
-    state, x = _random_state(spec), _inputs(spec)
+    state, x = random_state(spec), random_inputs(spec)
     program = ct.build(spec, backend=BACKEND)
     program.set_state(state)
     np.testing.assert_allclose(
@@ -168,7 +149,7 @@ def test_layer_forward_matches_numpy_and_gradients_match_torch(case: str) -> Non
 
 def test_batchnorm_moving_statistics_follow_keras() -> None:
     spec = _spec("batchnorm")
-    state, x = _random_state(spec), _inputs(spec)
+    state, x = random_state(spec), random_inputs(spec)
     program = ct.build(spec, backend=BACKEND)
     program.set_state(state)
     program.train_step((x, np.zeros((BATCH, 6, 4), np.float32)))
@@ -401,10 +382,10 @@ def test_export_writes_a_keras_file_that_loads_in_safe_mode(tmp_path) -> None:
 
     spec = _spec("mhsa_causal_in_residual", lead=True)
     program = ct.build(spec, backend=BACKEND)
-    program.set_state(_random_state(spec))
+    program.set_state(random_state(spec))
     path = program.export(tmp_path / "model.keras")
     loaded = keras.saving.load_model(path, safe_mode=True)
-    x = _inputs(spec)
+    x = random_inputs(spec)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x)), program.predict_step((x, None)), rtol=1e-6, atol=1e-6
     )
@@ -478,7 +459,7 @@ def test_plugin_layer_uses_its_keras_layer(scale_layer: type[Layer]) -> None:
     spec = ct.load_spec(data)
     assert "KerasTestScale" in ct.get_registry().backend("keras").capabilities().layers
     program = ct.build(spec, backend=BACKEND)
-    state = _random_state(spec)
+    state = random_state(spec)
     program.set_state(state)
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     expected = forward(spec.model, state.params, x)
