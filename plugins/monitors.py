@@ -139,17 +139,24 @@ class Timer(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         self.started = time.monotonic()
 
-    def _check(self, trainer: Any) -> None:
-        if self.elapsed() >= self.options.max_time:
+    def _check(self, trainer: Any, every_rank_here: bool) -> None:
+        expired = self.elapsed() >= self.options.max_time
+        agree = getattr(trainer.program, "any_rank", None)
+        if agree is not None and getattr(trainer.program, "world_size", 1) > 1:
+            # each rank reads its own clock: decide together, where every rank is at once
+            if not every_rank_here:
+                return
+            expired = agree(expired)
+        if expired:
             trainer.should_stop = True
 
-    def on_batch_end(self, trainer: Any, stage: str) -> None:
+    def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
         if stage == "train" and self.options.interval == "step":
-            self._check(trainer)
+            self._check(trainer, every_rank_here=logs is not None)  # a metric pull
 
     def on_epoch_end(self, trainer: Any, stage: str) -> None:
         if stage == "train":
-            self._check(trainer)
+            self._check(trainer, every_rank_here=True)
 
 
 class ThroughputOptions(BaseModel):

@@ -216,3 +216,35 @@ def test_ctrl_c_under_fsdp_stops_every_rank_at_one_step_and_saves(tmp_path: Path
     state, meta = read_checkpoint(saved)
     assert state.step == meta["global_step"] == int(saved.name.split("-")[1]) > 0
     assert sorted(state.params) == sorted(ct.fit(ct.load_spec(SPEC), run_dir=False).state.params)
+
+
+def test_timer_stops_every_ddp_rank_after_the_same_step(tmp_path: Path) -> None:
+    """Each rank reads its own clock; the `timer` callback decides at metric pulls through
+    `program.any_rank`, so both ranks stop after one step and the run ends cleanly."""
+    spec = {
+        **SPEC,
+        "trainer": {
+            **SPEC["trainer"],
+            "max_epochs": 100000,
+            "log_every_n_steps": 2,
+            "callbacks": [{"name": "timer", "max_time": 4}],
+        },
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
+    done = subprocess.run(
+        [*command, "--run-dir", "runs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stopped early" in done.stdout
+    saved = latest_checkpoint(next(tmp_path.glob("runs/*/*/checkpoints")))
+    state, meta = read_checkpoint(saved)
+    assert state.step == meta["global_step"] > 0
