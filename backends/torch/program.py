@@ -44,6 +44,7 @@ from .state import (
     set_rng_state,
     slots_to_canonical,
     trainable,
+    whole,
 )
 
 StepOutput = dict[str, Any]
@@ -271,7 +272,7 @@ class TorchProgram:
         self.step += 1
         outputs = self._outputs(loss, out, y, size)
         if self._grad_norm and norm is not None:
-            outputs["grad_norm"] = norm.detach()
+            outputs["grad_norm"] = whole(norm).detach()
         if skipped is not None:
             outputs["skipped"] = skipped
         if self._sync is not None:

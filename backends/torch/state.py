@@ -37,6 +37,11 @@ def _is_sharded(tensor: torch.Tensor) -> bool:
     return dtensors is not None and isinstance(tensor, dtensors.DTensor)
 
 
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: an FSDP DTensor gathered (a collective), anything else as it is."""
+    return tensor.full_tensor() if _is_sharded(tensor) else tensor
+
+
 def placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """`value` (a whole, unsharded tensor) laid out as `target`: the same dtype, and under FSDP
     this rank's shard of it (every rank holds the same whole value, so no communication)."""
@@ -55,9 +60,7 @@ def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
 
     An FSDP-sharded tensor is gathered whole first: a collective, every rank must call it.
     """
-    tensor = tensor.detach()
-    if _is_sharded(tensor):
-        tensor = tensor.full_tensor()
+    tensor = whole(tensor.detach())
     if layout in _TO_CANONICAL:
         tensor = tensor.permute(*_TO_CANONICAL[layout])
     if tensor.dtype in (torch.bfloat16, torch.float16):

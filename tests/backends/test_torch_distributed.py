@@ -45,7 +45,13 @@ SPEC = {
     "metrics": ["accuracy"],
     "optimizer": {"name": "adam", "lr": 0.01, "clip_norm": 1.0},
     "schedule": {"name": "cosine", "warmup_steps": 2},
-    "trainer": {"max_epochs": 2, "log_every_n_steps": 3, "progress": False, "accelerator": "cpu"},
+    "trainer": {
+        "max_epochs": 2,
+        "log_every_n_steps": 3,
+        "progress": False,
+        "accelerator": "cpu",
+        "callbacks": ["grad_norm"],
+    },
 }
 
 
@@ -169,6 +175,12 @@ def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path
     state, meta = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
     assert meta["global_step"] == 14
     assert_same_state(state, ddp_state)
+    for fsdp_row, ddp_row in zip(
+        epoch_rows(run_dir / "metrics.csv"), epoch_rows(ddp_run / "metrics.csv"), strict=True
+    ):  # the gradient norm of sharded gradients equals DDP's
+        assert float(fsdp_row["train_grad_norm"]) == pytest.approx(
+            float(ddp_row["train_grad_norm"]), rel=1e-5
+        )
 
     resumed_dir, _ = run_workers(
         tmp_path, "--strategy", "fsdp", "--max-epochs", "3", "--resume", str(ddp_checkpoint)
