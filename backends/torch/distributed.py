@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -169,5 +170,26 @@ def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:
 
 
 def launch(devices: int, argv: Sequence[str]) -> int:
-    """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status."""
-    return subprocess.call(torchrun_command(devices, argv))
+    """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status.
+
+    torchrun runs in a session of its own and this process forwards SIGINT and SIGTERM to it
+    once, so Ctrl-C in a terminal and `kill <pid>` of this launcher both reach every worker
+    exactly once (a second signal would abort the workers without an interrupt checkpoint).
+    After a signal the status is 128 + its number (130 for SIGINT, 143 for SIGTERM).
+    """
+    process = subprocess.Popen(torchrun_command(devices, argv), start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        process.send_signal(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, forward) for signum in handled}
+    try:
+        status = process.wait()
+        # torchrun itself exits 1 on a signal; report it the shell's way (130, 143)
+        return 128 + received[0] if received else status
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -192,10 +192,16 @@ def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path
     assert_same_state(resumed, single.state)
 
 
-def test_ctrl_c_under_fsdp_stops_every_rank_at_one_step_and_saves(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal signals the whole process group (launcher, torchrun, both ranks).
-    The ranks agree at a metric pull, stop after the same step, gather the shards together and
-    rank 0 writes one checkpoint; the exit status is 130 and nothing hangs."""
+@pytest.mark.parametrize(
+    ("to_group", "signum", "status"), [(True, signal.SIGINT, 130), (False, signal.SIGTERM, 143)]
+)
+def test_a_signal_under_fsdp_stops_every_rank_at_one_step_and_saves(
+    tmp_path: Path, to_group: bool, signum: int, status: int
+) -> None:
+    """Ctrl-C in a terminal signals the launcher's process group; `kill PID` only the launcher.
+    Either way the launcher forwards it once to torchrun, the ranks agree at a metric pull,
+    stop after the same step, gather the shards together and rank 0 writes one checkpoint;
+    the exit status is 130 (SIGINT) or 143 (SIGTERM) and nothing hangs."""
     spec = {**SPEC, "trainer": {**SPEC["trainer"], "max_epochs": 100000, "log_every_n_steps": 2}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -217,12 +223,15 @@ def test_ctrl_c_under_fsdp_stops_every_rank_at_one_step_and_saves(tmp_path: Path
         while not list(tmp_path.glob("runs/*/*/checkpoints/step-*")):
             assert worker.poll() is None and time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.2)
-        os.killpg(worker.pid, signal.SIGINT)
+        if to_group:
+            os.killpg(worker.pid, signum)
+        else:
+            os.kill(worker.pid, signum)
         out, _ = worker.communicate(timeout=60)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
-    assert worker.returncode == 130, out[-3000:]
+    assert worker.returncode == status, out[-3000:]
     assert out.count("interrupted: saved") == 1, out[-3000:]
     saved = latest_checkpoint(next(tmp_path.glob("runs/*/*/checkpoints")))
     state, meta = read_checkpoint(saved)
