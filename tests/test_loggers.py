@@ -8,6 +8,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -154,6 +155,8 @@ def wandb_records(path: Path) -> list:
             position += block - position % block
             continue
         _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if position + 7 + length > len(data):  # a chunk still being written
+            break
         chunk = data[position + 7 : position + 7 + length]
         position += 7 + length
         pending += chunk
@@ -173,8 +176,13 @@ def test_wandb_offline_run_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")  # offline without an API key
     (log,) = run_dir.glob("run-*.wandb")
-    records = wandb_records(log)
-    kinds = [r.WhichOneof("record_type") for r in records]
+    deadline = time.monotonic() + 60
+    while True:  # W&B's service may still be writing the log when `finish` has returned
+        records = wandb_records(log)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run.project == "tiny" and run.display_name == tmp_path.name
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
