@@ -16,7 +16,7 @@ native epoch run right after it (for `fit`, from its `on_epoch_end` hook, outsid
 span). The ratio is the median over those pairs; the µs/step columns are each side's best
 epoch. Compiling epochs are not timed.
 
-Run: `python benchmarks/jax_vs_native.py` (add `--quick` for a short check). Writes the table
+Run: `python -m benchmarks.jax_vs_native` (add `--quick` for a short check). Writes the table
 to stdout, `benchmarks/results/jax.md` and `benchmarks/results/jax.json`.
 """
 
@@ -36,6 +36,8 @@ import numpy as np
 import optax
 from crosstrain.data import epoch_order
 from crosstrain.model import init_params
+
+from .paired import fit_pairs, mlp_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PULL_EVERY = 50
@@ -146,42 +148,24 @@ class Program(_Loop):
         self.program.metrics_to_host(pending)
 
 
-class _Paired(ct.Callback):
-    """Times each training epoch of a fit and runs one native epoch after it."""
-
-    def __init__(self, native: Native) -> None:
-        self.native, self.pairs, self._start = native, [], 0.0
-
-    def on_epoch_start(self, stage: str) -> None:
-        if stage == "train":
-            self._start = time.perf_counter()
-
-    def on_epoch_end(self, stage: str) -> None:
-        if stage == "train":
-            elapsed = time.perf_counter() - self._start
-            self.pairs.append((self.native.run_epoch(), elapsed))
-
-
 def measure(name: str, config: dict[str, Any], epochs: int) -> dict[str, Any]:
     sizes, batch, steps = config["sizes"], config["batch"], config["steps_per_epoch"]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, sizes[0])).astype(np.float32)
-    y = rng.integers(0, sizes[-1], batch * steps)
+    x, y = mlp_data(config)
     native = Native(make_spec(sizes, batch, epochs), x, y)
     program = Program(make_spec(sizes, batch, epochs), x, y)
     pairs: dict[str, list[tuple[float, float]]] = {"program": []}
     for _ in range(epochs):
         pairs["program"].append((native.run_epoch(), program.run_epoch()))
-    for variant, k in (("fit", 1), ("fit K=10", 10)):
-        timer = _Paired(native)
-        ct.fit(
+    pairs |= fit_pairs(
+        native,
+        lambda k, timer: ct.fit(
             make_spec(sizes, batch, epochs + 1, k),
             backend="jax",
             data=(x, y),
             run_dir=False,
             callbacks=[timer],
-        )
-        pairs[variant] = timer.pairs[1:]
+        ),
+    )
     native_best = min(n for runs in pairs.values() for n, _ in runs)
     return {
         "config": name,

@@ -13,7 +13,7 @@ Each timed crosstrain epoch is paired with one `model.fit` epoch run right after
 fit's `on_epoch_end` hook, outside the timed span); the ratio is the median over the pairs, the
 µs/step columns are each side's best epoch. Compiling epochs are not timed.
 
-Run: `python benchmarks/keras_vs_native.py` (add `--quick` for a short check, `--engines jax`
+Run: `python -m benchmarks.keras_vs_native` (add `--quick` for a short check, `--engines jax`
 to pick engines). Each engine runs in its own process (Keras holds one engine per process).
 Writes the table to stdout, `benchmarks/results/keras.md` and `benchmarks/results/keras.json`.
 """
@@ -99,30 +99,21 @@ def measure(engine: str, name: str, config: dict[str, Any], epochs: int) -> dict
     """Paired epochs of crosstrain fit (K=1 and K=10) and Keras fit for one MLP size."""
     import crosstrain as ct
 
-    class Paired(ct.Callback):
-        def __init__(self, native: KerasFit) -> None:
-            self.native, self.pairs, self._start = native, [], 0.0
-
-        def on_epoch_start(self, stage: str) -> None:
-            if stage == "train":
-                self._start = time.perf_counter()
-
-        def on_epoch_end(self, stage: str) -> None:
-            if stage == "train":
-                elapsed = time.perf_counter() - self._start
-                self.pairs.append((self.native.run_epoch(), elapsed))
+    from .paired import fit_pairs, mlp_data
 
     sizes, batch, steps = config["sizes"], config["batch"], config["steps_per_epoch"]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, sizes[0])).astype(np.float32)
-    y = rng.integers(0, sizes[-1], batch * steps)
+    x, y = mlp_data(config)
     native = KerasFit(sizes, batch, x, y)
-    pairs: dict[str, list[tuple[float, float]]] = {}
-    for variant, k in (("fit", 1), ("fit K=10", 10)):
-        timer = Paired(native)
-        spec = make_spec(sizes, batch, epochs + 1, k)
-        ct.fit(spec, backend=f"keras:{engine}", data=(x, y), run_dir=False, callbacks=[timer])
-        pairs[variant] = timer.pairs[1:]
+    pairs = fit_pairs(
+        native,
+        lambda k, timer: ct.fit(
+            make_spec(sizes, batch, epochs + 1, k),
+            backend=f"keras:{engine}",
+            data=(x, y),
+            run_dir=False,
+            callbacks=[timer],
+        ),
+    )
     native_best = min(n for runs in pairs.values() for n, _ in runs)
     return {
         "engine": engine,
@@ -180,11 +171,14 @@ def main() -> None:
         return
     rows = []
     for engine in args.engines.split(","):
-        command = [sys.executable, __file__, "--worker", engine, "--epochs", str(args.epochs)] + (
-            ["--quick"] if args.quick else []
-        )
+        command = [sys.executable, "-m", "benchmarks.keras_vs_native", "--worker", engine]
+        command += ["--epochs", str(args.epochs)] + (["--quick"] if args.quick else [])
         done = subprocess.run(
-            command, env={**os.environ, "KERAS_BACKEND": engine}, capture_output=True, text=True
+            command,
+            env={**os.environ, "KERAS_BACKEND": engine},
+            cwd=RESULTS.parent.parent,
+            capture_output=True,
+            text=True,
         )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if done.returncode or line is None:

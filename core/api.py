@@ -14,7 +14,7 @@ import yaml
 from .batches import Batches, check_streams
 from .errors import CheckpointError, CrosstrainError, PluginError
 from .protocol import Program, RunEnv
-from .registry import Registry, get_registry
+from .registry import Registry, get_registry, package_version
 from .resolve import load_data
 from .spec import Spec, load_spec
 from .state import checkpoint_step, latest_checkpoint, list_checkpoints
@@ -244,7 +244,10 @@ def fit(
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
     trainer.schedule_steps = env.extras["total_steps"]
-    trainer.versions = {"crosstrain": _version(), name.split(":")[0]: backend_obj.version()}
+    trainer.versions = {
+        "crosstrain": package_version("crosstrain") or "unknown",
+        name.split(":")[0]: backend_obj.version(),
+    }
     quiet = process_rank(spec_obj) != 0
     callback_spec = _quiet(spec_obj, program) if quiet else spec_obj
     with _Callbacks(registry, callback_spec, directory, list(callbacks)):
@@ -306,12 +309,3 @@ def predict(
         train, val = load_data(trainer.spec)
         x = train.x if val is None else np.concatenate([train.x, val.x])
     return trainer.predict(np.asarray(x))
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("crosstrain")
-    except PackageNotFoundError:
-        return "unknown"

@@ -45,3 +45,22 @@ BUILTIN_METRICS = {
     "mse": mse,
     "mae": mae,
 }
+
+
+def weighted_means(
+    reports: Any, metric_names: list[str], train_names: list[str] | None = None
+) -> dict[str, float]:
+    """Host step reports `[rows, value, ...]` (one row per step) → means weighted by rows.
+
+    The values are named `metric_names`, or `train_names` when a report carries one value more
+    (train steps that also report `grad_norm`, last).
+    """
+    import numpy as np
+
+    table = np.asarray(reports, np.float64)
+    rows = table[:, 0]
+    means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
+    names = metric_names
+    if train_names and table.shape[1] == len(train_names) + 1:
+        names = train_names
+    return {name: float(v) for name, v in zip(names, means, strict=True)}

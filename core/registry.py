@@ -39,6 +39,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "crosstrain"
 
 
+def package_version(distribution: str) -> str | None:
+    """An installed distribution's version from its metadata (no import), or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 class NameTable(Generic[T]):
     """Named entries of one kind (layers, losses, ...), with helpful lookup errors."""
 

@@ -48,7 +48,8 @@ class Trainer:
     the backend's lr schedule was built with), `should_stop` (set it in `on_epoch_end` to end the
     fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
     `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
-    signal interrupted a step: the state may be half-updated and is not saved).
+    signal interrupted a step: the state may be half-updated and is not saved), `any_rank`
+    (`program.any_rank` when several processes run the fit, else None: a flag or'ed over ranks).
     """
 
     def __init__(
@@ -73,6 +74,8 @@ class Trainer:
         self._device_data: dict[int, Any] = {}
         self.aborted = False
         self._halt = False
+        several = getattr(program, "world_size", 1) > 1
+        self.any_rank = getattr(program, "any_rank", None) if several else None
         self.samples_seen = 0
         self.schedule_steps: int | None = None
 
@@ -275,11 +278,10 @@ class Trainer:
         several ranks decide together at metric pulls (`program.any_rank`, one tiny all-reduce
         where the pull syncs anyway), so all stop after the same step and save one state."""
         if not self._halt:
-            agree = getattr(self.program, "any_rank", None)
-            if getattr(self.program, "world_size", 1) == 1 or agree is None:
+            if self.any_rank is None:
                 self._halt = bool(self.interrupted)
             elif pulled:
-                self._halt = agree(bool(self.interrupted))
+                self._halt = self.any_rank(bool(self.interrupted))
         return self._halt
 
     def _on_signal(self, signum: int, frame: Any) -> None:

@@ -141,12 +141,11 @@ class Timer(Callback):
 
     def _check(self, trainer: Any, every_rank_here: bool) -> None:
         expired = self.elapsed() >= self.options.max_time
-        agree = getattr(trainer.program, "any_rank", None)
-        if agree is not None and getattr(trainer.program, "world_size", 1) > 1:
+        if trainer.any_rank is not None:
             # each rank reads its own clock: decide together, where every rank is at once
             if not every_rank_here:
                 return
-            expired = agree(expired)
+            expired = trainer.any_rank(expired)
         if expired:
             trainer.should_stop = True
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
 from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.registry import package_version
 
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
@@ -64,10 +64,7 @@ class JaxBackend:
 
     def version(self) -> str | None:
         """jax's version from package metadata."""
-        try:
-            return version("jax")
-        except PackageNotFoundError:
-            return None
+        return package_version("jax")
 
     def capabilities(self) -> Capabilities:
         """Declared support: every built-in layer, fp32 and bf16-mixed, CPU/CUDA/TPU, fused steps."""

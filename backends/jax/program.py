@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.errors import CrosstrainError
+from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
 from crosstrain.resolve import metric_functions, resolve_function
@@ -281,13 +282,8 @@ class JaxProgram:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
         if not outputs:
             return {}
-        table = np.asarray(jax.device_get(self._gather(*outputs)), np.float64)
-        rows = table[:, 0]
-        means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
-        names = self.metric_names
-        if self._train_names and table.shape[1] == len(self._train_names) + 1:
-            names = self._train_names  # train reports carry `grad_norm` last
-        return {name: float(v) for name, v in zip(names, means, strict=True)}
+        reports = jax.device_get(self._gather(*outputs))
+        return weighted_means(reports, self.metric_names, self._train_names)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
 from crosstrain.layers import BUILTIN_LAYERS
 from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.registry import package_version
 
 from .device import ENGINES, PRECISIONS, engine_available, engine_of
 
@@ -57,10 +57,7 @@ class KerasBackend:
 
     def version(self) -> str | None:
         """keras's version from package metadata."""
-        try:
-            return version("keras")
-        except PackageNotFoundError:
-            return None
+        return package_version("keras")
 
     def engines(self) -> dict[str, bool]:
         """Each engine and whether it is installed (no import)."""

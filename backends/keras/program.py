@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
 from crosstrain.protocol import RunEnv
 from crosstrain.resolve import metric_functions, resolve_function
@@ -134,13 +135,7 @@ class KerasProgram:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
         if not outputs:
             return {}
-        table = np.asarray(self._steps.to_host(outputs), np.float64)
-        rows = table[:, 0]
-        means = (table[:, 1:] * rows[:, None]).sum(axis=0) / rows.sum()
-        names = self.metric_names
-        if self._train_names and table.shape[1] == len(self._train_names) + 1:
-            names = self._train_names  # train reports carry `grad_norm` last
-        return {name: float(v) for name, v in zip(names, means, strict=True)}
+        return weighted_means(self._steps.to_host(outputs), self.metric_names, self._train_names)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@ and `accelerators_found`."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
 from crosstrain.layers import BUILTIN_LAYERS
 from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.registry import package_version
 
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
@@ -53,10 +53,7 @@ class TorchBackend:
 
     def version(self) -> str | None:
         """torch's version from package metadata."""
-        try:
-            return importlib.metadata.version("torch")
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return package_version("torch")
 
     def capabilities(self) -> Capabilities:
         """Every built-in layer (and plugin layers with `torch_module`), five precisions, four
