@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
@@ -37,6 +38,7 @@ from .spec import Spec
 from .summary import format_table, summary
 
 EXIT_ERROR = 2
+WORKER_ENV = "CROSSTRAIN_LAUNCHED_WORKER"
 EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -347,5 +349,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def end_worker(status: int) -> None:
+    """Ends a worker process that crosstrain's own launcher started (`WORKER_ENV` is set).
+
+    The atexit handlers run while the interpreter is whole (the torch backend leaves its process
+    group there), the output is flushed, and the process ends without interpreter finalization:
+    collective libraries' C++ threads racing the teardown of Python objects there can abort a
+    finished worker (gloo on PyTorch), failing a run whose checkpoints are already written.
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_status = main()
+    if os.environ.get(WORKER_ENV):
+        end_worker(exit_status)
+    raise SystemExit(exit_status)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from crosstrain.cli import WORKER_ENV
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
 
 BACKEND = "torch"
@@ -169,15 +170,30 @@ def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:
     ]
 
 
+def _terminate_with_parent() -> None:
+    """In the forked torchrun, before exec: ask Linux for SIGTERM when the launcher dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def launch(devices: int, argv: Sequence[str]) -> int:
     """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status.
 
     torchrun runs in a session of its own and this process forwards SIGINT and SIGTERM to it
     once, so Ctrl-C in a terminal and `kill <pid>` of this launcher both reach every worker
     exactly once (a second signal would abort the workers without an interrupt checkpoint).
-    After a signal the status is 128 + its number (130 for SIGINT, 143 for SIGTERM).
+    After a signal the status is 128 + its number (130 for SIGINT, 143 for SIGTERM). On Linux
+    torchrun also receives SIGTERM when this launcher dies without forwarding anything
+    (SIGKILL, OOM killer), so the workers still save an interrupt checkpoint and stop.
     """
-    process = subprocess.Popen(torchrun_command(devices, argv), start_new_session=True)
+    process = subprocess.Popen(
+        torchrun_command(devices, argv),
+        env={**os.environ, WORKER_ENV: "1"},
+        start_new_session=True,
+        preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+    )
     received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:

@@ -193,13 +193,16 @@ def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("to_group", "signum", "status"), [(True, signal.SIGINT, 130), (False, signal.SIGTERM, 143)]
+    ("to_group", "signum", "status"),
+    [(True, signal.SIGINT, 130), (False, signal.SIGTERM, 143), (False, signal.SIGKILL, -9)],
 )
 def test_a_signal_under_fsdp_stops_every_rank_at_one_step_and_saves(
     tmp_path: Path, to_group: bool, signum: int, status: int
 ) -> None:
     """Ctrl-C in a terminal signals the launcher's process group; `kill PID` only the launcher.
-    Either way the launcher forwards it once to torchrun, the ranks agree at a metric pull,
+    Either way the launcher forwards it once to torchrun (a SIGKILLed launcher cannot: Linux
+    sends torchrun SIGTERM as it dies, and the workers outlive it only long enough to save; the
+    output pipe closes when the last one exits), the ranks agree at a metric pull,
     stop after the same step, gather the shards together and rank 0 writes one checkpoint;
     the exit status is 130 (SIGINT) or 143 (SIGTERM) and nothing hangs."""
     spec = {**SPEC, "trainer": {**SPEC["trainer"], "max_epochs": 100000, "log_every_n_steps": 2}}
