@@ -86,11 +86,14 @@ def build(
 
 def process_rank(spec: Spec) -> int:
     """This process's rank in a multi-process run: the launcher's `RANK` (torchrun) when it
-    started several processes, else `SLURM_PROCID` when the spec asks for a strategy or several
-    devices; 0 otherwise. Only rank 0 writes files."""
+    started several processes, else `SLURM_PROCID` when SLURM started several tasks with a
+    `MASTER_ADDR` (the torch backend joins them into one process group then) or the spec asks
+    for a strategy or several devices; 0 otherwise. Only rank 0 writes files."""
     env = os.environ
     if "RANK" in env and int(env.get("WORLD_SIZE", "1")) > 1:
         return int(env["RANK"])
+    if "SLURM_PROCID" in env and "MASTER_ADDR" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"])
     if spec.trainer.strategy == "auto" and spec.trainer.devices == 1:
         return 0
     return int(env.get("RANK", env.get("SLURM_PROCID", "0")))

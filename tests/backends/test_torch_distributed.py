@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,14 +110,20 @@ def epoch_rows(path: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(handle) if row["stage"] == "epoch"]
 
 
+def worker_env() -> dict[str, str]:
+    """This environment without any launcher's variables, one OpenMP thread per worker."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "CROSSTRAIN_LAUNCHED_WORKER"):
+        env.pop(name, None)
+    return env
+
+
 def run_workers(tmp_path: Path, *flags: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """`crosstrain fit spec.yaml --devices 2 FLAGS` in `tmp_path`; the run directory it made."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC), encoding="utf-8")
     runs = tmp_path / "runs"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
-        env.pop(name, None)
+    env = worker_env()
     command = [sys.executable, "-m", "crosstrain.cli", "fit", str(spec_file)]
     command += ["--devices", "2", "--run-dir", str(runs), *flags]
     done = subprocess.run(
@@ -192,6 +199,83 @@ def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path
     assert_same_state(resumed, single.state)
 
 
+USER_SCRIPT = """
+import os
+import sys
+import crosstrain as ct
+
+result = ct.fit(sys.argv[1], backend="torch", run_dir=sys.argv[2])
+print(f"rank {os.environ['RANK']} finished at step {result.state.step}")
+"""
+
+
+def test_a_script_under_the_users_own_torchrun_equals_the_cli_run(
+    ddp_run: Path, tmp_path: Path
+) -> None:
+    """`torchrun --nproc_per_node 2 train.py` where train.py calls `crosstrain.fit`: the
+    process group comes from torchrun's variables, nothing is launched twice, only rank 0
+    writes, and the run ends at the state of `crosstrain fit --devices 2`."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    (tmp_path / "train.py").write_text(USER_SCRIPT, encoding="utf-8")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", "train.py", "spec.yaml", "runs/mine"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rank 0 finished at step 14" in done.stdout
+    assert "rank 1 finished at step 14" in done.stdout
+    assert done.stdout.count("final metrics:") == 0  # the Python API prints no report
+    saved = {p.name for p in (tmp_path / "runs/mine/checkpoints").iterdir()}
+    assert saved == {"step-7", "step-14"}  # one per epoch, written once
+    state, _ = read_checkpoint(tmp_path / "runs/mine/checkpoints/step-14")
+    ddp_state, _ = read_checkpoint(latest_checkpoint(ddp_run / "checkpoints"))
+    assert_same_state(state, ddp_state)
+
+
+def test_slurm_tasks_form_the_process_group(ddp_run: Path, tmp_path: Path) -> None:
+    """Two processes started the way `srun --ntasks 2` starts them (SLURM_PROCID/NTASKS/LOCALID
+    with MASTER_ADDR/MASTER_PORT from the job script, no torchrun): `crosstrain fit` joins them
+    into one DDP run instead of launching, and rank 0 alone writes the DDP run's state."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--run-dir", "runs"]
+    tasks = []
+    for rank in (0, 1):
+        env = worker_env() | {
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NTASKS": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        tasks.append(
+            subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
+    outputs = [task.communicate(timeout=300)[0].decode() for task in tasks]
+    for task, out in zip(tasks, outputs, strict=True):
+        assert task.returncode == 0, out[-3000:]
+    assert outputs[0].count("final metrics:") == 1 and "final metrics:" not in outputs[1]
+    (run_dir,) = (tmp_path / "runs/ddp-parity").iterdir()
+    state, _ = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    ddp_state, _ = read_checkpoint(latest_checkpoint(ddp_run / "checkpoints"))
+    assert_same_state(state, ddp_state)
+
+
+def test_compiled_fsdp_equals_ddp(ddp_run: Path, tmp_path: Path) -> None:
+    """`trainer.compile: true` under FSDP2: the sharded model's forward and loss run
+    through torch.compile and the run ends at the DDP run's state (rtol 1e-5)."""
+    ddp_state, _ = read_checkpoint(latest_checkpoint(ddp_run / "checkpoints"))
+    run_dir, _ = run_workers(tmp_path, "--strategy", "fsdp", "--set", "trainer.compile=true")
+    state, meta = read_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    assert meta["global_step"] == 14
+    assert_same_state(state, ddp_state)
+
+
 @pytest.mark.parametrize(
     ("to_group", "signum", "status"),
     [(True, signal.SIGINT, 130), (False, signal.SIGTERM, 143), (False, signal.SIGKILL, -9)],
@@ -207,9 +291,7 @@ def test_a_signal_under_fsdp_stops_every_rank_at_one_step_and_saves(
     the exit status is 130 (SIGINT) or 143 (SIGTERM) and nothing hangs."""
     spec = {**SPEC, "trainer": {**SPEC["trainer"], "max_epochs": 100000, "log_every_n_steps": 2}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
-        env.pop(name, None)
+    env = worker_env()
     command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
     command += ["--strategy", "fsdp", "--run-dir", "runs"]
     worker = subprocess.Popen(
@@ -255,9 +337,7 @@ def test_timer_stops_every_ddp_rank_after_the_same_step(tmp_path: Path) -> None:
         },
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
-        env.pop(name, None)
+    env = worker_env()
     command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
     done = subprocess.run(
         [*command, "--run-dir", "runs"],
