@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .batches import Batches, check_streams
+from .batches import Batches, as_inputs, check_streams
 from .errors import CheckpointError, CrosstrainError, PluginError
 from .protocol import Program, RunEnv
 from .registry import Registry, get_registry, package_version
@@ -306,9 +306,11 @@ def predict(
     *,
     spec: Any = None,
 ) -> np.ndarray:
-    """Model outputs of a checkpoint for inputs `x` (default: every input of `spec.data`)."""
+    """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
+    whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
+    DataLoader, tf.data, grain...); default every input of `spec.data`."""
     trainer = _load_for_inference(target, checkpoint, backend, spec)
     if x is None:
         train, val = load_data(trainer.spec)
         x = train.x if val is None else np.concatenate([train.x, val.x])
-    return trainer.predict(np.asarray(x))
+    return trainer.predict(as_inputs(x, "predict data", trainer.spec))

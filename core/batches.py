@@ -166,6 +166,23 @@ class Batches:
         if self.length is None:
             self.length = count
 
+    def inputs(self, kind: str) -> Iterator[Any]:
+        """The inputs of one pass for prediction, converted for `kind`: a batch may be the bare
+        input array, an `(x, ...)` tuple or a dict with an input key (targets are ignored)."""
+        for index, raw in enumerate(self.source):
+            if isinstance(raw, dict):
+                keys = [self.x_key] if self.x_key else [x for x, _ in BATCH_KEYS]
+                found = next((key for key in keys if key in raw), None)
+                if found is None:
+                    raise DataError(
+                        f"{self.where}: batch {index} is a dict with keys {sorted(raw)}; expected "
+                        f"one of {keys} (name another with Batches(data, x_key=...))"
+                    )
+                raw = raw[found]
+            elif isinstance(raw, (tuple, list)):
+                raw = raw[0]
+            yield self._convert(raw, kind)
+
 
 def rows(array: Any) -> int:
     """The number of samples in a batch array (its leading axis)."""
@@ -210,6 +227,16 @@ def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
     if data.length == 0:
         raise DataError(f"{where}: the data has no batch (len() is 0)")
     return data
+
+
+def as_inputs(data: Any, where: str, spec: Spec) -> Batches | np.ndarray:
+    """Prediction inputs: an array as is; a loader, iterable or list of batch arrays as a
+    `Batches` stream (a list of two arrays is two batches here, not an `(x, y)` pair)."""
+    if isinstance(data, np.ndarray):
+        return data
+    if isinstance(data, (tuple, list)) and all(hasattr(part, "shape") for part in data):
+        data = Batches(list(data))
+    return as_batches(data, where, spec) or np.asarray(data)
 
 
 def _length(data: Any) -> int | None:

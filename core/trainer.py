@@ -387,14 +387,16 @@ class Trainer:
             raise
         return metrics
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Model outputs for every row of `x`, in order."""
+    def predict(self, x: np.ndarray | Batches) -> np.ndarray:
+        """Model outputs for every row of `x` (arrays, or the inputs of a stream), in order."""
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        if isinstance(x, Batches):
+            inputs = x.inputs(array_kind(self.program))
+        else:
+            inputs = (x[i : i + size] for i in range(0, len(x), size))
         try:
             self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
-            outputs = [
-                self.program.predict_step((x[i : i + size], None)) for i in range(0, len(x), size)
-            ]
+            outputs = [self.program.predict_step((chunk, None)) for chunk in inputs]
             self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         except BaseException as exc:
             self.notify_exception(exc)

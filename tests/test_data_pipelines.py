@@ -163,6 +163,27 @@ def test_resume_mid_epoch_skips_the_batches_already_run(arrays, tmp_path):
     assert streamed == pytest.approx(ct.evaluate(spec, tmp_path, backend="torch", data=(x, y)))
 
 
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_predict_reads_the_inputs_of_a_loader_in_order(arrays, tmp_path, backend):
+    """Batches of bare inputs, `(x,)` tuples (a DataLoader over TensorDataset(x)) or dicts
+    without targets predict the same rows as the array, in order."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = arrays
+    spec = stream_spec(max_epochs=1)
+    ct.fit(spec, backend=backend, data=(x, y), run_dir=tmp_path)
+    expected = ct.predict(spec, tmp_path, x=x, backend=backend)
+    assert expected.shape == (len(x), 3)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=20)
+    dicts = ({"image": x[i : i + 40], "id": i} for i in range(0, len(x), 40))
+    for stream in (loader, [x[:50], x[50:]], ct.Batches(dicts, x_key="image")):
+        got = ct.predict(spec, tmp_path, x=stream, backend=backend)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="predict data: batch 0 is a dict with keys"):
+        ct.predict(spec, tmp_path, x=[{"pixels": x}], backend=backend)
+
+
 def test_npy_source_with_a_targets_file_or_a_target_column(tmp_path, arrays):
     x, y = arrays
     np.save(tmp_path / "x.npy", x)
