@@ -97,6 +97,7 @@ class Batches:
         self.source, self.x_key, self.y_key = source, x_key, y_key
         self.length = steps_per_epoch
         self.where = "data"
+        self.spec: Spec | None = None
         self.one_shot = isinstance(source, Iterator)
         self._adapters: list[DataAdapter] = []
         self._converters: dict[tuple[type, str], Callable[[Any], Any]] = {}
@@ -159,6 +160,7 @@ class Batches:
         for raw in self.source:
             if count >= start:
                 x, y = self._split(raw, count)
+                check_input_shape(x, self.spec, f"{self.where}, batch {count}")
                 yield self._convert(x, kind), self._convert(y, kind)
             count += 1
         if count == 0:
@@ -181,7 +183,23 @@ class Batches:
                 raw = raw[found]
             elif isinstance(raw, (tuple, list)):
                 raw = raw[0]
+            check_input_shape(raw, self.spec, f"{self.where}, batch {index}")
             yield self._convert(raw, kind)
+
+
+def check_input_shape(array: Any, spec: Spec | None, where: str) -> None:
+    """DataError unless `array` holds samples of `model.input_shape` (skipped without a model
+    spec, as for a native model, or for an array without `shape`)."""
+    expected = spec.model.input_shape if spec is not None and spec.model is not None else None
+    shape = getattr(array, "shape", None)
+    if expected is None or shape is None:
+        return
+    per_sample = tuple(int(size) for size in shape[1:])
+    if per_sample != tuple(expected):
+        raise DataError(
+            f"{where}: inputs of shape {tuple(int(size) for size in shape)} hold samples of shape "
+            f"{per_sample}, but model.input_shape is {list(expected)}"
+        )
 
 
 def rows(array: Any) -> int:
@@ -223,7 +241,7 @@ def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
             return None
     adapters = get_registry().data_adapters
     data._adapters = [adapters.get(n) for n in adapters.names()]
-    data.where = where
+    data.where, data.spec = where, spec
     if data.length == 0:
         raise DataError(f"{where}: the data has no batch (len() is 0)")
     return data
@@ -232,11 +250,14 @@ def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
 def as_inputs(data: Any, where: str, spec: Spec) -> Batches | np.ndarray:
     """Prediction inputs: an array as is; a loader, iterable or list of batch arrays as a
     `Batches` stream (a list of two arrays is two batches here, not an `(x, y)` pair)."""
-    if isinstance(data, np.ndarray):
-        return data
     if isinstance(data, (tuple, list)) and all(hasattr(part, "shape") for part in data):
         data = Batches(list(data))
-    return as_batches(data, where, spec) or np.asarray(data)
+    inputs = data if isinstance(data, np.ndarray) else as_batches(data, where, spec)
+    if inputs is None:
+        inputs = np.asarray(data)
+    if isinstance(inputs, np.ndarray):
+        check_input_shape(inputs, spec, where)
+    return inputs
 
 
 def _length(data: Any) -> int | None:
@@ -309,4 +330,7 @@ def as_data(value: Any, where: str, spec: Spec) -> Any:
     """`fit(data=...)`/`val_data` as ArrayData (arrays) or Batches (anything yielding batches)."""
     from .data import as_array_data
 
-    return as_batches(value, where, spec) or as_array_data(value, where)
+    data = as_batches(value, where, spec) or as_array_data(value, where)
+    if not isinstance(data, Batches):
+        check_input_shape(data.x, spec, where)
+    return data

@@ -110,10 +110,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_inputs(path: str) -> Any:
+    """The inputs of `crosstrain predict --input`: a `.npy` array, or the `x` array of an `.npz`
+    (its only array when it has one)."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--input {path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--input {path}: not a .npy or .npz file ({err})") from err
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if "x" in names or len(names) == 1:
+            return loaded["x" if "x" in names else names[0]]
+    raise ValueError(f"--input {path}: an .npz with arrays {names} and no 'x'; name it x")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    outputs = api.predict(read_spec(args.spec), args.checkpoint, backend=args.backend)
+    inputs = None if args.input is None else read_inputs(args.input)
+    outputs = api.predict(read_spec(args.spec), args.checkpoint, inputs, backend=args.backend)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, outputs)
@@ -278,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="a step-N checkpoint, a run directory, or latest",
         )
         _backend_option(command)
+    predict.add_argument(
+        "--input",
+        metavar="FILE",
+        help="inputs as .npy, or .npz with an x array (default: every input of the spec's data)",
+    )
     predict.add_argument(
         "--output",
         default="predictions.npy",

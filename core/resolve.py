@@ -159,7 +159,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     """Training and validation data: explicit data wins, else `data.source` (split by
     `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
     (never split: their validation data comes as `val_data`)."""
-    from .batches import Batches, as_data
+    from .batches import Batches, as_data, check_input_shape
 
     if data is not None:
         train = as_data(data, "data", spec)
@@ -175,6 +175,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     kind, _, argument = spec.data.source.partition(":")
     source = get_registry().data_sources.get(kind)
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
+    check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:
         val = as_data(val_data, "val_data", spec)

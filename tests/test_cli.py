@@ -304,6 +304,25 @@ def test_predict_a_checkpoint(trained):
     assert predictions.shape == (256, 3) and np.isfinite(predictions).all()
 
 
+def test_predict_inputs_from_a_file(trained):
+    rows = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    np.save(trained.cwd / "rows.npy", rows)
+    np.savez(trained.cwd / "rows.npz", x=rows, y=np.zeros(5))
+    outputs = []
+    for name in ("rows.npy", "rows.npz"):
+        line = (
+            f"predict spec.yaml --checkpoint {trained.run} --input {name} --output {name}.out.npy"
+        )
+        done = run_cli(f"{line} --backend {BACKEND}", trained.cwd)
+        assert done.returncode == 0, done.stderr
+        assert "shape (5, 3)" in done.stdout
+        outputs.append(np.load(trained.cwd / f"{name}.out.npy"))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    (trained.cwd / "bad.npy").write_text("not an array")
+    line = f"predict spec.yaml --checkpoint {trained.run} --input bad.npy --backend {BACKEND}"
+    assert_clean_error(run_cli(line, trained.cwd), "--input bad.npy: not a .npy or .npz file")
+
+
 def test_missing_checkpoint_is_a_clean_error(trained):
     done = run_cli(f"evaluate spec.yaml --checkpoint no/such/dir --backend {BACKEND}", trained.cwd)
     assert_clean_error(done, "no/such/dir")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -182,6 +183,33 @@ def test_predict_reads_the_inputs_of_a_loader_in_order(arrays, tmp_path, backend
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(DataError, match="predict data: batch 0 is a dict with keys"):
         ct.predict(spec, tmp_path, x=[{"pixels": x}], backend=backend)
+
+
+def test_inputs_of_the_wrong_shape_are_named_before_any_step(arrays, tmp_path):
+    """Arrays, a loader's batch, a spec's source and prediction inputs whose samples do not
+    have `model.input_shape` (8 here) give a DataError naming where, not a framework error."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = arrays
+    spec = stream_spec()
+    wide = np.zeros((96, 10), np.float32)
+    cases = {
+        "data: inputs of shape (96, 10)": dict(data=(wide, y)),
+        "val_data: inputs of shape (96, 10)": dict(data=(x, y), val_data=(wide, y)),
+        "data, batch 0: inputs of shape (32, 10)": dict(
+            data=DataLoader(TensorDataset(torch.from_numpy(wide), torch.from_numpy(y)), 32)
+        ),
+    }
+    for message, data in cases.items():
+        with pytest.raises(DataError, match=re.escape(message) + ".*input_shape is \\[8\\]"):
+            ct.fit(spec, backend="torch", run_dir=False, **data)
+    from_source = {**tiny_spec(), "model": {**tiny_spec()["model"], "input_shape": [4]}}
+    with pytest.raises(DataError, match="data.source 'random:classification'.*shape \\(8,\\)"):
+        ct.fit(from_source, backend="jax", run_dir=False)
+    ct.fit(spec, backend="torch", data=(x, y), run_dir=tmp_path)
+    with pytest.raises(DataError, match="predict data: inputs of shape \\(5, 10\\)"):
+        ct.predict(spec, tmp_path, x=wide[:5], backend="torch")
 
 
 def test_npy_source_with_a_targets_file_or_a_target_column(tmp_path, arrays):
