@@ -38,7 +38,8 @@ from .spec import Spec
 from .summary import format_table, summary
 
 EXIT_ERROR = 2
-WORKER_ENV = "CROSSTRAIN_LAUNCHED_WORKER"
+DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
+"""Set by a backend in a process that joined a multi-process group; see `end_worker`."""
 EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -376,12 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def end_worker(status: int) -> None:
-    """Ends a worker process that crosstrain's own launcher started (`WORKER_ENV` is set).
+    """Ends a command-line process that was one rank of a multi-process run.
 
     The atexit handlers run while the interpreter is whole (the torch backend leaves its process
-    group there), the output is flushed, and the process ends without interpreter finalization:
-    collective libraries' C++ threads racing the teardown of Python objects there can abort a
-    finished worker (gloo on PyTorch), failing a run whose checkpoints are already written.
+    group there, after a barrier), the output is flushed, and the process ends without
+    interpreter finalization: collective libraries' C++ threads racing the teardown of Python
+    objects there can abort a finished rank (gloo on PyTorch), failing a run whose checkpoints
+    are already written. Only the command line does this; a user's own script exits normally.
     """
     atexit._run_exitfuncs()
     sys.stdout.flush()
@@ -389,8 +391,13 @@ def end_worker(status: int) -> None:
     os._exit(status)
 
 
+def run() -> None:
+    """The `crosstrain` command (console script and `python -m crosstrain.cli`)."""
+    status = main()
+    if os.environ.get(DISTRIBUTED_WORKER_ENV):
+        end_worker(status)
+    raise SystemExit(status)
+
+
 if __name__ == "__main__":
-    exit_status = main()
-    if os.environ.get(WORKER_ENV):
-        end_worker(exit_status)
-    raise SystemExit(exit_status)
+    run()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from crosstrain.cli import WORKER_ENV
+from crosstrain.cli import DISTRIBUTED_WORKER_ENV
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
 
 BACKEND = "torch"
@@ -110,6 +110,7 @@ def setup(strategy: str, devices: int, accelerator: str) -> Shard:
             "nccl" if cuda else "gloo", rank=found.rank, world_size=found.world_size
         )
         atexit.register(_destroy)
+        os.environ[DISTRIBUTED_WORKER_ENV] = "1"  # the command line ends without finalization
     return found
 
 
@@ -190,7 +191,6 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     """
     process = subprocess.Popen(
         torchrun_command(devices, argv),
-        env={**os.environ, WORKER_ENV: "1"},
         start_new_session=True,
         preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
     )

@@ -113,7 +113,13 @@ def epoch_rows(path: Path) -> list[dict[str, str]]:
 def worker_env() -> dict[str, str]:
     """This environment without any launcher's variables, one OpenMP thread per worker."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "CROSSTRAIN_LAUNCHED_WORKER"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "SLURM_PROCID",
+        "CROSSTRAIN_DISTRIBUTED_WORKER",
+    ):
         env.pop(name, None)
     return env
 
