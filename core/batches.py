@@ -248,10 +248,12 @@ def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
 
 
 def as_inputs(data: Any, where: str, spec: Spec) -> Batches | np.ndarray:
-    """Prediction inputs: an array as is; a loader, iterable or list of batch arrays as a
-    `Batches` stream (a list of two arrays is two batches here, not an `(x, y)` pair)."""
-    if isinstance(data, (tuple, list)) and all(hasattr(part, "shape") for part in data):
-        data = Batches(list(data))
+    """Prediction inputs: an array (or nested lists of numbers) as is; a loader, iterable or
+    list of batches (arrays, tuples, dicts) as a `Batches` stream (a list of two arrays is two
+    batches here, not an `(x, y)` pair)."""
+    if isinstance(data, (tuple, list)):
+        batch_like = all(hasattr(part, "shape") or isinstance(part, (dict, tuple)) for part in data)
+        data = Batches(list(data)) if data and batch_like else np.asarray(data)
     inputs = data if isinstance(data, np.ndarray) else as_batches(data, where, spec)
     if inputs is None:
         inputs = np.asarray(data)

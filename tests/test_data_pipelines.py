@@ -181,6 +181,8 @@ def test_predict_reads_the_inputs_of_a_loader_in_order(arrays, tmp_path, backend
     for stream in (loader, [x[:50], x[50:]], ct.Batches(dicts, x_key="image")):
         got = ct.predict(spec, tmp_path, x=stream, backend=backend)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    as_lists = ct.predict(spec, tmp_path, x=x[:3].tolist(), backend=backend)  # rows, not batches
+    np.testing.assert_allclose(as_lists, expected[:3], rtol=1e-5, atol=1e-6)
     with pytest.raises(DataError, match="predict data: batch 0 is a dict with keys"):
         ct.predict(spec, tmp_path, x=[{"pixels": x}], backend=backend)
 
