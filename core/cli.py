@@ -165,13 +165,22 @@ def backend_row(name: str, backend: Any) -> list[str]:
     return [name, "yes", version, found, getattr(backend, "note", "")]
 
 
+NOTE_WIDTH = 60
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     registry = get_registry()
     rows = [backend_row(name, registry.backends.get(name)) for name in registry.backends.names()]
+    long_notes = [(row[0], row[4]) for row in rows if len(row[4]) > NOTE_WIDTH]
+    for row in rows:  # the table stays narrow; a long note is printed whole below it
+        if len(row[4]) > NOTE_WIDTH:
+            row[4] = textwrap.shorten(row[4], NOTE_WIDTH, placeholder=" ...")
     if rows:
         print(format_table(["Backend", "Installed", "Version", "Accelerators", "Note"], rows))
     else:
         print("no backend is registered")
+    for name, note in long_notes:
+        print(f"\n{name}:\n" + textwrap.fill(note, 96, initial_indent="  ", subsequent_indent="  "))
     for name in registry.backends.names():
         details = getattr(registry.backends.get(name), "accelerator_details", None)
         if details is None or backend_row(name, registry.backends.get(name))[1] != "yes":

@@ -158,6 +158,10 @@ def test_backends_lists_torch_installed_with_its_version(tmp_path):
     row = next(line for line in done.stdout.splitlines() if line.startswith("torch "))
     assert row.split()[1:3] == ["yes", importlib.metadata.version("torch")]
     assert "cpu" in row
+    keras = next(line for line in done.stdout.splitlines() if line.startswith("keras "))
+    assert keras.endswith(" ...") and len(keras) < 120  # the long note is shortened here
+    assert "\nkeras:\n  keras:jax is the fastest engine" in done.stdout  # and printed whole
+    assert max(len(line) for line in done.stdout.splitlines()) < 120
 
 
 def test_plugins_lists_built_ins_and_what_they_registered(tmp_path):
