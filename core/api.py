@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .batches import Batches, as_inputs, check_streams
 from .errors import CheckpointError, CrosstrainError, PluginError
@@ -84,28 +83,44 @@ def build(
     return _checked_backend(get_registry(), name, spec_obj).build(spec_obj, env)
 
 
-def process_rank(spec: Spec) -> int:
-    """This process's rank in a multi-process run: the launcher's `RANK` (torchrun) when it
-    started several processes, else `SLURM_PROCID` when SLURM started several tasks with a
-    `MASTER_ADDR` (the torch backend joins them into one process group then) or the spec asks
-    for a strategy or several devices; 0 otherwise. Only rank 0 writes files."""
+DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
+"""Set by a backend in a process that joined a multi-process group; the command line then ends
+the process without interpreter finalization (`crosstrain.cli.end_worker`)."""
+
+
+def launcher_environment() -> tuple[int, int, int] | None:
+    """`(rank, world_size, local_rank)` set by a launcher: torchrun's `RANK`/`WORLD_SIZE`/
+    `LOCAL_RANK`, else SLURM's `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` (with `MASTER_ADDR`
+    and `MASTER_PORT` exported by the job script); None when no launcher started this process."""
     env = os.environ
-    if "RANK" in env and int(env.get("WORLD_SIZE", "1")) > 1:
-        return int(env["RANK"])
-    if "SLURM_PROCID" in env and "MASTER_ADDR" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"])
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env:
+        return (
+            int(env["SLURM_PROCID"]),
+            int(env["SLURM_NTASKS"]),
+            int(env.get("SLURM_LOCALID", 0)),
+        )
+    return None
+
+
+def process_rank(spec: Spec) -> int:
+    """This process's rank in a multi-process run: the launcher's rank when it started several
+    processes (`launcher_environment`), else `RANK`/`SLURM_PROCID` when the spec asks for a
+    strategy or several devices; 0 otherwise. Only rank 0 writes files."""
+    found = launcher_environment()
+    if found is not None and found[1] > 1:
+        return found[0]
     if spec.trainer.strategy == "auto" and spec.trainer.devices == 1:
         return 0
-    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def _quiet(spec: Spec, program: Program) -> Spec:
-    """The spec as a worker of rank > 0 runs it: no progress, no loggers, no checkpoint files
-    (it keeps the checkpoint callback only to take part in gathering a sharded state)."""
-    quiet: dict[str, Any] = {"progress": False, "loggers": []}
-    if not getattr(program, "collective_state", False):
-        quiet["checkpoint"] = None
-    trainer = spec.trainer.model_copy(update=quiet)
+def _quiet(spec: Spec) -> Spec:
+    """The spec as a worker of rank > 0 runs it: no progress, no loggers. It writes no files (it
+    has no run directory); its checkpoint callback only takes part in gathering a sharded state
+    (`Trainer.save_checkpoint`)."""
+    trainer = spec.trainer.model_copy(update={"progress": False, "loggers": []})
     return spec.model_copy(update={"trainer": trainer})
 
 
@@ -122,13 +137,12 @@ def new_run_dir(spec: Spec) -> Path:
 
 def write_run_files(path: Path, spec: Spec) -> None:
     """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
-    (path / "spec.yaml").write_text(
-        yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8"
-    )
-    if spec.model is not None:
-        from .summary import summary
+    from .summary import model_summary_text
 
-        (path / "summary.txt").write_text(summary(spec) + "\n", encoding="utf-8")
+    (path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    table = model_summary_text(spec)
+    if table is not None:
+        (path / "summary.txt").write_text(table + "\n", encoding="utf-8")
 
 
 def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
@@ -252,7 +266,7 @@ def fit(
         name.split(":")[0]: backend_obj.version(),
     }
     quiet = process_rank(spec_obj) != 0
-    callback_spec = _quiet(spec_obj, program) if quiet else spec_obj
+    callback_spec = _quiet(spec_obj) if quiet else spec_obj
     with _Callbacks(registry, callback_spec, directory, list(callbacks)):
         return trainer.fit(train, val, resume_from=checkpoint)
 

@@ -56,10 +56,7 @@ class DataAdapter:
 
     def length(self, batches: Any) -> int | None:
         """Batches per pass over `batches`, or None when the library cannot tell."""
-        try:
-            return len(batches)
-        except TypeError:
-            return None
+        return _length(batches)
 
     def handles(self, array: Any) -> bool:
         """Whether `array` (an `x` or `y` of a batch) is this library's tensor type."""
@@ -115,19 +112,23 @@ class Batches:
                 set_epoch(epoch)
                 return
 
-    def _split(self, batch: Any, index: int) -> tuple[Any, Any]:
+    def _split(self, batch: Any, index: int, targets: bool = True) -> tuple[Any, Any]:
+        """`(x, y)` of a batch; for prediction (`targets=False`) `(x, None)`, where a dict needs
+        only its input key and a bare array is the input."""
         if isinstance(batch, dict):
             pairs = [(self.x_key, self.y_key)] if self.x_key else BATCH_KEYS
             for x_key, y_key in pairs:
-                if x_key in batch and y_key in batch:
-                    return batch[x_key], batch[y_key]
-            names = " or ".join(f"{x!r}/{y!r}" for x, y in pairs)
+                if x_key in batch and (y_key in batch or not targets):
+                    return batch[x_key], batch.get(y_key) if targets else None
+            names = " or ".join(f"{x!r}/{y!r}" if targets else repr(x) for x, y in pairs)
             raise DataError(
                 f"{self.where}: batch {index} is a dict with keys {sorted(batch)}; expected {names} "
                 "(name others with crosstrain.batches.Batches(data, x_key=..., y_key=...))"
             )
-        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            return batch[0], batch[1]
+        if isinstance(batch, (tuple, list)) and len(batch) >= (2 if targets else 1):
+            return batch[0], batch[1] if targets else None
+        if not targets:
+            return batch, None
         raise DataError(
             f"{self.where}: batch {index} is a {type(batch).__name__}; expected an (x, y) tuple "
             "or a dict with 'x' and 'y'"
@@ -172,19 +173,9 @@ class Batches:
         """The inputs of one pass for prediction, converted for `kind`: a batch may be the bare
         input array, an `(x, ...)` tuple or a dict with an input key (targets are ignored)."""
         for index, raw in enumerate(self.source):
-            if isinstance(raw, dict):
-                keys = [self.x_key] if self.x_key else [x for x, _ in BATCH_KEYS]
-                found = next((key for key in keys if key in raw), None)
-                if found is None:
-                    raise DataError(
-                        f"{self.where}: batch {index} is a dict with keys {sorted(raw)}; expected "
-                        f"one of {keys} (name another with Batches(data, x_key=...))"
-                    )
-                raw = raw[found]
-            elif isinstance(raw, (tuple, list)):
-                raw = raw[0]
-            check_input_shape(raw, self.spec, f"{self.where}, batch {index}")
-            yield self._convert(raw, kind)
+            x, _ = self._split(raw, index, targets=False)
+            check_input_shape(x, self.spec, f"{self.where}, batch {index}")
+            yield self._convert(x, kind)
 
 
 def check_input_shape(array: Any, spec: Spec | None, where: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
 
 class CrosstrainError(Exception):
@@ -52,6 +54,20 @@ class MissingDependency(CrosstrainError):
             f"{feature} needs the {module!r} package, which cannot be imported{why}; "
             f"install it with: pip install 'crosstrain[{extra}]'"
         )
+
+
+def import_optional(module: str, feature: str, extra: str) -> ModuleType:
+    """Imports an optional library, or raises MissingDependency naming the extra to install.
+
+    Args:
+        module: the import name (`mlflow`, `matplotlib.figure`).
+        feature: what needs it, for the message (`logger 'mlflow'`, `FitResult.plot()`).
+        extra: the crosstrain extra that installs it (`mlflow`, `notebook`).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingDependency(feature, module.split(".")[0], extra, str(err)) from None
 
 
 class UnsupportedFeature(CrosstrainError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingDependency
+from .errors import import_optional
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,16 +29,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 """Metric key prefixes, in the order their curves are drawn."""
-
-
-def _import(module: str, feature: str) -> Any:
-    """`module`, or MissingDependency naming the `notebook` extra that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingDependency(feature, module.split(".")[0], "notebook", str(err)) from None
 
 
 class History(list):
@@ -59,7 +49,7 @@ class History(list):
 
         A metric missing in an epoch (e.g. validation every other epoch) is NaN there.
         """
-        pandas = _import("pandas", "History.to_pandas()")
+        pandas = import_optional("pandas", "History.to_pandas()", "notebook")
         columns: dict[str, None] = {}
         for record in self:
             columns.update(dict.fromkeys(record))
@@ -114,9 +104,9 @@ class FitResult:
         The figure is built without pyplot, so no window opens and no display is needed; it is
         saved as PNG when `path` is given (parent directories are created).
         """
-        figure_module = _import("matplotlib.figure", "FitResult.plot()")
+        figure_module = import_optional("matplotlib.figure", "FitResult.plot()", "notebook")
         _enable_notebook_display()
-        ticker = _import("matplotlib.ticker", "FitResult.plot()")
+        ticker = import_optional("matplotlib.ticker", "FitResult.plot()", "notebook")
         names = self.history.metric_names()
         figure = figure_module.Figure(figsize=(4.5 * max(1, len(names)), 3.5), layout="tight")
         axes = figure.subplots(1, max(1, len(names)), squeeze=False)[0]

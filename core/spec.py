@@ -175,6 +175,10 @@ class Spec(BaseModel):
         """Plain data (JSON types) that `load_spec` turns back into an equal spec."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    def to_yaml(self) -> str:
+        """The spec as YAML, keys in field order: what a run directory's `spec.yaml` holds."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def override(self, changes: dict[str, Any]) -> Spec:
         """A new spec with dotted keys set (`{"trainer.max_epochs": 3, "model.layers[0].units": 8}`).
 

@@ -88,6 +88,12 @@ def megabytes(params: int) -> str:
     return "<0.01 MB" if 0 < size < 0.005 else f"{size:,.2f} MB"
 
 
+def model_summary_text(spec: Spec) -> str | None:
+    """The model table of a spec (`summary`), or None for a spec without a model (a native
+    model's); what `summary.txt` of a run and every tracker logger hold."""
+    return None if spec.model is None else summary(spec)
+
+
 def summary(spec: Spec | Any) -> str:
     """The model of a spec as a table: layer, type, output shape, parameters, then totals.
 

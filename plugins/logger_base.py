@@ -19,13 +19,12 @@ so a missing library fails before any training with the extra to install.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from crosstrain.callbacks import Callback
-from crosstrain.errors import MissingDependency
+from crosstrain.errors import import_optional
 
 HyperValue = bool | int | float | str
 """The value types every tracker accepts as a hyperparameter."""
@@ -39,10 +38,7 @@ def require(module: str, logger: str, extra: str) -> ModuleType:
         logger: the logger's name in `trainer.loggers`, for the message.
         extra: the crosstrain extra that installs it (`mlflow`).
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingDependency(f"logger {logger!r}", module, extra, str(err)) from None
+    return import_optional(module, f"logger {logger!r}", extra)
 
 
 def flatten_spec(spec: Any) -> dict[str, HyperValue]:
@@ -69,22 +65,6 @@ def flatten_spec(spec: Any) -> dict[str, HyperValue]:
 
     visit("", spec.to_dict())
     return flat
-
-
-def model_summary_text(spec: Any) -> str | None:
-    """The Keras-style model table of the spec (`crosstrain summary`), or None without a model."""
-    if spec.model is None:
-        return None
-    from crosstrain.summary import summary
-
-    return summary(spec)
-
-
-def spec_yaml_text(spec: Any) -> str:
-    """The resolved spec as the YAML the run directory's `spec.yaml` holds."""
-    import yaml
-
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
 
 
 class TrackerLogger(Callback):

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from crosstrain.hookspecs import hookimpl
+from crosstrain.summary import model_summary_text
 
-from .logger_base import TrackerLogger, flatten_spec, model_summary_text, require, spec_yaml_text
+from .logger_base import TrackerLogger, flatten_spec, require
 
 
 def _limits() -> tuple[int, int, int]:
@@ -85,7 +86,7 @@ class MLflowLogger(TrackerLogger):
         ]
         for start in range(0, len(params), per_batch):
             self.client.log_batch(self.run_id, params=params[start : start + per_batch])
-        self.client.log_text(self.run_id, spec_yaml_text(self.spec), "spec.yaml")
+        self.client.log_text(self.run_id, self.spec.to_yaml(), "spec.yaml")
         table = model_summary_text(self.spec)
         if table is not None:
             self.client.log_text(self.run_id, table + "\n", "summary.txt")

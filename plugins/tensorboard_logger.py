@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from crosstrain.hookspecs import hookimpl
+from crosstrain.summary import model_summary_text
 
-from .logger_base import TrackerLogger, flatten_spec, model_summary_text, require, spec_yaml_text
+from .logger_base import TrackerLogger, flatten_spec, require
 
 
 def _as_code(text: str) -> str:
@@ -71,7 +72,7 @@ class TensorBoardLogger(TrackerLogger):
         )
         step = trainer.global_step
         self._emit(hparams_pb(flatten_spec(self.spec), trial_id=self.run_dir.name), step)
-        self._text("spec", _as_code(spec_yaml_text(self.spec)), step)
+        self._text("spec", _as_code(self.spec.to_yaml()), step)
         table = model_summary_text(self.spec)
         if table is not None:
             self._text("model_summary", _as_code(table), step)

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from crosstrain.hookspecs import hookimpl
+from crosstrain.summary import model_summary_text
 
-from .logger_base import TrackerLogger, flatten_spec, model_summary_text, require
+from .logger_base import TrackerLogger, flatten_spec, require
 
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="the smoke run uses the torch backend"

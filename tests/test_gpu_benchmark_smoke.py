@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="the benchmark runs the torch backend"

@@ -106,6 +106,8 @@ class KerasBackend:
                 f"devices={env.devices} (data parallel runs on keras:jax)",
                 ["devices=1"],
             )
+        if env.extras.get("grad_norm") and PRECISIONS[env.precision].loss_scaling:
+            raise UnsupportedFeature(f"keras:{engine}", "the grad_norm callback with 16-mixed")
         if spec.trainer.compile and engine == "torch":
             raise UnsupportedFeature(
                 f"keras:{engine}", "trainer.compile (XLA, on keras:jax and keras:tensorflow)"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
 from crosstrain.protocol import RunEnv
@@ -68,8 +68,6 @@ class KerasProgram:
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
         self._grad_norm = bool(env.extras.get("grad_norm"))
-        if self._grad_norm and self.precision.loss_scaling:
-            raise UnsupportedFeature(self.backend, "the grad_norm callback with 16-mixed")
         self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         self._int_dtype = np.int32 if engine == "jax" else np.int64
         with self._scope():

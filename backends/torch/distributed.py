@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from crosstrain.cli import DISTRIBUTED_WORKER_ENV
+from crosstrain.api import DISTRIBUTED_WORKER_ENV, launcher_environment
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
 
 BACKEND = "torch"
@@ -48,17 +48,10 @@ class Shard:
 
 
 def launch_environment() -> Shard | None:
-    """The rank set by a launcher: torchrun's `RANK`/`WORLD_SIZE`/`LOCAL_RANK`, else SLURM's
-    `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` (with `MASTER_ADDR`/`MASTER_PORT` exported by
-    the job script); None when no launcher started this process."""
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return Shard(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env:
-        return Shard(
-            int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-        )
-    return None
+    """This process's shard as a launcher set it (`crosstrain.api.launcher_environment`:
+    torchrun's or SLURM's variables); None when no launcher started this process."""
+    found = launcher_environment()
+    return None if found is None else Shard(*found)
 
 
 def _destroy() -> None:
@@ -148,13 +141,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` summed over all ranks (in place; returned for chaining)."""
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def all_reduce_max(value: float, device: torch.device) -> float:
-    """The largest `value` over all ranks, on the host (the collective runs on `device`)."""
-    tensor = torch.tensor([value], dtype=torch.float32, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor.item())
 
 
 def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:

@@ -4,7 +4,6 @@ and `accelerators_found`."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
@@ -30,13 +29,6 @@ def _plugin_layer_types() -> frozenset[str]:
 
     layers = get_registry().layers
     return frozenset(name for name in layers.names() if hasattr(layers.get(name), "torch_module"))
-
-
-def _launched() -> bool:
-    env = os.environ
-    return ("RANK" in env and "WORLD_SIZE" in env) or (
-        "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env
-    )
 
 
 class TorchBackend:
@@ -90,8 +82,10 @@ class TorchBackend:
         Returns:
             The workers' exit status, or None when this process should train by itself.
         """
+        from crosstrain.api import launcher_environment
+
         t = spec.trainer
-        if t.devices == 1 or _launched():
+        if t.devices == 1 or launcher_environment() is not None:
             return None
         from .distributed import launch
 

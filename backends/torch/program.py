@@ -119,7 +119,6 @@ class TorchProgram:
         self._sync = step_marker(self.device)
         self._training: bool | None = None
         self._pin = self.device.type == "cuda"
-        self._on_cpu = self.device.type == "cpu"
         self._metric_dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
         self._compute = (
             torch.compile(self._forward_loss) if spec.trainer.compile else self._forward_loss
@@ -184,7 +183,7 @@ class TorchProgram:
             return tensor
         if self._pin and not tensor.is_pinned():
             tensor = tensor.pin_memory()
-        return tensor.to(self.device, non_blocking=tensor.is_pinned())
+        return tensor.to(self.device, non_blocking=self._pin)  # pinned exactly when _pin
 
     @staticmethod
     def _is_integer(array: Any) -> bool:
@@ -345,7 +344,8 @@ class TorchProgram:
         """`flag` or'ed over all ranks (an all-reduce: every rank calls it at the same point)."""
         if self.shard.world_size == 1:
             return flag
-        return bool(distributed.all_reduce_max(float(flag), self.device) > 0)
+        flags = torch.tensor([float(flag)], dtype=torch.float32, device=self.device)
+        return bool(distributed.all_reduce_sum(flags).item() > 0)
 
     # -- state -----------------------------------------------------------------------------
 
