@@ -180,6 +180,24 @@ def markdown_report(data: dict[str, Any], command: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 4, 5
+
+
+def selection_error(args: argparse.Namespace, returncode: int, data: dict[str, Any]) -> str | None:
+    """Why the run selected nothing (`-k` matched no test, or is not an expression), else None."""
+    if data["results"] or returncode not in (PYTEST_USAGE_ERROR, PYTEST_NO_TESTS):
+        return None
+    from .conformance.plugin import SECTIONS
+
+    sections = ", ".join(SECTIONS)
+    if args.keyword is None:
+        return f"no conformance test was selected (sections: {sections})"
+    if returncode == PYTEST_USAGE_ERROR:
+        return f"-k {args.keyword!r} is not a valid test selection (pytest's reason is above)"
+    quick = " with --quick" if args.quick else ""
+    return f"-k {args.keyword!r} selected no conformance test{quick} (sections: {sections})"
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the suite for `args.backend`; 0 when nothing failed, 1 otherwise, 2 if it could not run."""
     with tempfile.TemporaryDirectory(prefix="crosstrain-conformance-") as tmp:
@@ -200,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
     header = data["header"]
     if "error" in header:
         print(f"error: backend {args.backend!r}: {header['error']}", file=sys.stderr)
+        return 2
+    selection = selection_error(args, done.returncode, data)
+    if selection:
+        print(f"error: {selection}", file=sys.stderr)
         return 2
     print(
         f"\nconformance of {header['backend']} {header.get('version', '')} against {data['reference']}"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bad_inputs import Refusal, assert_refused, run_cli, snapshot
 from conftest import ROOT, run_python
 from example_plugins import BROKEN_BACKEND, install_examples, make_distribution
 
@@ -124,3 +125,36 @@ def test_repository_reports_exist():
     reports = ROOT / "conformance" / "reports"
     for backend in ("numpy", "torch", "jax", "keras-tensorflow", "keras-jax", "keras-torch"):
         assert (reports / f"{backend}.md").is_file(), f"run `make conformance` ({backend})"
+
+
+SELECTS_NOTHING = [
+    pytest.param(
+        "-k nothing_is_named_so",
+        Refusal(
+            2,
+            (
+                "error: -k 'nothing_is_named_so' selected no conformance test (sections: ",
+                "test_registration, test_spec_validation, test_layers",
+            ),
+        ),
+        id="no-match",
+    ),
+    pytest.param(
+        "--quick -k 'test_training and Conv2D'",
+        Refusal(2, ("-k 'test_training and Conv2D' selected no conformance test with --quick",)),
+        id="no-match-quick",
+    ),
+    pytest.param(
+        "-k 'and ('",
+        Refusal(2, ("error: -k 'and (' is not a valid test selection", "Wrong expression")),
+        id="bad-expression",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "expected"), SELECTS_NOTHING)
+def test_a_selection_of_nothing_is_an_error(options, expected, tmp_path):
+    before = snapshot(tmp_path)
+    done = run_cli(f"conformance --backend torch {options}", tmp_path)
+    assert_refused(done, expected, before, tmp_path)
+    assert "Section" not in done.stdout  # no empty table that looks like a run
