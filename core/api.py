@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .batches import Batches, as_inputs, check_streams
+from .batches import as_inputs, check_streams
+from .callbacks import callback_needs
 from .errors import CheckpointError, CrosstrainError, PluginError
 from .protocol import Program, RunEnv
 from .registry import Registry, get_registry, package_version
 from .resolve import load_data
+from .run_length import RunLength, run_length
 from .spec import Spec, load_spec
 from .state import checkpoint_step, latest_checkpoint, list_checkpoints
 from .trainer import FitResult, Trainer
@@ -44,25 +46,39 @@ def _resolve_backend(registry: Registry, name: str) -> Any:
     return backend
 
 
-def _checked_backend(registry: Registry, name: str, spec: Spec) -> Any:
+def _checked_backend(
+    registry: Registry, name: str, spec: Spec, needs: frozenset[str] | None = None
+) -> Any:
     backend = _resolve_backend(registry, name)
-    backend.capabilities().check(spec, name)
+    backend.capabilities().check(spec, name, needs)
     return backend
 
 
-def wants_grad_norm(spec: Spec) -> bool:
-    """Whether the train steps must report `grad_norm` (the `grad_norm` callback is named);
-    backends read it as `env.extras["grad_norm"]`."""
-    return any(item.name == "grad_norm" for item in spec.trainer.callbacks)
-
-
 def make_env(
-    spec: Spec, native_model: Any = None, run_dir: Path | None = None, backend: str = ""
+    spec: Spec,
+    native_model: Any = None,
+    run_dir: Path | None = None,
+    backend: str = "",
+    *,
+    length: RunLength | None = None,
+    needs: frozenset[str] | None = None,
 ) -> RunEnv:
+    """The RunEnv of a build: the trainer settings, the run length the schedule decays over
+    (the one the trainer runs, `run_length`) and what the callbacks need (`callback_needs`)."""
     t = spec.trainer
-    extras: dict[str, Any] = {"backend": backend, "grad_norm": wants_grad_norm(spec)}
+    needs = callback_needs(spec) if needs is None else needs
     return RunEnv(
-        t.accelerator, t.devices, t.precision, t.strategy, spec.seed, run_dir, native_model, extras
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        strategy=t.strategy,
+        seed=spec.seed,
+        run_dir=run_dir,
+        native_model=native_model,
+        backend=backend,
+        total_steps=length.total_steps if length else None,
+        steps_per_epoch=(length.steps_per_epoch or None) if length else None,
+        report_grad_norm="grad_norm" in needs,
     )
 
 
@@ -77,9 +93,8 @@ def build(
     """
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
-    env = make_env(spec_obj, native, backend=name)
-    if total_steps:
-        env.extras["total_steps"] = total_steps
+    length = RunLength(0, total_steps) if total_steps else None
+    env = make_env(spec_obj, native, backend=name, length=length)
     return _checked_backend(get_registry(), name, spec_obj).build(spec_obj, env)
 
 
@@ -246,21 +261,15 @@ def fit(
             stacklevel=2,
         )
     spec_obj, native, name, directory = _prepare(target, backend, spec, run_dir)
-    backend_obj = _checked_backend(registry, name, spec_obj)
+    needs = callback_needs(spec_obj, callbacks)
+    backend_obj = _checked_backend(registry, name, spec_obj, needs)
     checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
     train, val = load_data(spec_obj, data, val_data)
-    env = make_env(spec_obj, native, directory, name)
     check_streams(spec_obj, train, val, val_data)
-    if isinstance(train, Batches):
-        steps_per_epoch = train.length
-    else:
-        steps_per_epoch = max(1, len(train) // spec_obj.data.batch_size)
-    env.extras["total_steps"] = spec_obj.trainer.max_steps or (
-        spec_obj.trainer.max_epochs * steps_per_epoch if steps_per_epoch else None
-    )
+    length = run_length(spec_obj, train)  # the one run length: schedule and loop
+    env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
-    trainer.schedule_steps = env.extras["total_steps"]
     trainer.versions = {
         "crosstrain": package_version("crosstrain") or "unknown",
         name.split(":")[0]: backend_obj.version(),
@@ -268,7 +277,7 @@ def fit(
     quiet = process_rank(spec_obj) != 0
     callback_spec = _quiet(spec_obj) if quiet else spec_obj
     with _Callbacks(registry, callback_spec, directory, list(callbacks)):
-        return trainer.fit(train, val, resume_from=checkpoint)
+        return trainer.fit(train, val, resume_from=checkpoint, length=length)
 
 
 def _load_for_inference(

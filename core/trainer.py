@@ -16,9 +16,11 @@ from . import resume
 from .batches import Batches, array_kind, array_units, eval_order, rows
 from .data import ArrayData, batch_slices, epoch_order
 from .errors import Terminated, TrainingError
+from .optim import schedule_length
 from .protocol import Program
 from .registry import Registry
 from .result import FitResult  # also importable from here, as before
+from .run_length import RunLength, run_length
 from .spec import Spec
 from .state import clean_temporary, write_checkpoint
 
@@ -44,8 +46,9 @@ class Trainer:
 
     Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
-    `samples_seen` (training rows dispatched by this process), `schedule_steps` (the run length
-    the backend's lr schedule was built with), `should_stop` (set it in `on_epoch_end` to end the
+    `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
+    same value the backend's lr schedule was built with), `schedule_steps` (its length in
+    updates as the schedule uses it), `should_stop` (set it in `on_epoch_end` to end the
     fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
     `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
     signal interrupted a step: the state may be half-updated and is not saved), `any_rank`
@@ -74,10 +77,10 @@ class Trainer:
         self._device_data: dict[int, Any] = {}
         self.aborted = False
         self._halt = False
-        several = getattr(program, "world_size", 1) > 1
-        self.any_rank = getattr(program, "any_rank", None) if several else None
+        self.any_rank = program.any_rank if program.world_size > 1 else None
         self.samples_seen = 0
         self.schedule_steps: int | None = None
+        self.run_length = RunLength(0, None)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -92,7 +95,7 @@ class Trainer:
         `get_state` when the program's state is sharded (`program.collective_state`).
         """
         if self.checkpoint_dir is None:
-            if getattr(self.program, "collective_state", False):
+            if self.program.collective_state:
                 self.program.get_state()
             return None
         state = self.program.get_state()
@@ -195,14 +198,14 @@ class Trainer:
         if pending:
             self._pull(pending, pending_count, running, stage)
         if stage == "train" and not self.steps_per_epoch and isinstance(data, Batches):
-            self._set_length(data.length or 0)  # counted by a first pass that ran to the end
+            # counted by a first pass that ran to the end
+            self._set_length(self.run_length.counted(self.spec, data.length or 0))
         return running.means(stage)
 
-    def _set_length(self, steps_per_epoch: int) -> None:
+    def _set_length(self, length: RunLength) -> None:
         """Batches per epoch (0: a stream's, until its first pass ends) and the run's steps."""
-        self.steps_per_epoch = steps_per_epoch
-        epochs = self.spec.trainer.max_epochs * steps_per_epoch if steps_per_epoch else math.inf
-        self.total_steps = min(self.spec.trainer.max_steps or math.inf, epochs)
+        self.run_length, self.steps_per_epoch = length, length.steps_per_epoch
+        self.total_steps = length.total_steps or math.inf
 
     def _collect(self, interval: str, metrics: dict[str, float]) -> dict[str, float]:
         """What `collect_metrics` implementations add to a train pull or epoch (later win)."""
@@ -215,8 +218,7 @@ class Trainer:
         """The rows as a step's input: `(handle, rows)` when the program caches the data set on
         its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches."""
         if id(data) not in self._device_data:
-            cache = getattr(self.program, "cache_data", None)
-            self._device_data[id(data)] = cache(data.x, data.y) if cache else None
+            self._device_data[id(data)] = self.program.cache_data(data.x, data.y)
         handle = self._device_data[id(data)]
         if handle is not None:
             return handle, rows if group == 1 else rows.reshape(group, -1)
@@ -295,17 +297,20 @@ class Trainer:
         train: ArrayData | Batches,
         val: ArrayData | Batches | None,
         resume_from: Path | None = None,
+        length: RunLength | None = None,
     ) -> FitResult:
-        """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary."""
+        """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary.
+
+        `length` is the run length the program's schedule was built with (`fit` passes it);
+        by default it is computed here the same way (`crosstrain.run_length.run_length`).
+        """
         data = self.spec.data
-        if isinstance(train, Batches):
-            self._set_length(train.length or 0)
-        else:
-            self._set_length(len(batch_slices(len(train), data.batch_size, data.drop_last)))
-            if self.steps_per_epoch == 0:
-                raise TrainingError(
-                    f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
-                )
+        self._set_length(length or run_length(self.spec, train))
+        self.schedule_steps = schedule_length(self.run_length.total_steps)
+        if not isinstance(train, Batches) and self.steps_per_epoch == 0:
+            raise TrainingError(
+                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+            )
         if self.checkpoint_dir is not None:
             clean_temporary(self.checkpoint_dir)
         if resume_from is not None:

@@ -54,13 +54,14 @@ class GradNormMonitor(Callback):
     `grad_norm` (logged `train_grad_norm`, averaged over the steps of a pull or an epoch
     weighted by batch size, like the loss).
 
-    Naming it sets `RunEnv.extras["grad_norm"]`, so the backend's train step reports the norm
-    it computes for `optimizer.clip_norm` anyway; a backend that does not declare
-    `Capabilities.grad_norm` refuses the spec before training. This callback checks that the
-    metric arrives.
+    It declares `needs = {"grad_norm"}`, so core sets `RunEnv.report_grad_norm` and the
+    backend's train step reports the norm it computes for `optimizer.clip_norm` anyway; a
+    backend that does not declare `Capabilities.grad_norm` refuses the spec before training.
+    This callback checks that the metric arrives.
     """
 
     options_model = _NoOptions
+    needs = frozenset({"grad_norm"})
 
     def __init__(self, options: dict[str, Any], spec: Any, run_dir: Path | None = None):
         self.options = self.options_model.model_validate(options)

@@ -16,48 +16,22 @@ Canonical slots: `ScaleByAdamState.mu/nu` → `m`/`v`, `TraceState.trace` → `m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-from crosstrain.optim import Cosine, LinearDecay, StepDecay
-
-DEFAULT_TOTAL_STEPS = 1_000_000
-"""Length of the run assumed by a schedule when the trainer does not say (as the torch backend)."""
+from crosstrain.optim import checked_schedule
 
 
-def schedule_factor(schedule: Any, total_steps: int) -> Callable[[jax.Array], jax.Array]:
-    """A jnp-traceable `schedule.factor(count, total_steps)` (1.0 when there is no schedule)."""
+def schedule_factor(schedule: Any, total_steps: int | None) -> Callable[[jax.Array], jax.Array]:
+    """`schedule.factor_xp` (core's one definition) on `jax.numpy`, traceable inside the jitted
+    step; 1.0 when there is no schedule. `total_steps` None means `DEFAULT_TOTAL_STEPS`."""
+    schedule = checked_schedule(schedule)
     if schedule is None:
         return lambda count: jnp.ones((), jnp.float32)
-    warmup = schedule.warmup_steps
-    steps = max(total_steps - warmup, 1)
-
-    def after(t: jax.Array) -> jax.Array:
-        tf = t.astype(jnp.float32)
-        if isinstance(schedule, StepDecay):
-            return jnp.asarray(schedule.gamma, jnp.float32) ** (t // schedule.step_size).astype(
-                jnp.float32
-            )
-        if isinstance(schedule, Cosine):
-            progress = jnp.minimum(tf / (schedule.decay_steps or steps), 1.0)
-            half_cosine = jnp.cos(0.5 * math.pi * progress) ** 2
-            return schedule.min_ratio + (1.0 - schedule.min_ratio) * half_cosine
-        if isinstance(schedule, LinearDecay):
-            return 1.0 + (schedule.end_ratio - 1.0) * jnp.minimum(tf / steps, 1.0)
-        return jnp.ones((), jnp.float32)
-
-    def factor(count: jax.Array) -> jax.Array:
-        count = jnp.asarray(count, jnp.int32)
-        if not warmup:
-            return after(count)
-        warm = (count + 1).astype(jnp.float32) / warmup
-        return jnp.where(count < warmup, warm, after(jnp.maximum(count - warmup, 0)))
-
-    return factor
+    return lambda count: schedule.factor_xp(jnp, jnp.asarray(count, jnp.int32), total_steps)
 
 
 def clip_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -73,7 +47,9 @@ def clip_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(opt: Any, schedule: Any, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+    opt: Any, schedule: Any, total_steps: int | None
+) -> optax.GradientTransformation:
     """The optax chain for an optimizer spec and an optional schedule spec."""
     parts: list[optax.GradientTransformation] = []
     if opt.clip_norm is not None:

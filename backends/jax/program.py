@@ -33,13 +33,14 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
+from crosstrain.protocol import Program
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 from flax import nnx
 
 from .device import Placement, precision_policy, select_devices
 from .model import Model, flat_names, nest, unnest
-from .optim import DEFAULT_TOTAL_STEPS, make_optimizer
+from .optim import make_optimizer
 from .state import from_canonical, native_initial_values, seed_key_data, to_canonical
 
 
@@ -62,7 +63,7 @@ class DeviceData:
     y: Any
 
 
-class JaxProgram:
+class JaxProgram(Program):
     """The Program of the JAX backend (see `crosstrain.protocol.Program`).
 
     Attributes:
@@ -90,13 +91,12 @@ class JaxProgram:
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._uses_rng = model.uses_rng
-        total_steps = int(env.extras.get("total_steps") or DEFAULT_TOTAL_STEPS)
-        self.tx = make_optimizer(spec.optimizer, spec.schedule, total_steps)
+        self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
         self._slots = slot_names(spec.optimizer)
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
-        self._grad_norm = bool(env.extras.get("grad_norm"))
+        self._grad_norm = env.report_grad_norm
         self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         host_params = unnest(nnx.to_pure_dict(params), self._param_names)
         host = {

@@ -12,41 +12,26 @@ optimizers do.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
-from crosstrain.optim import slot_names
+from crosstrain.optim import checked_schedule, schedule_length, slot_names
 from keras import ops
 
-DEFAULT_TOTAL_STEPS = 10_000
-"""Schedule length when the caller does not say how many steps the run takes."""
+from .xp import namespace
 
 
 class SpecSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """`lr × schedule.factor(step, total_steps)` computed in-graph from the optimizer's step."""
+    """`lr × schedule.factor_xp(step, total_steps)`: core's one definition, evaluated in-graph
+    from the optimizer's step with the engine's array namespace."""
 
-    def __init__(self, lr: float, schedule: Any, total_steps: int):
-        self.lr, self.schedule, self.total_steps = float(lr), schedule, int(total_steps)
+    def __init__(self, lr: float, schedule: Any, total_steps: int | None):
+        self.lr, self.schedule = float(lr), checked_schedule(schedule)
+        self.total_steps = schedule_length(total_steps)
 
     def __call__(self, step: Any) -> Any:
-        s = self.schedule
-        step = ops.cast(step, "float32")
-        warmup = float(s.warmup_steps)
-        steps = float(max(self.total_steps - s.warmup_steps, 1))
-        after = ops.maximum(step - warmup, 0.0)
-        if s.name == "step":
-            factor = ops.power(s.gamma, ops.floor(after / float(s.step_size)))
-        elif s.name == "cosine":
-            progress = ops.minimum(after / float(s.decay_steps or steps), 1.0)
-            factor = s.min_ratio + (1.0 - s.min_ratio) * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        elif s.name == "linear":
-            factor = 1.0 + (s.end_ratio - 1.0) * ops.minimum(after / steps, 1.0)
-        else:
-            factor = ops.ones_like(step)
-        if s.warmup_steps:
-            factor = ops.where(step < warmup, (step + 1.0) / warmup, factor)
-        return self.lr * factor
+        step = ops.convert_to_tensor(step)
+        return self.lr * self.schedule.factor_xp(namespace(step), step, self.total_steps)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -148,7 +133,7 @@ def make_optimizer(
     `LossScaleOptimizer` for float16 training)."""
     lr: Any = spec.lr
     if schedule is not None:
-        lr = SpecSchedule(spec.lr, schedule, total_steps or DEFAULT_TOTAL_STEPS)
+        lr = SpecSchedule(spec.lr, schedule, total_steps)
     optimizer = SpecOptimizer(spec, lr)
     if loss_scaling:
         return keras.optimizers.LossScaleOptimizer(optimizer)

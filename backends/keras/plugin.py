@@ -6,8 +6,8 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
-from crosstrain.layers import BUILTIN_LAYERS
-from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.layers import supported_layer_types
+from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
 from .device import ENGINES, PRECISIONS, engine_available, engine_of
@@ -17,7 +17,33 @@ if TYPE_CHECKING:
 
     from .program import KerasProgram
 
-BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
+LAYER_BUILDERS: dict[str, str] = {
+    "Dense": "dense",
+    "Conv1D": "conv",
+    "Conv2D": "conv",
+    "MaxPool2D": "pool",
+    "AvgPool2D": "pool",
+    "GlobalAvgPool": "global_pool",
+    "BatchNorm": "batch_norm",
+    "LayerNorm": "layer_norm",
+    "Dropout": "dropout",
+    "Embedding": "embedding",
+    "Flatten": "flatten",
+    "Reshape": "reshape",
+    "ReLU": "activation",
+    "GELU": "activation",
+    "Tanh": "activation",
+    "Sigmoid": "activation",
+    "Softmax": "activation",
+    "Residual": "residual",
+    "Sequential": "sequential",
+    "MultiHeadSelfAttention": "attention",
+}
+"""The Keras backend's layer table: layer type → its builder function in `model.py`.
+
+The supported layer types are these keys plus every registered layer with a `keras_layer`
+method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+NATIVE_METHOD = "keras_layer"
 SPEED_NOTE = (
     "keras:jax is the fastest engine for small models (jitted stateless steps: 0.23 ms/step for a "
     "64-128-128-10 MLP on CPU, vs 1.2 ms on keras:tensorflow and 2.6 ms on keras:torch, which "
@@ -27,24 +53,15 @@ SPEED_NOTE = (
 )
 
 
-def _plugin_layer_types() -> frozenset[str]:
-    """Layer types registered by plugins that bring a Keras implementation (`keras_layer`)."""
-    from crosstrain.registry import get_registry
-
-    table = get_registry().layers
-    return frozenset(name for name in table.names() if hasattr(table.get(name), "keras_layer"))
-
-
-class KerasBackend:
+class KerasBackend(Backend):
     """The Keras 3 backend (`keras`, `keras:tensorflow`, `keras:jax`, `keras:torch`).
 
     See `crosstrain.protocol.Backend`. The engine comes from the backend name the run asks for
-    (`env.extras["backend"]`); data parallel (`devices > 1`) runs on the jax engine only.
+    (`env.backend`); data parallel (`devices > 1`) runs on the jax engine only.
     """
 
     name = "keras"
     extra = "keras"
-    speed_note = SPEED_NOTE
     note = SPEED_NOTE
 
     def is_available(self) -> tuple[bool, str]:
@@ -64,10 +81,10 @@ class KerasBackend:
         return {engine: engine_available(engine)[0] for engine in ENGINES}
 
     def capabilities(self) -> Capabilities:
-        """Every built-in layer (and plugin layers with `keras_layer`), fp32 and mixed precision,
-        CPU/CUDA, data parallel (jax engine), fused steps, XLA compilation."""
+        """Every layer of `LAYER_BUILDERS`, every array-API or `keras_layer` layer, fp32 and
+        mixed precision, CPU/CUDA, data parallel (jax engine), fused steps, XLA compilation."""
         return Capabilities(
-            layers=BUILTIN_LAYER_TYPES | _plugin_layer_types(),
+            layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=frozenset(PRECISIONS),
             accelerators=frozenset({"cpu", "cuda"}),
             strategies=frozenset({"auto", "data_parallel"}),
@@ -85,7 +102,7 @@ class KerasBackend:
         return found_accelerators(engine_of(self.name))
 
     def build(self, spec: Spec, env: RunEnv) -> KerasProgram:
-        """A KerasProgram for the spec on the engine named in `env.extras["backend"]`.
+        """A KerasProgram for the spec on the engine named in `env.backend`.
 
         Raises:
             UnsupportedFeature: something not in `capabilities()`, a native model, or a request
@@ -93,7 +110,7 @@ class KerasBackend:
             BackendUnavailable: keras or the engine's framework is missing.
             EngineConflict: Keras is already imported here with another engine.
         """
-        backend = env.extras.get("backend") or self.name
+        backend = env.backend or self.name
         if env.native_model is not None:
             raise UnsupportedFeature(backend, "native models (fit(native_model, ...))")
         self.capabilities().check(spec, backend)
@@ -106,7 +123,7 @@ class KerasBackend:
                 f"devices={env.devices} (data parallel runs on keras:jax)",
                 ["devices=1"],
             )
-        if env.extras.get("grad_norm") and PRECISIONS[env.precision].loss_scaling:
+        if env.report_grad_norm and PRECISIONS[env.precision].loss_scaling:
             raise UnsupportedFeature(f"keras:{engine}", "the grad_norm callback with 16-mixed")
         if spec.trainer.compile and engine == "torch":
             raise UnsupportedFeature(

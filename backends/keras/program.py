@@ -16,7 +16,7 @@ import numpy as np
 from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
-from crosstrain.protocol import RunEnv
+from crosstrain.protocol import Program, RunEnv
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 
@@ -28,7 +28,7 @@ from .steps import make_steps
 from .xp import namespace
 
 
-class KerasProgram:
+class KerasProgram(Program):
     """The Program of the Keras backend (see `crosstrain.protocol.Program`).
 
     Attributes:
@@ -59,15 +59,14 @@ class KerasProgram:
                 initial = init_params(spec.model, spec.seed)
                 for ref in self.refs:
                     ref.write(initial[ref.name])
-            total = env.extras.get("total_steps")
             self.optimizer = make_optimizer(
-                spec.optimizer, spec.schedule, total, self.precision.loss_scaling
+                spec.optimizer, spec.schedule, env.total_steps, self.precision.loss_scaling
             )
             self.optimizer.build(self.model.trainable_variables)
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
-        self._grad_norm = bool(env.extras.get("grad_norm"))
+        self._grad_norm = env.report_grad_norm
         self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         self._int_dtype = np.int32 if engine == "jax" else np.int64
         with self._scope():

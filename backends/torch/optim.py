@@ -11,10 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from crosstrain.optim import _Optimizer
-
-DEFAULT_TOTAL_STEPS = 1_000_000
-"""Length of the run assumed by a schedule when the trainer does not say (`extras["total_steps"]`)."""
+from crosstrain.optim import _Optimizer, checked_schedule, schedule_length
 
 _FUSED = ("sgd", "adam", "adamw")
 
@@ -71,13 +68,14 @@ def make_optimizer(
 
 
 class LrSchedule:
-    """Sets each update's learning rate from the spec's schedule, on the host (no sync).
+    """Sets each update's learning rate from the spec's schedule, on the host (no sync): core's
+    one definition (`schedule.factor`, the array-API `factor_xp` on Python floats).
 
     Args:
         optimizer: the torch optimizer whose groups get the rate.
         base_lr: the optimizer's `lr`.
         schedule: `spec.schedule` (None: constant rate).
-        total_steps: updates in the whole run, for schedules that decay over it.
+        total_steps: updates in the whole run (`RunEnv.total_steps`; None: core's default).
     """
 
     def __init__(
@@ -87,8 +85,9 @@ class LrSchedule:
         schedule: Any,
         total_steps: int | None,
     ):
-        self.optimizer, self.base_lr, self.schedule = optimizer, base_lr, schedule
-        self.total_steps = int(total_steps or DEFAULT_TOTAL_STEPS)
+        self.optimizer, self.base_lr = optimizer, base_lr
+        self.schedule = checked_schedule(schedule)
+        self.total_steps = schedule_length(total_steps)
 
     def lr(self, step: int) -> float:
         """The rate of the update after `step` updates."""

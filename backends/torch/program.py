@@ -19,7 +19,7 @@ from crosstrain import losses
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
-from crosstrain.protocol import RunEnv
+from crosstrain.protocol import Program, RunEnv
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.spec import Spec
 from crosstrain.state import CanonicalState, check_compatible
@@ -69,7 +69,7 @@ def native_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
     return cross_entropy
 
 
-class TorchProgram:
+class TorchProgram(Program):
     """A built model with its optimizer and steps on one torch device.
 
     Attributes:
@@ -109,10 +109,10 @@ class TorchProgram:
         self.slots = slot_names(spec.optimizer)
         self.optimizer = make_optimizer(spec.optimizer, self.params, self.device)
         self.schedule = LrSchedule(
-            self.optimizer, spec.optimizer.lr, spec.schedule, env.extras.get("total_steps")
+            self.optimizer, spec.optimizer.lr, spec.schedule, env.total_steps
         )
         self.scaler = make_grad_scaler(self.policy, self.device)
-        self._grad_norm = bool(env.extras.get("grad_norm"))
+        self._grad_norm = env.report_grad_norm
         self.step = 0
         self.skipped_steps = 0
         self._skipped = torch.zeros((), dtype=torch.float32, device=self.device)

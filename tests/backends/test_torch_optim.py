@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
 from crosstrain.backends.torch.state import to_canonical, trainable  # noqa: E402
-from crosstrain.optim import reference_step  # noqa: E402
+from crosstrain.optim import DEFAULT_TOTAL_STEPS, reference_step  # noqa: E402
 from crosstrain.protocol import RunEnv  # noqa: E402
 from crosstrain.spec import validate_spec  # noqa: E402
 
@@ -56,7 +56,7 @@ def make_program(
     }
     if schedule:
         data["schedule"] = schedule
-    env = RunEnv(accelerator="cpu", seed=3, extras={"total_steps": total_steps})
+    env = RunEnv(accelerator="cpu", seed=3, total_steps=total_steps)
     return TorchBackend().build(validate_spec(data), env)
 
 
@@ -146,4 +146,4 @@ def test_default_total_steps_without_trainer() -> None:
         {"model": {"input_shape": [5, 2], "layers": LAYERS}, "schedule": {"name": "cosine"}}
     )
     program = TorchBackend().build(spec, RunEnv(accelerator="cpu"))
-    assert program.schedule.total_steps > 1000
+    assert program.schedule.total_steps == DEFAULT_TOTAL_STEPS

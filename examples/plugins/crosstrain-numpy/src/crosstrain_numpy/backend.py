@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import TYPE_CHECKING
 
-from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.protocol import Backend, Capabilities, RunEnv
 
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
@@ -22,7 +22,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     """A crosstrain backend in pure numpy (`backend="numpy"`)."""
 
     name = "numpy"
@@ -48,7 +48,7 @@ class NumpyBackend:
         """A NumpyProgram; UnsupportedFeature for anything not declared."""
         from crosstrain.errors import SpecError, SpecIssue, UnsupportedFeature
 
-        backend = env.extras.get("backend") or self.name
+        backend = env.backend or self.name
         self.capabilities().check(spec, backend)
         if env.native_model is not None:
             raise UnsupportedFeature(backend, "native models")

@@ -13,8 +13,8 @@ from typing import Any
 import array_api_compat.numpy as xp
 import numpy as np
 from crosstrain.model import init_params, param_specs, plan
-from crosstrain.optim import reference_step, slot_names
-from crosstrain.protocol import RunEnv
+from crosstrain.optim import reference_step, schedule_length, slot_names
+from crosstrain.protocol import Program, RunEnv
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.spec import Spec
 from crosstrain.state import CanonicalState, check_compatible
@@ -25,7 +25,7 @@ StepOutput = dict[str, Any]
 """`loss` and each metric as Python floats, plus `batch_size`."""
 
 
-class NumpyProgram:
+class NumpyProgram(Program):
     """A spec's model, optimizer and steps in numpy.
 
     Attributes:
@@ -43,7 +43,7 @@ class NumpyProgram:
         self.metric_fns = metric_functions(spec)
         self.slots: dict[str, dict[str, np.ndarray]] = {}
         self.step = 0
-        self.total_steps = int(env.extras.get("total_steps") or spec.trainer.max_steps or 1)
+        self.total_steps = schedule_length(env.total_steps)
 
     def _forward(self, x: Any, training: bool) -> np.ndarray:
         out = np.asarray(x, dtype=np.float32)
