@@ -124,14 +124,14 @@ def test_reference_math_spot_checks():
         "bias": np.array([0.5, 0.0], np.float32),
     }
     np.testing.assert_allclose(
-        dense.forward(params, np.array([[1.0, 1.0]], np.float32)), [[1.5, 2.0]]
+        dense.forward(np, params, np.array([[1.0, 1.0]], np.float32)), [[1.5, 2.0]]
     )
     pool = ct.layers.MaxPool2D(2)
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-    np.testing.assert_array_equal(pool.forward({}, x)[0, :, :, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(pool.forward(np, {}, x)[0, :, :, 0], [[5, 7], [13, 15]])
     avg = ct.layers.AvgPool2D(2, padding="same")
     x3 = np.ones((1, 3, 3, 1), np.float32)
-    np.testing.assert_allclose(avg.forward({}, x3), np.ones((1, 2, 2, 1)))
+    np.testing.assert_allclose(avg.forward(np, {}, x3), np.ones((1, 2, 2, 1)))
 
 
 def test_bad_shapes_are_spec_errors():

@@ -10,10 +10,11 @@ nnx path with those `layers` steps removed (`canonical_name`). Trainable paramet
 Every module is called as `module(x, train=..., key=...)`; `key` is a JAX PRNG key (or None
 outside training) from which each Dropout derives its own stream with `fold_in(key, index)`.
 
-A layer type from a third-party plugin supplies its own module through
-`Layer.jax_module(input_shape) -> nnx.Module`: its variables are named after the layer's
-canonical parameters (a `/` in a name becomes a sub-module), it is called as `module(x)`, and
-it gets its initial values from core like every other layer.
+Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+`Layer.jax_module(input_shape) -> nnx.Module` (its variables are named after the layer's
+canonical parameters, a `/` in a name becomes a sub-module, it is called as `module(x)`, and it
+gets its initial values from core like every other layer), the class that `LAYER_BUILDERS`
+names in this module, or `ArrayLayer` around an array-API `forward`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import Layer, Shape, as_pair, child_name, same_padding
+from crosstrain.layers import Layer, Shape, as_pair, child_name, layer_route, same_padding
 from crosstrain.model import ModelSpec
 from flax import nnx
 from jax import Array
+
+from .array_layer import ArrayLayer
+from .plugin import LAYER_BUILDERS, NATIVE_METHOD
 
 Path = tuple[Any, ...]
 Key = Array | None
@@ -293,39 +297,18 @@ class Sequential(nnx.Module):
         return x + y if self.residual else y
 
 
-MODULES: dict[str, type[nnx.Module]] = {
-    "Dense": Dense,
-    "Conv1D": Conv,
-    "Conv2D": Conv,
-    "MaxPool2D": Pool2D,
-    "AvgPool2D": Pool2D,
-    "GlobalAvgPool": GlobalAvgPool,
-    "BatchNorm": BatchNorm,
-    "LayerNorm": LayerNorm,
-    "Dropout": Dropout,
-    "Embedding": Embedding,
-    "Flatten": Flatten,
-    "Reshape": Reshape,
-    "ReLU": Activation,
-    "GELU": Activation,
-    "Tanh": Activation,
-    "Sigmoid": Activation,
-    "Softmax": Activation,
-    "Residual": Sequential,
-    "Sequential": Sequential,
-    "MultiHeadSelfAttention": MultiHeadSelfAttention,
-}
-"""Built-in layer type → nnx module class."""
-
-
 def _module(layer: Layer, shape: Shape, name: str, build: _Build) -> tuple[nnx.Module, bool]:
     """The module for a layer, and whether it is one of ours (False: a plugin's `jax_module`)."""
-    if layer.type in MODULES:
-        return MODULES[layer.type](layer, shape, name, build), True
-    factory = getattr(layer, "jax_module", None)
-    if factory is None:
-        raise UnsupportedFeature("jax", f"layer {layer.type} (it has no jax_module)")
-    module = factory(tuple(shape))
+    route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
+    if route == "table":
+        return globals()[LAYER_BUILDERS[layer.type]](layer, shape, name, build), True
+    if route == "array":
+        return ArrayLayer(layer, shape, name, build), True
+    if route is None:
+        raise UnsupportedFeature(
+            "jax", f"layer {layer.type} (no jax_module and no array-API forward)"
+        )
+    module = layer.jax_module(tuple(shape))
     for path, variable in nnx.to_flat_state(nnx.state(module)):
         full = f"{name}/{'/'.join(str(p) for p in path)}"
         if full in build.values:

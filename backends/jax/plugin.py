@@ -6,7 +6,8 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
-from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.layers import supported_layer_types
+from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
 if TYPE_CHECKING:
@@ -14,42 +15,37 @@ if TYPE_CHECKING:
 
     from .program import JaxProgram
 
-BUILTIN_LAYERS = frozenset(
-    {
-        "Dense",
-        "Conv1D",
-        "Conv2D",
-        "MaxPool2D",
-        "AvgPool2D",
-        "GlobalAvgPool",
-        "BatchNorm",
-        "LayerNorm",
-        "Dropout",
-        "Embedding",
-        "Flatten",
-        "Reshape",
-        "ReLU",
-        "GELU",
-        "Tanh",
-        "Sigmoid",
-        "Softmax",
-        "Residual",
-        "MultiHeadSelfAttention",
-        "Sequential",
-    }
-)
+LAYER_BUILDERS: dict[str, str] = {
+    "Dense": "Dense",
+    "Conv1D": "Conv",
+    "Conv2D": "Conv",
+    "MaxPool2D": "Pool2D",
+    "AvgPool2D": "Pool2D",
+    "GlobalAvgPool": "GlobalAvgPool",
+    "BatchNorm": "BatchNorm",
+    "LayerNorm": "LayerNorm",
+    "Dropout": "Dropout",
+    "Embedding": "Embedding",
+    "Flatten": "Flatten",
+    "Reshape": "Reshape",
+    "ReLU": "Activation",
+    "GELU": "Activation",
+    "Tanh": "Activation",
+    "Sigmoid": "Activation",
+    "Softmax": "Activation",
+    "Residual": "Sequential",
+    "Sequential": "Sequential",
+    "MultiHeadSelfAttention": "MultiHeadSelfAttention",
+}
+"""The JAX backend's layer table: layer type → its nnx module class in `model.py`.
+
+The supported layer types are these keys plus every registered layer with a `jax_module`
+method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+NATIVE_METHOD = "jax_module"
 REQUIRED = ("jax", "flax", "optax")
 
 
-def _plugin_layers() -> frozenset[str]:
-    """Layer types from plugins that bring a JAX implementation (`Layer.jax_module`)."""
-    from crosstrain.registry import get_registry
-
-    table = get_registry().layers
-    return frozenset(name for name in table.names() if hasattr(table.get(name), "jax_module"))
-
-
-class JaxBackend:
+class JaxBackend(Backend):
     """The JAX backend (flax nnx + optax). See `crosstrain.protocol.Backend`."""
 
     name = "jax"
@@ -67,9 +63,10 @@ class JaxBackend:
         return package_version("jax")
 
     def capabilities(self) -> Capabilities:
-        """Declared support: every built-in layer, fp32 and bf16-mixed, CPU/CUDA/TPU, fused steps."""
+        """Declared support: every layer of `LAYER_BUILDERS`, every array-API or `jax_module`
+        layer, fp32 and bf16-mixed, CPU/CUDA/TPU, fused steps."""
         return Capabilities(
-            layers=BUILTIN_LAYERS | _plugin_layers(),
+            layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=frozenset({"32", "bf16-mixed"}),
             accelerators=frozenset({"cpu", "cuda", "tpu"}),
             strategies=frozenset({"auto", "data_parallel"}),

@@ -11,9 +11,11 @@ torch engine `.`).
 Canonical layouts equal Keras's except MultiHeadAttention's, whose kernels keep heads on their
 own axis, `(features, heads, head_dim)`; a `ParamRef` converts by reshaping.
 
-A plugin layer takes part by defining `keras_layer(input_shape, name, dtype) -> keras.layers.Layer`
-(pass `name` and `dtype`, the dtype policy, on to the Keras layer); the Keras layer's weights, in
-creation order, are its `params()` in declaration order (same sizes, layouts up to a reshape).
+Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+`keras_layer(input_shape, name, dtype) -> keras.layers.Layer` (pass `name` and `dtype`, the dtype
+policy, on to the Keras layer; its weights, in creation order, are its `params()` in declaration
+order, same sizes, layouts up to a reshape), the builder function that `LAYER_BUILDERS` names in
+this module, or `ArrayLayer` around an array-API `forward`.
 """
 
 from __future__ import annotations
@@ -25,15 +27,11 @@ from typing import Any
 import keras
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.layers import layer_route
 from crosstrain.model import LayerNode, ModelSpec, plan
 
-ACTIVATIONS = {
-    "ReLU": "relu",
-    "GELU": "gelu",
-    "Tanh": "tanh",
-    "Sigmoid": "sigmoid",
-    "Softmax": "softmax",
-}
+from .array_layer import ArrayLayer
+from .plugin import LAYER_BUILDERS, NATIVE_METHOD
 
 
 @dataclass
@@ -91,86 +89,35 @@ class _Builder:
         return x
 
     def node(self, node: LayerNode, x: Any) -> Any:
-        layer, kind = node.layer, node.layer.type
-        name = keras_name(node.name)
-        options = {"name": name, "dtype": self.dtype}
-        if kind == "Sequential":
-            return self.chain(node.children, x)
-        if kind == "Residual":
-            return keras.layers.Add(**options)([x, self.chain(node.children, x)])
-        if kind == "MultiHeadSelfAttention":
-            native = keras.layers.MultiHeadAttention(
-                layer.num_heads,
-                layer.head_dim,
-                use_bias=layer.use_bias,
-                flash_attention=False,
-                **options,
-            )
-            y = native(x, x, use_causal_mask=layer.causal)
-            self._refs_mha(node, native)
-            return y
-        if kind == "GlobalAvgPool" and len(node.input_shape) not in (2, 3):
-            x = keras.layers.Reshape(
-                (-1, node.input_shape[-1]), name=f"{name}__flat", dtype=self.dtype
-            )(x)
-            native = keras.layers.GlobalAveragePooling1D(**options)
+        """Builds one node's Keras layer(s) on `x` by the route `layer_route` picks."""
+        layer = node.layer
+        options = {"name": keras_name(node.name), "dtype": self.dtype}
+        route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
+        if route == "table":
+            return globals()[LAYER_BUILDERS[layer.type]](self, node, x, options)
+        if route == "native":
+            native = layer.keras_layer(tuple(node.input_shape), **options)
+        elif route == "array":
+            native = ArrayLayer(layer, tuple(node.input_shape), **options)
         else:
-            native = self.native_layer(node, options)
+            raise UnsupportedFeature(
+                self.backend,
+                f"layer {layer.type} ({node.path}): no keras_layer and no array-API forward",
+            )
         y = native(x)
-        self._refs(node, native)
+        if route == "array":
+            for pname, variable in native.params_by_name.items():
+                self._add(node, pname, variable)
+        else:
+            self.weights_in_order(node, native)
         return y
 
-    def native_layer(self, node: LayerNode, options: dict[str, Any]) -> Any:
-        """The Keras layer for a leaf node."""
-        layer, kind, L = node.layer, node.layer.type, keras.layers
-        if kind == "Dense":
-            return L.Dense(
-                layer.units, activation=layer.activation, use_bias=layer.use_bias, **options
-            )
-        if kind in ("Conv2D", "Conv1D"):
-            cls = L.Conv2D if kind == "Conv2D" else L.Conv1D
-            return cls(
-                layer.filters,
-                layer.kernel_size,
-                strides=layer.strides,
-                padding=layer.padding,
-                activation=layer.activation,
-                use_bias=layer.use_bias,
-                **options,
-            )
-        if kind in ("MaxPool2D", "AvgPool2D"):
-            cls = L.MaxPooling2D if kind == "MaxPool2D" else L.AveragePooling2D
-            return cls(layer.pool_size, strides=layer.strides, padding=layer.padding, **options)
-        if kind == "GlobalAvgPool":
-            return (
-                L.GlobalAveragePooling1D if len(node.input_shape) == 2 else L.GlobalAveragePooling2D
-            )(**options)
-        if kind == "BatchNorm":
-            return L.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, **options)
-        if kind == "LayerNorm":
-            return L.LayerNormalization(epsilon=layer.epsilon, **options)
-        if kind == "Dropout":
-            seed = (self.seed * 1_000_003 + zlib.crc32(node.name.encode())) % (2**31 - 1)
-            return L.Dropout(layer.rate, seed=seed, **options)
-        if kind == "Embedding":
-            return L.Embedding(layer.vocab_size, layer.dim, **options)
-        if kind == "Flatten":
-            return L.Flatten(**options)
-        if kind == "Reshape":
-            return L.Reshape(tuple(node.output_shape), **options)
-        if kind in ACTIVATIONS:
-            return (
-                L.Softmax(axis=-1, **options)
-                if kind == "Softmax"
-                else L.Activation(ACTIVATIONS[kind], **options)
-            )
-        if hasattr(layer, "keras_layer"):
-            native = layer.keras_layer(tuple(node.input_shape), **options)
-            native._crosstrain_plugin = True
-            return native
-        raise UnsupportedFeature(
-            self.backend, f"layer {kind} ({node.path}) has no Keras implementation"
-        )
+    def apply(self, node: LayerNode, native: Any, x: Any) -> Any:
+        """Calls a built-in Keras layer whose weights carry the canonical names."""
+        y = native(x)
+        for pname in node.layer.params(node.input_shape):
+            self._add(node, pname, getattr(native, pname))
+        return y
 
     def _add(self, node: LayerNode, pname: str, variable: Any) -> None:
         spec = node.layer.params(node.input_shape)[pname]
@@ -178,34 +125,124 @@ class _Builder:
             ParamRef(f"{node.name}/{pname}", variable, tuple(spec.shape), spec.trainable)
         )
 
-    def _refs(self, node: LayerNode, native: Any) -> None:
+    def weights_in_order(self, node: LayerNode, native: Any) -> None:
+        """A plugin's Keras layer: its weights, in creation order, are `params()` in order."""
         specs = node.layer.params(node.input_shape)
-        if not specs:
-            return
-        if getattr(native, "_crosstrain_plugin", False):
-            weights = list(native.weights)
-            if len(weights) != len(specs):
-                raise UnsupportedFeature(
-                    self.backend,
-                    f"layer {node.layer.type} ({node.path}): its keras_layer has "
-                    f"{len(weights)} weights, params() declares {len(specs)}",
-                )
-            for pname, variable in zip(specs, weights, strict=True):
-                self._add(node, pname, variable)
-            return
-        for pname in specs:
-            self._add(node, pname, getattr(native, pname))
+        weights = list(native.weights)
+        if len(weights) != len(specs):
+            raise UnsupportedFeature(
+                self.backend,
+                f"layer {node.layer.type} ({node.path}): its keras_layer has "
+                f"{len(weights)} weights, params() declares {len(specs)}",
+            )
+        for pname, variable in zip(specs, weights, strict=True):
+            self._add(node, pname, variable)
 
-    def _refs_mha(self, node: LayerNode, native: Any) -> None:
-        dense = {
-            "query": native._query_dense,
-            "key": native._key_dense,
-            "value": native._value_dense,
-            "output": native._output_dense,
-        }
-        for pname in node.layer.params(node.input_shape):
-            proj, _, kind = pname.partition("/")
-            self._add(node, pname, getattr(dense[proj], kind))
+
+# -- the table's builders: (builder, node, x, options) -> output ---------------------------------
+
+
+def sequential(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    return builder.chain(node.children, x)
+
+
+def residual(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    return keras.layers.Add(**options)([x, builder.chain(node.children, x)])
+
+
+def attention(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    layer = node.layer
+    native = keras.layers.MultiHeadAttention(
+        layer.num_heads, layer.head_dim, use_bias=layer.use_bias, flash_attention=False, **options
+    )
+    y = native(x, x, use_causal_mask=layer.causal)
+    dense = {
+        "query": native._query_dense,
+        "key": native._key_dense,
+        "value": native._value_dense,
+        "output": native._output_dense,
+    }
+    for pname in layer.params(node.input_shape):
+        proj, _, kind = pname.partition("/")
+        builder._add(node, pname, getattr(dense[proj], kind))
+    return y
+
+
+def dense(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    layer = node.layer
+    native = keras.layers.Dense(
+        layer.units, activation=layer.activation, use_bias=layer.use_bias, **options
+    )
+    return builder.apply(node, native, x)
+
+
+def conv(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    layer = node.layer
+    cls = keras.layers.Conv2D if layer.type == "Conv2D" else keras.layers.Conv1D
+    native = cls(
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        activation=layer.activation,
+        use_bias=layer.use_bias,
+        **options,
+    )
+    return builder.apply(node, native, x)
+
+
+def pool(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    layer = node.layer
+    cls = keras.layers.MaxPooling2D if layer.type == "MaxPool2D" else keras.layers.AveragePooling2D
+    return cls(layer.pool_size, strides=layer.strides, padding=layer.padding, **options)(x)
+
+
+def global_pool(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    rank = len(node.input_shape)
+    if rank == 3:
+        return keras.layers.GlobalAveragePooling2D(**options)(x)
+    if rank != 2:
+        x = keras.layers.Reshape(
+            (-1, node.input_shape[-1]), name=f"{options['name']}__flat", dtype=builder.dtype
+        )(x)
+    return keras.layers.GlobalAveragePooling1D(**options)(x)
+
+
+def batch_norm(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    layer = node.layer
+    native = keras.layers.BatchNormalization(
+        momentum=layer.momentum, epsilon=layer.epsilon, **options
+    )
+    return builder.apply(node, native, x)
+
+
+def layer_norm(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    native = keras.layers.LayerNormalization(epsilon=node.layer.epsilon, **options)
+    return builder.apply(node, native, x)
+
+
+def dropout(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    seed = (builder.seed * 1_000_003 + zlib.crc32(node.name.encode())) % (2**31 - 1)
+    return keras.layers.Dropout(node.layer.rate, seed=seed, **options)(x)
+
+
+def embedding(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    native = keras.layers.Embedding(node.layer.vocab_size, node.layer.dim, **options)
+    return builder.apply(node, native, x)
+
+
+def flatten(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    return keras.layers.Flatten(**options)(x)
+
+
+def reshape(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    return keras.layers.Reshape(tuple(node.output_shape), **options)(x)
+
+
+def activation(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    if node.layer.type == "Softmax":
+        return keras.layers.Softmax(axis=-1, **options)(x)
+    return keras.layers.Activation(type(node.layer).activation, **options)(x)
 
 
 def build_model(

@@ -310,26 +310,3 @@ class Sequential(nn.Module):
 class Residual(Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + super().forward(x)
-
-
-BUILDERS: dict[str, Callable[[Any, Shape, dict[str, Any]], nn.Module]] = {
-    "Dense": Dense,
-    "Conv1D": Conv1D,
-    "Conv2D": Conv2D,
-    "MaxPool2D": Pool2D,
-    "AvgPool2D": Pool2D,
-    "GlobalAvgPool": GlobalAvgPool,
-    "BatchNorm": BatchNorm,
-    "LayerNorm": LayerNorm,
-    "Dropout": Dropout,
-    "Embedding": Embedding,
-    "Flatten": Reshape,
-    "Reshape": Reshape,
-    "ReLU": Activation,
-    "GELU": Activation,
-    "Tanh": Activation,
-    "Sigmoid": Activation,
-    "Softmax": Activation,
-    "MultiHeadSelfAttention": MultiHeadSelfAttention,
-}
-COMPOSITES: dict[str, type[Sequential]] = {"Sequential": Sequential, "Residual": Residual}

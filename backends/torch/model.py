@@ -1,7 +1,8 @@
 """A spec's model as one `nn.Module`, with a map from every canonical name to its tensor.
 
-The modules come from `layers.py`; a layer type from a third-party plugin supplies its own
-through `Layer.torch_module(input_shape)` (see `plugin_module`).
+Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+`torch_module(input_shape)` (see `plugin_module`), the module class that `LAYER_BUILDERS`
+names in `layers.py`, or `ArrayLayer` around an array-API `forward`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from typing import Any
 
 import torch
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import Layer, ParamSpec, Shape
+from crosstrain.layers import Layer, ParamSpec, Shape, layer_route
 from crosstrain.model import LayerNode, ModelSpec, plan
 from torch import nn
 
-from .layers import BUILDERS, COMPOSITES, Sequential
+from . import layers as builders
+from .array_layer import ArrayLayer
+from .layers import Sequential
+from .plugin import LAYER_BUILDERS, NATIVE_METHOD
 
 
 @dataclass
@@ -53,13 +57,7 @@ def plugin_module(layer: Layer, input_shape: Shape, factory: dict[str, Any]) -> 
     without one, canonical `a/b` is the attribute path `a.b`, in the canonical layout.
     Non-trainable canonical parameters should be buffers.
     """
-    make = getattr(layer, "torch_module", None)
-    if make is None:
-        supported = sorted([*BUILDERS, *COMPOSITES])
-        raise UnsupportedFeature(
-            "torch", f"layer type {layer.type!r} (it defines no torch_module)", supported
-        )
-    return make(tuple(input_shape)).to(**factory)
+    return layer.torch_module(tuple(input_shape)).to(**factory)
 
 
 def _resolve(module: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -71,16 +69,22 @@ def _resolve(module: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]) -> nn.Module:
     layer = node.layer
-    if hasattr(layer, "torch_module"):
+    route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
+    if route == "native":
         module = plugin_module(layer, node.input_shape, factory)
-    elif layer.type in COMPOSITES and node.children:
-        return COMPOSITES[layer.type](
-            [_layer_module(child, refs, factory) for child in node.children]
-        )
-    elif layer.type in BUILDERS:
-        module = BUILDERS[layer.type](layer, node.input_shape, factory)
+    elif route == "table":
+        builder = getattr(builders, LAYER_BUILDERS[layer.type])
+        if issubclass(builder, Sequential):
+            return builder([_layer_module(child, refs, factory) for child in node.children])
+        module = builder(layer, node.input_shape, factory)
+    elif route == "array":
+        module = ArrayLayer(layer, node.input_shape, factory)
     else:
-        module = plugin_module(layer, node.input_shape, factory)
+        raise UnsupportedFeature(
+            "torch",
+            f"layer type {layer.type!r} (no torch_module and no array-API forward)",
+            sorted(LAYER_BUILDERS),
+        )
     mapping = getattr(module, "canonical", {})
     for pname, pspec in layer.params(node.input_shape).items():
         path, layout = mapping.get(pname, (pname.replace("/", "."), "same"))

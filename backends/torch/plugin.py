@@ -7,8 +7,8 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
-from crosstrain.layers import BUILTIN_LAYERS
-from crosstrain.protocol import Capabilities, RunEnv
+from crosstrain.layers import layer_route, supported_layer_types
+from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
 if TYPE_CHECKING:
@@ -16,22 +16,40 @@ if TYPE_CHECKING:
 
     from .program import TorchProgram
 
-BUILTIN_LAYER_TYPES = frozenset(cls.model_fields["type"].default for cls in BUILTIN_LAYERS)
+LAYER_BUILDERS: dict[str, str] = {
+    "Dense": "Dense",
+    "Conv1D": "Conv1D",
+    "Conv2D": "Conv2D",
+    "MaxPool2D": "Pool2D",
+    "AvgPool2D": "Pool2D",
+    "GlobalAvgPool": "GlobalAvgPool",
+    "BatchNorm": "BatchNorm",
+    "LayerNorm": "LayerNorm",
+    "Dropout": "Dropout",
+    "Embedding": "Embedding",
+    "Flatten": "Reshape",
+    "Reshape": "Reshape",
+    "ReLU": "Activation",
+    "GELU": "Activation",
+    "Tanh": "Activation",
+    "Sigmoid": "Activation",
+    "Softmax": "Activation",
+    "MultiHeadSelfAttention": "MultiHeadSelfAttention",
+    "Sequential": "Sequential",
+    "Residual": "Residual",
+}
+"""The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`.
+
+The supported layer types are these keys plus every registered layer with a `torch_module`
+method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+NATIVE_METHOD = "torch_module"
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
 STRATEGIES = frozenset({"auto", "ddp", "fsdp"})
 OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
 
 
-def _plugin_layer_types() -> frozenset[str]:
-    """Layer types registered by plugins that bring a torch implementation (`torch_module`)."""
-    from crosstrain.registry import get_registry
-
-    layers = get_registry().layers
-    return frozenset(name for name in layers.names() if hasattr(layers.get(name), "torch_module"))
-
-
-class TorchBackend:
+class TorchBackend(Backend):
     """The PyTorch reference backend (`backend="torch"`)."""
 
     name = "torch"
@@ -48,10 +66,10 @@ class TorchBackend:
         return package_version("torch")
 
     def capabilities(self) -> Capabilities:
-        """Every built-in layer (and plugin layers with `torch_module`), five precisions, four
-        accelerators, single-device training, the four optimizers, `torch.compile`, native models."""
+        """Every layer of `LAYER_BUILDERS`, every array-API or `torch_module` layer, five
+        precisions, four accelerators, the four optimizers, `torch.compile`, native models."""
         return Capabilities(
-            layers=BUILTIN_LAYER_TYPES | _plugin_layer_types(),
+            layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=PRECISIONS,
             accelerators=ACCELERATORS,
             strategies=STRATEGIES,
@@ -125,13 +143,12 @@ class TorchBackend:
         from crosstrain.model import plan, walk
 
         for node in walk(plan(spec.model)):
-            layer = node.layer
-            if layer.type not in BUILTIN_LAYER_TYPES and not hasattr(layer, "torch_module"):
-                supported = sorted(BUILTIN_LAYER_TYPES)
+            if layer_route(node.layer, LAYER_BUILDERS, NATIVE_METHOD) is None:
                 raise UnsupportedFeature(
                     self.name,
-                    f"layer type {layer.type!r} at {node.path} (it defines no torch_module)",
-                    supported,
+                    f"layer type {node.layer.type!r} at {node.path} (no torch_module and "
+                    "no array-API forward)",
+                    sorted(LAYER_BUILDERS),
                 )
 
     def build(self, spec: Spec, env: RunEnv) -> TorchProgram:

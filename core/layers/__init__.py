@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from ._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
+from ._support import Route, layer_route, supported_layer_types
 from .basic import GELU, Dense, Dropout, Embedding, Flatten, ReLU, Reshape, Sigmoid, Softmax, Tanh
 from .composite import (
     AnyLayer,
@@ -67,6 +68,7 @@ __all__ = [
     "ParamSpec",
     "ReLU",
     "Reshape",
+    "Route",
     "Residual",
     "Sequential",
     "Shape",
@@ -76,6 +78,8 @@ __all__ = [
     "as_pair",
     "child_name",
     "child_params",
+    "layer_route",
     "same_padding",
+    "supported_layer_types",
     "window_output",
 ]

@@ -37,10 +37,19 @@ class Layer(BaseModel):
 
     Subclasses set `type` to a `Literal` of their own name, list their positional options in
     `positional` (so `Dense(128)` works) and override the methods that apply.
+
+    A layer written once for every backend defines `params` and `forward` against the array
+    API: `forward(xp, params, x, training, rng)` with `xp` the namespace of `x` (numpy for the
+    reference, torch, jax.numpy or Keras ops inside a backend's compiled step). Each backend
+    wraps it in its own module (`backends/<name>/array_layer.py`); a method `torch_module`,
+    `jax_module` or `keras_layer` on the class, when present, is used instead (a speed-up).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     positional: ClassVar[tuple[str, ...]] = ()
+    array_api: ClassVar[bool] = True
+    """Whether `forward` works for any array-API `xp` (False: numpy only, as the built-ins'
+    references are; those layers run on a backend only through its own implementation)."""
 
     type: str
     name: str | None = None
@@ -67,13 +76,30 @@ class Layer(BaseModel):
 
     def forward(
         self,
-        params: dict[str, np.ndarray],
-        x: np.ndarray,
+        xp: Any,
+        params: dict[str, Any],
+        x: Any,
         training: bool = False,
         rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        """The numpy reference forward of a batch; `params` has this layer's names."""
-        raise NotImplementedError(f"{self.type} has no numpy reference forward")
+    ) -> Any:
+        """The forward pass of a batch; the numpy reference when `xp` is numpy.
+
+        Args:
+            xp: the array namespace of `x` (`numpy` for the reference).
+            params: this layer's parameters by canonical name, arrays of `xp`; floating ones
+                in the dtype of a floating `x` (so mixed precision computes in `x`'s dtype).
+            x: the batch (batch axis first, channels last).
+            training: True in a training step.
+            rng: a numpy Generator in the numpy reference, None in a backend's step (an
+                array-API layer is deterministic; random ones need a native implementation).
+        """
+        raise NotImplementedError(f"{self.type} has no forward")
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        """FLOPs of one forward pass of one sample, its own work only (a composite's children
+        are counted by `crosstrain.flops`): 2 per multiply-add of a matrix product; the
+        default, 0, leaves out element-wise work as the usual "model FLOPs" figure does."""
+        return 0
 
 
 def activate(x: np.ndarray, activation: str | None) -> np.ndarray:

@@ -16,6 +16,7 @@ class Dense(Layer):
 
     positional: ClassVar = ("units",)
     type: Literal["Dense"] = "Dense"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     units: PositiveInt
     activation: Activation | None = None
     use_bias: bool = True
@@ -32,7 +33,10 @@ class Dense(Layer):
             specs["bias"] = ParamSpec((self.units,), "zeros")
         return specs
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward_flops(self, input_shape: Shape) -> int:
+        return 2 * math.prod(input_shape[:-1]) * input_shape[-1] * self.units
+
+    def forward(self, xp, params, x, training=False, rng=None):
         y = x @ params["kernel"]
         if self.use_bias:
             y = y + params["bias"]
@@ -44,6 +48,7 @@ class Embedding(Layer):
 
     positional: ClassVar = ("vocab_size", "dim")
     type: Literal["Embedding"] = "Embedding"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     vocab_size: PositiveInt
     dim: PositiveInt
 
@@ -53,7 +58,7 @@ class Embedding(Layer):
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         return {"embeddings": ParamSpec((self.vocab_size, self.dim), "uniform_0.05")}
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return params["embeddings"][x.astype(np.int64)]
 
 
@@ -62,9 +67,10 @@ class Dropout(Layer):
 
     positional: ClassVar = ("rate",)
     type: Literal["Dropout"] = "Dropout"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     rate: float = Field(ge=0.0, lt=1.0)
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         if not training or self.rate == 0.0:
             return x
         if rng is None:
@@ -77,11 +83,12 @@ class Flatten(Layer):
     """Collapses every per-sample axis into one."""
 
     type: Literal["Flatten"] = "Flatten"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (math.prod(input_shape),)
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x.reshape(x.shape[0], -1)
 
 
@@ -90,6 +97,7 @@ class Reshape(Layer):
 
     positional: ClassVar = ("target_shape",)
     type: Literal["Reshape"] = "Reshape"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     target_shape: tuple[int, ...]
 
     @model_validator(mode="after")
@@ -110,14 +118,15 @@ class Reshape(Layer):
             raise ValueError(f"cannot reshape {input_shape} ({size} values) to {self.target_shape}")
         return tuple(self.target_shape)
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x.reshape(x.shape[0], *self.output_shape(x.shape[1:]))
 
 
 class _Activation(Layer):
     activation: ClassVar[str] = "linear"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return activate(x, self.activation)
 
 

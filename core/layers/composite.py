@@ -32,10 +32,11 @@ def child_params(params: dict[str, np.ndarray], prefix: str) -> dict[str, np.nda
     return {k[cut:]: v for k, v in params.items() if k.startswith(prefix + "/")}
 
 
-def sequence_forward(layers: list[Layer], params, x, training=False, rng=None):
-    """Numpy reference of a chain of layers whose parameters are named by `child_name`."""
+def sequence_forward(layers: list[Layer], params, x, training=False, rng=None, xp=np):
+    """Forward of a chain of layers whose parameters are named by `child_name` (numpy
+    reference unless `xp` says otherwise)."""
     for index, layer in enumerate(layers):
-        x = layer.forward(child_params(params, child_name(index, layer)), x, training, rng)
+        x = layer.forward(xp, child_params(params, child_name(index, layer)), x, training, rng)
     return x
 
 
@@ -50,6 +51,7 @@ class Sequential(Layer):
 
     positional: ClassVar = ("layers",)
     type: Literal["Sequential"] = "Sequential"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     layers: list[AnyLayer] = Field(min_length=1)
 
     def children(self) -> list[Layer]:
@@ -58,8 +60,8 @@ class Sequential(Layer):
     def output_shape(self, input_shape: Shape) -> Shape:
         return sequence_shape(self.layers, input_shape)
 
-    def forward(self, params, x, training=False, rng=None):
-        return sequence_forward(self.layers, params, x, training, rng)
+    def forward(self, xp, params, x, training=False, rng=None):
+        return sequence_forward(self.layers, params, x, training, rng, xp)
 
 
 class Residual(Sequential):
@@ -73,8 +75,8 @@ class Residual(Sequential):
             raise ValueError(f"Residual layers change the shape {tuple(input_shape)} to {inner}")
         return inner
 
-    def forward(self, params, x, training=False, rng=None):
-        return x + sequence_forward(self.layers, params, x, training, rng)
+    def forward(self, xp, params, x, training=False, rng=None):
+        return x + sequence_forward(self.layers, params, x, training, rng, xp)
 
 
 class MultiHeadSelfAttention(Layer):
@@ -87,6 +89,7 @@ class MultiHeadSelfAttention(Layer):
 
     positional: ClassVar = ("num_heads", "head_dim")
     type: Literal["MultiHeadSelfAttention"] = "MultiHeadSelfAttention"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     num_heads: PositiveInt
     head_dim: PositiveInt
     causal: bool = False
@@ -113,7 +116,13 @@ class MultiHeadSelfAttention(Layer):
             specs["output/bias"] = ParamSpec((features,), "zeros")
         return specs
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward_flops(self, input_shape: Shape) -> int:
+        """The four projections, the scores `q·k` and the weighted sum of the values."""
+        seq, features = input_shape
+        inner = self.num_heads * self.head_dim
+        return 2 * seq * features * inner * 4 + 2 * seq * seq * inner * 2
+
+    def forward(self, xp, params, x, training=False, rng=None):
         batch, seq, _ = x.shape
 
         def project(name: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -19,6 +19,7 @@ class BatchNorm(Layer):
     """
 
     type: Literal["BatchNorm"] = "BatchNorm"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     momentum: float = Field(0.99, ge=0.0, lt=1.0)
     epsilon: float = Field(1e-3, gt=0.0)
 
@@ -31,7 +32,7 @@ class BatchNorm(Layer):
             "moving_variance": ParamSpec(c, "ones", trainable=False),
         }
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         if training:
             axes = tuple(range(x.ndim - 1))
             mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -45,13 +46,14 @@ class LayerNorm(Layer):
     """Normalises each position over its last axis; `gamma`, `beta` of that size."""
 
     type: Literal["LayerNorm"] = "LayerNorm"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     epsilon: float = Field(1e-3, gt=0.0)
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         c = (input_shape[-1],)
         return {"gamma": ParamSpec(c, "ones"), "beta": ParamSpec(c, "zeros")}
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         mean = x.mean(axis=-1, keepdims=True)
         var = x.var(axis=-1, keepdims=True)
         y = (x - mean) / np.sqrt(var + self.epsilon) * params["gamma"] + params["beta"]

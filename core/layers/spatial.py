@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -45,11 +46,18 @@ def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...]) -
     return view[index]
 
 
+def _conv_flops(layer: Conv1D | Conv2D, input_shape: Shape) -> int:
+    """2 × (output positions × kernel window × in channels × filters)."""
+    kernel = layer.params(input_shape)["kernel"].shape  # (..window.., in, out)
+    return 2 * math.prod(layer.output_shape(input_shape)[:-1]) * math.prod(kernel)
+
+
 class Conv2D(Layer):
     """2-D convolution on `(H, W, C)`. Kernel `HWIO`, Keras `same`/`valid` padding."""
 
     positional: ClassVar = ("filters", "kernel_size")
     type: Literal["Conv2D"] = "Conv2D"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     filters: PositiveInt
     kernel_size: SizeOption
     strides: SizeOption = 1
@@ -77,7 +85,10 @@ class Conv2D(Layer):
             specs["bias"] = ParamSpec((self.filters,), "zeros")
         return specs
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward_flops(self, input_shape: Shape) -> int:
+        return _conv_flops(self, input_shape)
+
+    def forward(self, xp, params, x, training=False, rng=None):
         kernel, strides = self._geometry()
         windows = _windows(_pad(x, kernel, strides, self.padding, 0.0), kernel, strides)
         y = np.einsum("nhwcij,ijco->nhwo", windows, params["kernel"], optimize=True)
@@ -91,6 +102,7 @@ class Conv1D(Layer):
 
     positional: ClassVar = ("filters", "kernel_size")
     type: Literal["Conv1D"] = "Conv1D"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     filters: PositiveInt
     kernel_size: PositiveInt
     strides: PositiveInt = 1
@@ -117,7 +129,10 @@ class Conv1D(Layer):
             specs["bias"] = ParamSpec((self.filters,), "zeros")
         return specs
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward_flops(self, input_shape: Shape) -> int:
+        return _conv_flops(self, input_shape)
+
+    def forward(self, xp, params, x, training=False, rng=None):
         kernel, strides = (self.kernel_size,), (self.strides,)
         windows = _windows(_pad(x, kernel, strides, self.padding, 0.0), kernel, strides)
         y = np.einsum("nlci,ico->nlo", windows, params["kernel"], optimize=True)
@@ -128,6 +143,7 @@ class Conv1D(Layer):
 
 class _Pool2D(Layer):
     positional: ClassVar = ("pool_size",)
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     pool_size: SizeOption = 2
     strides: SizeOption | None = None
     padding: Padding = "valid"
@@ -152,7 +168,7 @@ class MaxPool2D(_Pool2D):
 
     type: Literal["MaxPool2D"] = "MaxPool2D"
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         pool, strides = self._geometry()
         windows = _windows(_pad(x, pool, strides, self.padding, -np.inf), pool, strides)
         return windows.max(axis=(-2, -1)).astype(x.dtype)
@@ -163,7 +179,7 @@ class AvgPool2D(_Pool2D):
 
     type: Literal["AvgPool2D"] = "AvgPool2D"
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         pool, strides = self._geometry()
         total = _windows(_pad(x, pool, strides, self.padding, 0.0), pool, strides).sum(
             axis=(-2, -1)
@@ -179,11 +195,12 @@ class GlobalAvgPool(Layer):
     """Mean over every axis but the channels: `(H, W, C)` or `(L, C)` to `(C,)`."""
 
     type: Literal["GlobalAvgPool"] = "GlobalAvgPool"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 2:
             raise ValueError(f"GlobalAvgPool expects spatial axes and channels, got {input_shape}")
         return (input_shape[-1],)
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x.mean(axis=tuple(range(1, x.ndim - 1)))

@@ -170,7 +170,7 @@ class _Scale(Layer):
     def params(self, input_shape: tuple[int, ...]) -> dict[str, ParamSpec]:
         return {"scale": ParamSpec((input_shape[-1],), "ones")}
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x * params["scale"]
 
     def jax_module(self, input_shape: tuple[int, ...]) -> object:

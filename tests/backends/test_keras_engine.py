@@ -422,7 +422,7 @@ class _Scale(Layer):
     def params(self, input_shape: tuple[int, ...]) -> dict[str, ParamSpec]:
         return {"scale": ParamSpec((input_shape[-1],), "ones")}
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x * params["scale"]
 
     def keras_layer(self, input_shape: tuple[int, ...], name: str, dtype: object) -> object:

@@ -287,7 +287,7 @@ class Scale(Layer):
     def params(self, input_shape):
         return {"scale": ParamSpec((input_shape[-1],), "ones")}
 
-    def forward(self, params, x, training=False, rng=None):
+    def forward(self, xp, params, x, training=False, rng=None):
         return x * params["scale"]
 
     def torch_module(self, input_shape):
