@@ -57,3 +57,16 @@ def test_forward_matches_reference_backend(ct_target, ct_reference, case):
     program = _program(ct_target, case)
     expected = _program(ct_reference, case).predict_step((inputs(case), None))
     assert_close(program.predict_step((inputs(case), None)), expected, "32", f"{case.id} output")
+
+
+def test_predict_step_contract(ct_target):
+    """`predict_step` returns the outputs of every row, given an `(x, y)` or `(x,)` batch, a
+    `[x, y]` list (as a DataLoader yields) or the bare input array."""
+    case = next(c for c in CASES if c.id == "Dense")
+    program, x = _program(ct_target, case), inputs(case)
+    expected = program.predict_step((x, None))
+    assert expected.shape[0] == len(x) > 1
+    for name, batch in {"(x,)": (x,), "[x, y]": [x, None], "bare x": x}.items():
+        out = program.predict_step(batch)
+        assert out.shape == expected.shape, f"predict_step({name}): shape {out.shape}"
+        assert_close(out, expected, "exact", f"predict_step({name})")

@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 Batch = tuple[Any, Any]
 """`(inputs, targets)` as numpy arrays, sample axis first (targets may be None for predict)."""
 
+
+def predict_inputs(batch: Any) -> Any:
+    """The inputs `Program.predict_step` predicts: `batch[0]` of an `(x, ...)` tuple (or of a
+    list whose first item is an array, as a DataLoader yields `[x, y]`); anything else is the
+    input array itself, every row of it (a bare numpy/torch/jax array, nested lists)."""
+    if isinstance(batch, tuple) or (
+        isinstance(batch, list) and batch and hasattr(batch[0], "shape")
+    ):
+        return batch[0]
+    return batch
+
 StepOutput = Any
 """What a step returns: device values only the Program's own `metrics_to_host` understands."""
 
@@ -182,7 +193,8 @@ class Program(ABC):
 
     @abstractmethod
     def predict_step(self, batch: Batch) -> np.ndarray:
-        """Model outputs for `batch[0]` as a numpy array."""
+        """Model outputs as a numpy array for every row of `predict_inputs(batch)`: the `x` of
+        an `(x, ...)` batch, or a bare input array itself (the same on every backend)."""
 
     @abstractmethod
     def metrics_to_host(self, outputs: list[StepOutput]) -> dict[str, float]:

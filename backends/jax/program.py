@@ -33,7 +33,7 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
-from crosstrain.protocol import Program
+from crosstrain.protocol import Program, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 from flax import nnx
@@ -254,8 +254,8 @@ class JaxProgram(Program):
         return self._call("eval", (self._carry["params"], self._carry["rest"]), batch)
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
-        """Model outputs (float32 numpy) for `batch[0]`."""
-        x = batch[0]
+        """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
+        x = predict_inputs(batch)
         fn, sharding = self._compiled("predict", len(x))
         out = fn(self._carry["params"], self._carry["rest"], self._batch(x, sharding))
         return np.asarray(jax.device_get(out))

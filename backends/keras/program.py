@@ -16,7 +16,7 @@ import numpy as np
 from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
-from crosstrain.protocol import Program, RunEnv
+from crosstrain.protocol import Program, RunEnv, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 
@@ -124,9 +124,9 @@ class KerasProgram(Program):
             return self._steps.evaluate(self._host(batch[0]), self._host(batch[1]))
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
-        """Model outputs (float32 numpy) for `batch[0]`."""
+        """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
         with self._scope():
-            return self._steps.predict(self._host(batch[0]))
+            return self._steps.predict(self._host(predict_inputs(batch)))
 
     def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""

@@ -19,7 +19,7 @@ from crosstrain import losses
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.model import init_params
 from crosstrain.optim import slot_names
-from crosstrain.protocol import Program, RunEnv
+from crosstrain.protocol import Program, RunEnv, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.spec import Spec
 from crosstrain.state import CanonicalState, check_compatible
@@ -303,8 +303,8 @@ class TorchProgram(Program):
         return outputs
 
     def predict_step(self, batch: Any) -> np.ndarray:
-        """Model outputs for `batch[0]` (or `batch` itself when it is an array) as numpy."""
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        """Model outputs (numpy) for every row of `predict_inputs(batch)`."""
+        x = predict_inputs(batch)
         self._mode(False)
         with torch.no_grad(), self.policy.autocast(self.device):
             out = self.native_model(self._inputs(x))

@@ -14,7 +14,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 from crosstrain.model import init_params, param_specs, plan
 from crosstrain.optim import reference_step, schedule_length, slot_names
-from crosstrain.protocol import Program, RunEnv
+from crosstrain.protocol import Program, RunEnv, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.spec import Spec
 from crosstrain.state import CanonicalState, check_compatible
@@ -85,8 +85,8 @@ class NumpyProgram(Program):
         return self._outputs(self._forward(batch[0], training=False), np.asarray(batch[1]))
 
     def predict_step(self, batch: Any) -> np.ndarray:
-        """Model outputs for `batch[0]`."""
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        """Model outputs for every row of `predict_inputs(batch)` (an `(x, ...)` batch or x)."""
+        x = predict_inputs(batch)
         return self._forward(x, training=False)
 
     @staticmethod
