@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .batches import Batches
     from .callbacks import Callback
     from .hookspecs import hookimpl, hookspec
+    from .loggers import Logger
     from .module import Module
     from .protocol import Backend, Capabilities, Program, RunEnv
     from .registry import get_registry
@@ -44,7 +45,7 @@ _LAZY = {
     "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
     "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
     "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
-    "Batches": "batches",
+    "Batches": "batches", "Logger": "loggers",
 }  # fmt: skip
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
@@ -75,6 +76,7 @@ __all__ = [
     "CheckpointError",
     "CrosstrainError",
     "FitResult",
+    "Logger",
     "Module",
     "PluginError",
     "Program",

@@ -72,9 +72,8 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
         issues += _source_issues(spec)
     elif spec.data.options:
         issues.append(SpecIssue("data.options", "options given but no data.source"))
-    for index, name in enumerate(spec.trainer.loggers):
-        if name not in registry.loggers:
-            issues.append(SpecIssue(f"trainer.loggers[{index}]", registry.loggers.unknown(name)))
+    for index, item in enumerate(spec.trainer.loggers):
+        issues += _logger_issues(item, registry.loggers, f"trainer.loggers[{index}]")
     for index, item in enumerate(spec.trainer.callbacks):
         issues += _callback_issues(item, registry.callbacks, f"trainer.callbacks[{index}]")
     return issues
@@ -96,6 +95,20 @@ def _callback_issues(item: Any, table: NameTable[Any], path: str) -> list[SpecIs
             for i in issues_from_validation_error(err, item.options, model)
         ]
     return []
+
+
+def _logger_issues(item: Any, table: NameTable[Any], path: str) -> list[SpecIssue]:
+    """An unknown logger name, options refused by its `options_model`, or options given to a
+    logger that has none (its factory is called as `factory(run_dir, spec)`)."""
+    factory = table.find(item.name)
+    if factory is None:
+        return [SpecIssue(path, table.unknown(item.name))]
+    if getattr(factory, "options_model", None) is None:
+        return [
+            SpecIssue(f"{path}.{key}", f"unknown option; logger {item.name!r} takes no options")
+            for key in item.options
+        ]
+    return _callback_issues(item, table, path)
 
 
 def _source_issues(spec: Spec) -> list[SpecIssue]:

@@ -14,14 +14,18 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    model_serializer,
 )
 
 from ._spec_errors import issues_from_validation_error
@@ -40,6 +44,28 @@ Precision = Annotated[
     Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"], BeforeValidator(_number_as_text)
 ]
 Accelerator = Literal["auto", "cpu", "cuda", "mps", "tpu"]
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a spec, or None: it must be one path segment, since the run
+    directory (`runs/<name>/`) and exports are named after it."""
+    if not isinstance(name, str):
+        return "is not a string"
+    if name in ("", ".", ".."):
+        return "must be one path segment, not empty, '.' or '..'"
+    if len(name) > 100:
+        return "is longer than 100 characters"
+    bad = [c for c in name if c in "/\\:" or ord(c) < 32 or ord(c) == 127]
+    if bad:
+        return f"must be one path segment: {bad[0]!r} is not allowed in it"
+    return None
+
+
+def _one_path_segment(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"{problem} (runs/<name>/ and exports are named after it)")
+    return name
 
 
 def _named(value: Any) -> Any:
@@ -117,6 +143,36 @@ class CallbackSpec(BaseModel):
 NamedCallback = Annotated[CallbackSpec, BeforeValidator(_callback_item)]
 
 
+class LoggerSpec(BaseModel):
+    """One entry of `trainer.loggers`: a registered name (`csv`), or a mapping of the name and
+    that logger's own options written flat (`{name: jsonl, every_n_epochs: 2}`), checked by
+    the logger's `options_model` (`crosstrain.Logger`)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="a registered logger (`crosstrain plugins` lists them)")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keys besides `name`."""
+        return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _name_alone(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A logger without options is written as its bare name, as a spec names it."""
+        data = handler(self)
+        return self.name if not self.model_extra else data
+
+
+class _NameOrMapping:
+    """JSON Schema of an item that a spec writes as a bare name or a mapping with `name`."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {"anyOf": [{"type": "string"}, handler(core_schema)]}
+
+
+NamedLogger = Annotated[LoggerSpec, BeforeValidator(_callback_item), _NameOrMapping()]
+
+
 class TrainerSpec(BaseModel):
     """`trainer:` — the engineering: how long, where, in which precision, what to report."""
 
@@ -138,7 +194,7 @@ class TrainerSpec(BaseModel):
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     progress: bool = True
-    loggers: list[str] = Field(default_factory=lambda: ["csv"])
+    loggers: list[NamedLogger] = Field(default_factory=lambda: [LoggerSpec(name="csv")])
     early_stopping: EarlyStoppingSpec | None = None
     callbacks: list[NamedCallback] = Field(
         default_factory=list,
@@ -158,7 +214,9 @@ class Spec(BaseModel):
     """A whole training spec. Build it with `load_spec`; change it with `override`."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "run"
+    name: Annotated[str, AfterValidator(_one_path_segment)] = Field(
+        "run", description="one path segment: names the run directory runs/<name>/"
+    )
     seed: int = 0
     backend: str | None = Field(
         None, description="default backend when none is given on the command line"
@@ -225,8 +283,13 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _read_text(text: str, source: str) -> Any:
     """YAML (a superset of JSON) through the safe loader: no Python tags, ever."""
+    from .config import MAX_SPEC_DEPTH, check_size
+
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
+    except RecursionError:
+        message = f"nested deeper than {MAX_SPEC_DEPTH} levels of mappings and lists"
+        raise SpecError(SpecIssue("", message), source) from None
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
         line = f"line {mark.line + 1}: " if mark else ""
@@ -238,6 +301,8 @@ def _read_text(text: str, source: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError(SpecIssue("", f"malformed YAML: {where}{problem}"), source) from None
+    check_size(data, source)  # an alias bomb or a recursive alias, before anything walks it
+    return data
 
 
 def validate_spec(data: Any, source: str | None = None) -> Spec:
@@ -247,6 +312,9 @@ def validate_spec(data: Any, source: str | None = None) -> Spec:
             SpecIssue("", f"expected a mapping at the top of the spec, got {type(data).__name__}"),
             source,
         )
+    from .config import check_size
+
+    check_size(data, source)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:

@@ -53,7 +53,8 @@ FIELD_NOTES: dict[str, str] = {
     "TrainerSpec.log_every_n_steps": "how often metrics are pulled from the device, logged and shown",
     "TrainerSpec.val_every_n_epochs": "validate every N epochs",
     "TrainerSpec.progress": "show a progress bar",
-    "TrainerSpec.loggers": "loggers by registered name; each writes into the run directory",
+    "TrainerSpec.loggers": "loggers by registered name, or `{name: ..., <options>}`; each "
+    "writes into the run directory",
     "TrainerSpec.early_stopping": "stop when a metric stops improving; none: never",
     "TrainerSpec.checkpoint": "checkpoint policy; null: write no checkpoints",
     "TrainerSpec.run_dir": "root of the run directories",

@@ -42,8 +42,11 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     if trainer.progress:
         callbacks.append(ProgressBar())
     if run_dir is not None:
+        from crosstrain.loggers import make_logger
+
         loggers = get_registry().loggers
-        callbacks += [loggers.get(name)(run_dir, spec) for name in trainer.loggers]
+        for item in trainer.loggers:
+            callbacks.append(make_logger(loggers.get(item.name), item.options, run_dir, spec))
     if trainer.checkpoint is not None:
         # without a run directory it writes nothing, but still takes part in gathering a
         # sharded (FSDP) state on ranks > 0

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from crosstrain.callbacks import Callback
 from crosstrain.errors import import_optional
+from crosstrain.loggers import Logger
 
 HyperValue = bool | int | float | str
 """The value types every tracker accepts as a hyperparameter."""
@@ -67,19 +67,20 @@ def flatten_spec(spec: Any) -> dict[str, HyperValue]:
     return flat
 
 
-class TrackerLogger(Callback):
+class TrackerLogger(Logger):
     """Base of the tracker loggers: maps the fit's hooks onto `start`/`log_metrics`/`finish`.
 
     Subclasses implement those three; `finish` is called once, with `status` `FINISHED`,
     `FAILED` (an exception) or `KILLED` (Ctrl-C or SIGTERM). Nothing is opened before
     `on_fit_start`, so a fit that fails while its callbacks are being made leaves no run behind.
+    A `crosstrain.Logger`: options come from the spec through `options_model` (none so far:
+    trackers are configured through their own environment variables).
     """
 
     name = "tracker"
 
-    def __init__(self, run_dir: Path, spec: Any):
-        self.run_dir = Path(run_dir)
-        self.spec = spec
+    def __init__(self, run_dir: Path, spec: Any, options: dict[str, Any] | None = None):
+        super().__init__(run_dir, spec, options)
         self.last_checkpoint: Path | None = None
         self.started = False
 

@@ -50,8 +50,8 @@ class MLflowLogger(TrackerLogger):
 
     name = "mlflow"
 
-    def __init__(self, run_dir: Path, spec: Any):
-        super().__init__(run_dir, spec)
+    def __init__(self, run_dir: Path, spec: Any, options: dict[str, Any] | None = None):
+        super().__init__(run_dir, spec, options)
         require("mlflow", self.name, "mlflow")
         local = os.environ.get("MLFLOW_TRACKING_URI") is None
         store = self.run_dir.resolve()

@@ -40,8 +40,8 @@ class TensorBoardLogger(TrackerLogger):
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, spec: Any):
-        super().__init__(run_dir, spec)
+    def __init__(self, run_dir: Path, spec: Any, options: dict[str, Any] | None = None):
+        super().__init__(run_dir, spec, options)
         require("tensorboard", self.name, "tensorboard")
         self.log_dir = self.run_dir / "tensorboard"
         self._writer: Any = None

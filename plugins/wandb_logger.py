@@ -46,8 +46,8 @@ class WandbLogger(TrackerLogger):
 
     name = "wandb"
 
-    def __init__(self, run_dir: Path, spec: Any):
-        super().__init__(run_dir, spec)
+    def __init__(self, run_dir: Path, spec: Any, options: dict[str, Any] | None = None):
+        super().__init__(run_dir, spec, options)
         require("wandb", self.name, "wandb")
         self.run: Any = None
 
