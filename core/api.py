@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,9 @@ from .errors import CheckpointError, CrosstrainError, PluginError
 from .protocol import Program, RunEnv
 from .registry import Registry, get_registry, package_version
 from .resolve import load_data
+from .resume import announce, plan_resume
 from .run_length import RunLength, run_length
+from .rundir import locked_run_dir, run_directory
 from .spec import Spec, load_spec
 from .state import checkpoint_step, latest_checkpoint, list_checkpoints
 from .trainer import FitResult, Trainer
@@ -139,17 +140,6 @@ def _quiet(spec: Spec) -> Spec:
     return spec.model_copy(update={"trainer": trainer})
 
 
-def new_run_dir(spec: Spec) -> Path:
-    """`<trainer.run_dir>/<name>/<YYYYmmdd-HHMMSS>[-k]/`, created, with the resolved spec in it."""
-    base = Path(spec.trainer.run_dir) / spec.name / time.strftime("%Y%m%d-%H%M%S")
-    path, k = base, 1
-    while path.exists():
-        path, k = base.with_name(f"{base.name}-{k}"), k + 1
-    path.mkdir(parents=True)
-    write_run_files(path, spec)
-    return path
-
-
 def write_run_files(path: Path, spec: Spec) -> None:
     """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
     from .summary import model_summary_text
@@ -208,24 +198,6 @@ class _Callbacks:
                 self.pm.unregister(callback)
 
 
-def _prepare(
-    target: Any, backend: str | None, spec: Any, run_dir: Path | str | bool | None
-) -> tuple[Spec, Any, str, Path | None]:
-    spec_obj, native = _split_target(target, spec)
-    name = backend_name(spec_obj, backend)
-    if process_rank(spec_obj) != 0:
-        run_dir = False
-    if run_dir is False:
-        directory = None
-    elif run_dir is None or run_dir is True:
-        directory = new_run_dir(spec_obj)
-    else:
-        directory = Path(run_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_run_files(directory, spec_obj)
-    return spec_obj, native, name, directory
-
-
 def fit(
     target: Any,
     backend: str | None = None,
@@ -235,6 +207,7 @@ def fit(
     spec: Any = None,
     callbacks: list[Any] | tuple[Any, ...] = (),
     resume: str | Path | None = None,
+    resume_changed: bool = False,
     run_dir: Path | str | bool | None = None,
 ) -> FitResult:
     """Trains a spec (path, dict, Spec, `Module`) or a native model on a backend.
@@ -244,7 +217,10 @@ def fit(
         backend: `torch`, `jax`, `keras[:engine]` or a plugin's; default as `backend_name`.
         data, val_data: `(x, y)` numpy arrays instead of `spec.data.source`.
         callbacks: extra Callback objects for this fit.
-        resume: `latest` or a checkpoint/run directory to continue from.
+        resume: `latest` or a checkpoint/run directory to continue from; the run goes on in
+            the checkpoint's run directory unless `run_dir` says otherwise.
+        resume_changed: resume although the spec differs from the checkpoint's in more than
+            run length, devices and reporting (a model with other parameters is always refused).
         run_dir: where files go (default `runs/<name>/<time>/`); False writes nothing.
 
     Returns:
@@ -260,13 +236,21 @@ def fit(
             f"crosstrain: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
             stacklevel=2,
         )
-    spec_obj, native, name, directory = _prepare(target, backend, spec, run_dir)
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
     needs = callback_needs(spec_obj, callbacks)
     backend_obj = _checked_backend(registry, name, spec_obj, needs)
     checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
+    plan = plan_resume(spec_obj, checkpoint, resume_changed) if checkpoint else None
+    rank = process_rank(spec_obj)
+    if plan is not None and rank == 0:
+        announce(plan)
     train, val = load_data(spec_obj, data, val_data)
     check_streams(spec_obj, train, val, val_data)
     length = run_length(spec_obj, train)  # the one run length: schedule and loop
+    if plan is not None and plan.finished(spec_obj, length):
+        return plan.finished_result(spec_obj)
+    directory = run_directory(spec_obj, run_dir, checkpoint, rank)
     env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
     program = backend_obj.build(spec_obj, env)
     trainer = Trainer(spec_obj, program, registry, name, directory)
@@ -274,25 +258,28 @@ def fit(
         "crosstrain": package_version("crosstrain") or "unknown",
         name.split(":")[0]: backend_obj.version(),
     }
-    quiet = process_rank(spec_obj) != 0
-    callback_spec = _quiet(spec_obj) if quiet else spec_obj
-    with _Callbacks(registry, callback_spec, directory, list(callbacks)):
+    callback_spec = _quiet(spec_obj) if rank != 0 else spec_obj
+    with locked_run_dir(directory), _Callbacks(registry, callback_spec, directory, list(callbacks)):
+        if directory is not None:
+            write_run_files(directory, spec_obj)
         return trainer.fit(train, val, resume_from=checkpoint, length=length)
 
 
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
 ) -> Trainer:
+    from .resume import check_fits_model, precision_changed
     from .state import read_checkpoint
 
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)
     name = backend_name(spec_obj, backend)
     path = find_checkpoint(spec_obj, checkpoint)
-    state, _ = read_checkpoint(path)
+    state, meta = read_checkpoint(path)
     program = _checked_backend(registry, name, spec_obj).build(
         spec_obj, make_env(spec_obj, native, None, name)
     )
+    check_fits_model(state, program.get_state(), path, precision_changed(meta, spec_obj))
     try:
         program.set_state(state)
     except CrosstrainError:

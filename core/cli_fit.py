@@ -150,13 +150,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.print_config:
         return cmd_config(args)
     spec, backend = resolved_spec(args)
-    launch = getattr(get_registry().backend(backend), "launch", None)
-    if launch is not None:
-        status = launch(spec, args.argv)
-        if status is not None:
-            return status
+    status = get_registry().backend(backend).launch(spec, args.argv)
+    if status is not None:
+        return status
     if api.process_rank(spec) != 0:
-        api.fit(spec, backend=args.backend, resume=args.resume)
+        api.fit(spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed)
         return 0
     if spec.model is not None:
         print(summary(spec), end="\n\n")
@@ -168,7 +166,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="crosstrain: plugin")
-        result = api.fit(spec, backend=args.backend, resume=args.resume)
+        result = api.fit(
+            spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed
+        )
+    if result.extras.get("already_finished"):
+        return 0  # said so; nothing trained, nothing written
     print()
     if result.stopped_early:
         print(f"stopped early after epoch {len(result.history)}")
@@ -236,7 +238,13 @@ def configure_fit(parser: argparse.ArgumentParser, training: bool = True) -> Non
     parser.add_argument(
         "--resume",
         metavar="latest|PATH",
-        help="continue from the latest checkpoint of this spec, or a checkpoint/run directory",
+        help="continue from the latest checkpoint of this spec, or a checkpoint/run directory "
+        "(in that checkpoint's run directory)",
+    )
+    parser.add_argument(
+        "--resume-changed",
+        action="store_true",
+        help="resume although the spec differs from the checkpoint's (seed, data, optimizer ...)",
     )
     parser.add_argument(
         "--print-config",

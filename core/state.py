@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,12 +26,15 @@ import numpy as np
 
 from .errors import CheckpointError
 from .state_checks import (
+    DIGEST_KEY,
     FORMAT,
     FORMAT_VERSION,
     TENSOR_FILES,
+    check_finite,
     check_meta,
     check_tensor_file,
     decode_array,
+    record_digest,
 )
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -119,7 +123,7 @@ def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, An
             data = _tensor_bytes(tensors)
             _write_file(temp / name, data)
             files[name] = hashlib.sha256(data).hexdigest()
-        meta = {
+        record = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "step": int(state.step),
@@ -128,7 +132,10 @@ def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, An
             "rng": {k: _encode_array(v) for k, v in state.rng.items()},
             **info,
         }
-        _write_file(temp / "trainer.json", json.dumps(meta, indent=1, default=str).encode())
+        meta = json.loads(json.dumps(record, default=str))  # JSON types, as read back
+        meta.pop(DIGEST_KEY, None)
+        meta[DIGEST_KEY] = record_digest(meta)  # last: it covers every other field
+        _write_file(temp / "trainer.json", json.dumps(meta, indent=1).encode())
         _fsync(temp)
         if final.exists():
             old = root / f".replaced-step-{state.step}-{uuid.uuid4().hex}"
@@ -192,9 +199,12 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
 
     Nothing in it is executed or imported: the stored spec stays plain data in `meta["spec"]`.
 
+    `trainer.json` must match its digest (format 2; format 1 had none and is read with a
+    warning) and every field is checked (`state_checks.check_meta`); tensors must be finite.
+
     Raises:
-        CheckpointError: missing, foreign, corrupt (framing, checksum) or from a newer
-            crosstrain; the message names the file and the problem.
+        CheckpointError: missing, foreign, corrupt (framing, checksum, digest), edited into
+            nonsense, non-finite or from a newer crosstrain; names the file and the problem.
     """
     path = Path(path)
     meta_path = path / "trainer.json"
@@ -212,8 +222,16 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
         raise CheckpointError(f"{meta_path}: invalid JSON ({err})") from None
     except OSError as err:
         raise CheckpointError(f"{meta_path}: unreadable ({err.strerror or err})") from None
-    check_meta(meta, meta_path)
+    match = _STEP_DIR.match(path.name) or _REPLACED_DIR.match(path.name)
+    if not check_meta(meta, meta_path, int(match.group(1)) if match else None):
+        print(
+            f"warning: {meta_path}: written by an older crosstrain (format 1, no digest): "
+            "its fields are checked, but an edit cannot be detected",
+            file=sys.stderr,
+        )
     tensors = [_load_tensors(path / name, meta["files"][name]) for name in TENSOR_FILES]
+    for name, loaded in zip(TENSOR_FILES, tensors, strict=True):
+        check_finite(loaded, path / name)
     try:
         rng = {str(k): decode_array(v) for k, v in meta.get("rng", {}).items()}
     except (KeyError, ValueError, TypeError, binascii.Error) as err:
@@ -282,6 +300,27 @@ def clean_temporary(root: Path | str) -> list[Path]:
     return removed
 
 
+def compatibility_problem(
+    state: CanonicalState, expected: dict[str, tuple[int, ...]]
+) -> str | None:
+    """The first parameter in model order whose name or shape does not fit, or None."""
+    for name, shape in expected.items():
+        if name not in state.params:
+            return f"parameter {name} (shape {tuple(shape)} in this model) is not in the checkpoint"
+        if tuple(state.params[name].shape) != tuple(shape):
+            return (
+                f"parameter {name} has shape {tuple(state.params[name].shape)} in the checkpoint "
+                f"and {tuple(shape)} in this model"
+            )
+    extra = [n for n in state.params if n not in expected]
+    if not extra:
+        return None
+    return (
+        f"the checkpoint has parameter {extra[0]} (shape {tuple(state.params[extra[0]].shape)}) "
+        "that this model lacks"
+    )
+
+
 def check_compatible(
     state: CanonicalState, expected: dict[str, tuple[int, ...]], where: str
 ) -> None:
@@ -289,25 +328,6 @@ def check_compatible(
 
     The message names the first mismatching parameter in model order with both shapes.
     """
-    first = None
-    for name, shape in expected.items():
-        if name not in state.params:
-            first = (
-                f"parameter {name} (shape {tuple(shape)} in this model) is not in the checkpoint"
-            )
-        elif tuple(state.params[name].shape) != tuple(shape):
-            first = (
-                f"parameter {name} has shape {tuple(state.params[name].shape)} in the checkpoint "
-                f"and {tuple(shape)} in this model"
-            )
-        if first:
-            break
-    if first is None:
-        extra = [n for n in state.params if n not in expected]
-        if not extra:
-            return
-        first = (
-            f"the checkpoint has parameter {extra[0]} (shape {tuple(state.params[extra[0]].shape)}) "
-            "that this model lacks"
-        )
-    raise CheckpointError(f"{where}: checkpoint does not fit this model: {first}")
+    problem = compatibility_problem(state, expected)
+    if problem is not None:
+        raise CheckpointError(f"{where}: checkpoint does not fit this model: {problem}")

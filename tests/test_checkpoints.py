@@ -30,6 +30,7 @@ from crosstrain.state import (
     read_checkpoint,
     write_checkpoint,
 )
+from crosstrain.state_checks import record_digest
 
 HELPER = Path(__file__).with_name("checkpoint_writer.py")
 KILLS = 110
@@ -133,10 +134,16 @@ def checkpoint(tmp_path: Path) -> Path:
     return write_checkpoint(tmp_path / "ckpts", _state(), {"epoch": 0, "spec": {"name": "t"}})
 
 
+def _write_meta(path: Path, meta: dict) -> None:
+    """Rewrites trainer.json with a digest that matches, as someone who knows the format would."""
+    meta = {k: v for k, v in meta.items() if k != "digest"}
+    (path / "trainer.json").write_text(json.dumps({**meta, "digest": record_digest(meta)}))
+
+
 def _resign(path: Path, name: str) -> None:
     meta = json.loads((path / "trainer.json").read_text())
     meta["files"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
-    (path / "trainer.json").write_text(json.dumps(meta))
+    _write_meta(path, meta)
 
 
 def _refused(path: Path, file: str, problem: str) -> None:
@@ -219,12 +226,47 @@ def test_missing_file_is_refused(checkpoint):
         ({"files": None}, "invalid trainer.json: files"),
         ({"rng": {"torch": {"dtype": "object", "shape": [1], "data": ""}}}, "invalid rng"),
         ({"rng": {"torch": {"dtype": "uint8", "shape": [1 << 40], "data": "AA=="}}}, "invalid rng"),
+        ({"epoch": 1e30}, "epoch is 1e+30"),
+        ({"global_step": 83}, "step 7 disagrees with global_step 83"),
+        ({"step": -1}, "step is -1"),
+        ({"global_step": 7, "epoch": 2, "batch_in_epoch": 0, "history": []}, "epoch 2 disagrees"),
+        ({"history": [{"epoch": 0, "step": 3, "train_loss": "x"}]}, "history[0].train_loss"),
+        ({"spec": {"name": "../../x"}}, "spec.name '../../x' must be one path segment"),
+        ({"callbacks": {"EarlyStopping": {"best": 1.0, "wait": -1}}}, "callbacks.EarlyStopping"),
+        ({"callbacks": {"ModelCheckpoint": {"top_k": [[float("nan"), "p"]]}}}, "top_k"),
+        ({"rng": {"torch": {"dtype": "uint8", "shape": [1], "data": "AA==", "x": 1}}}, "rng"),
+        ({"surprise": 1}, "unknown field 'surprise'"),
     ],
 )
 def test_invalid_trainer_json_fields_are_refused(checkpoint, change, problem):
     meta = json.loads((checkpoint / "trainer.json").read_text())
-    (checkpoint / "trainer.json").write_text(json.dumps({**meta, **change}))
+    _write_meta(checkpoint, {**meta, **change})
     _refused(checkpoint, "trainer.json", problem)
+
+
+def test_any_edit_of_trainer_json_without_a_new_digest_is_refused(checkpoint):
+    meta = json.loads((checkpoint / "trainer.json").read_text())
+    (checkpoint / "trainer.json").write_text(json.dumps({**meta, "created": "yesterday"}))
+    _refused(checkpoint, "trainer.json", "digest mismatch (edited or corrupt)")
+    (checkpoint / "trainer.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "digest"}))
+    _refused(checkpoint, "trainer.json", "digest mismatch")
+
+
+def test_a_format_1_record_without_digest_loads_with_a_warning(checkpoint, capsys):
+    meta = json.loads((checkpoint / "trainer.json").read_text())
+    del meta["digest"]
+    (checkpoint / "trainer.json").write_text(json.dumps({**meta, "format_version": 1}))
+    assert read_checkpoint(checkpoint)[0].step == 7
+    assert "format 1, no digest" in capsys.readouterr().err
+    (checkpoint / "trainer.json").write_text(json.dumps({**meta, "format_version": 1, "step": 8}))
+    _refused(checkpoint, "trainer.json", "step is 8 but the directory is step-7")
+
+
+def test_non_finite_parameters_are_refused_naming_the_tensor(tmp_path):
+    state = _state()
+    state.params["dense_0/kernel"][1, 2] = np.nan
+    path = write_checkpoint(tmp_path, state, {})
+    _refused(path, "model.safetensors", "tensor dense_0/kernel has 1 NaN/Inf values")
 
 
 def test_trainer_json_that_is_not_json_is_refused(checkpoint):
@@ -238,7 +280,7 @@ def test_stored_spec_naming_code_is_never_imported(checkpoint, tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))
     meta = json.loads((checkpoint / "trainer.json").read_text())
     meta["spec"] = {"loss": "os:system", "metrics": ["ct_evil_module:boom"]}
-    (checkpoint / "trainer.json").write_text(json.dumps(meta))
+    _write_meta(checkpoint, meta)
     state, loaded = read_checkpoint(checkpoint)
     assert loaded["spec"]["loss"] == "os:system" and state.step == 7
     assert "ct_evil_module" not in sys.modules and not marker.exists()

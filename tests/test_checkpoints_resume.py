@@ -19,6 +19,7 @@ from crosstrain.plugins.early_stopping import EarlyStopping
 from crosstrain.registry import get_registry
 from crosstrain.spec import EarlyStoppingSpec
 from crosstrain.state import latest_checkpoint, list_checkpoints, read_checkpoint
+from crosstrain.state_checks import record_digest
 
 
 def available(backend: str) -> bool:
@@ -152,9 +153,14 @@ def test_a_stored_spec_naming_code_is_data_only_on_resume(tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["spec"]["loss"] = {"name": "os:system", "options": {"command": f"touch {tmp_path / 'x'}"}}
     meta["spec"]["metrics"] = [{"name": "ct_never_imported_module:fn"}]
-    meta_path.write_text(json.dumps(meta))
+    del meta["digest"]
+    meta_path.write_text(json.dumps({**meta, "digest": record_digest(meta)}))
     result = ct.fit(
-        _spec(dropout=0, max_epochs=2), backend="torch", run_dir=False, resume=first.last_checkpoint
+        _spec(dropout=0, max_epochs=2),
+        backend="torch",
+        run_dir=False,
+        resume=first.last_checkpoint,
+        resume_changed=True,  # the stored loss and metrics differ from this spec's
     )
     assert len(result.history) == 2 and not (tmp_path / "x").exists()
     assert "ct_never_imported_module" not in sys.modules

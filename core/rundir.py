@@ -1,0 +1,102 @@
+"""Run directories: which one a fit writes to, created without races, and held by one fit.
+
+A new run is `<trainer.run_dir>/<name>/<YYYYmmdd-HHMMSS>[-k]/`, made with a plain `mkdir` (no
+`exist_ok`), so two fits started in the same second get two directories. A resumed run goes on
+in the run directory of its checkpoint (`runs/<name>/<time>/checkpoints/step-<N>`). For the
+whole fit, rank 0 holds an exclusive `fcntl.flock` on `<run dir>/.crosstrain.lock` (the file
+holds its pid); a second fit on the same directory is refused with a CrosstrainError.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import CrosstrainError
+
+LOCK_FILE = ".crosstrain.lock"
+_MAX_SUFFIX = 1000
+
+
+def new_run_dir(spec: Any) -> Path:
+    """Creates and returns `<trainer.run_dir>/<name>/<YYYYmmdd-HHMMSS>[-k]/` (empty).
+
+    Raises:
+        CrosstrainError: the directory cannot be created (names the path and the cause).
+    """
+    parent = Path(spec.trainer.run_dir) / spec.name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for k in range(_MAX_SUFFIX):
+            path = parent / (stamp if k == 0 else f"{stamp}-{k}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return path
+    except OSError as err:
+        raise CrosstrainError(
+            f"cannot create a run directory under {parent}: {err.strerror or err}"
+        ) from None
+    raise CrosstrainError(f"cannot create a run directory under {parent}: {stamp}-* all taken")
+
+
+def checkpoint_run_dir(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint belongs to (`<run>/checkpoints/step-<N>` with
+    `<run>/spec.yaml`), or None for a checkpoint kept anywhere else."""
+    checkpoints = Path(checkpoint).parent
+    if checkpoints.name == "checkpoints" and (checkpoints.parent / "spec.yaml").is_file():
+        return checkpoints.parent
+    return None
+
+
+def run_directory(
+    spec: Any, run_dir: Path | str | bool | None, checkpoint: Path | None, rank: int
+) -> Path | None:
+    """Where a fit writes: None on ranks > 0 and with `run_dir=False`; the given directory
+    (created); else the checkpoint's run directory when resuming one; else a new one."""
+    if rank != 0 or run_dir is False:
+        return None
+    if run_dir is None or run_dir is True:
+        found = checkpoint_run_dir(checkpoint) if checkpoint is not None else None
+        return found if found is not None else new_run_dir(spec)
+    directory = Path(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@contextmanager
+def locked_run_dir(path: Path | None) -> Iterator[None]:
+    """Holds an exclusive lock on run directory `path` (nothing for None, or where `fcntl` is
+    missing); released when the block ends, or by the OS when the process dies.
+
+    Raises:
+        CrosstrainError: another process holds it: `run directory <path> is in use by another
+            crosstrain process (pid N)`.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise CrosstrainError(
+                f"run directory {path} is in use by another crosstrain process (pid {pid})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
