@@ -1,6 +1,8 @@
 """Losses and metrics: on the outputs of a bias-free Dense layer, each built-in loss and
-metric reported by `eval_step` equals the array-API function evaluated in numpy, and the
-gradient of each loss (through one SGD step) matches finite differences."""
+metric, and each one a plugin registers (with its `conformance_cases`, see
+`conformance/function_cases.py`), reported by `eval_step` equals the array-API function
+evaluated in numpy, and the gradient of each loss (through one SGD step) matches finite
+differences."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from crosstrain.conformance.assertions import assert_close
 from crosstrain.conformance.data import extended, labels, normal, spec
+from crosstrain.conformance.function_cases import case_id, plugin_function_cases
 from crosstrain.model import init_params
 from crosstrain.registry import get_registry
 from crosstrain.spec import load_spec
@@ -50,8 +53,11 @@ METRIC_CASES = [
 def _case_id(case: Any) -> str:
     case = case.values[0] if hasattr(case, "values") else case
     name, options, _, targets = case[:4]
-    extra = "-".join(f"{k}={v}" for k, v in options.items())
-    return "-".join(filter(None, [name, targets, extra]))
+    return case_id(name, options, targets)
+
+
+LOSS_CASES += plugin_function_cases("loss")
+METRIC_CASES += plugin_function_cases("metric")
 
 
 def _setup(units: int, loss: Any, metrics: list[Any]) -> tuple[dict, np.ndarray, np.ndarray]:

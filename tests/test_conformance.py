@@ -158,3 +158,70 @@ def test_a_selection_of_nothing_is_an_error(options, expected, tmp_path):
     done = run_cli(f"conformance --backend torch {options}", tmp_path)
     assert_refused(done, expected, before, tmp_path)
     assert "Section" not in done.stdout  # no empty table that looks like a run
+
+
+ODD_LOSSES = '''
+"""Two plugin losses: one that is not portable (10% off outside numpy), one without cases."""
+from crosstrain import hookimpl
+
+
+def _l2(xp, outputs, targets):
+    diff = outputs - xp.reshape(xp.astype(targets, outputs.dtype), outputs.shape)
+    return xp.mean(diff * diff)
+
+
+def odd_l2(xp, outputs, targets):
+    scale = 1.0 if type(outputs).__module__.startswith("numpy") else 1.1
+    return scale * _l2(xp, outputs, targets)
+
+
+odd_l2.conformance_cases = [{"targets": "values", "units": 3}]
+
+
+def bare_l2(xp, outputs, targets):
+    return _l2(xp, outputs, targets)
+
+
+@hookimpl
+def crosstrain_add_losses(registry):
+    registry.losses.add("odd_l2", odd_l2)
+    registry.losses.add("bare_l2", bare_l2)
+'''
+
+
+def test_plugin_losses_and_metrics_are_checked(tmp_path):
+    """The spirals example's focal_loss and brier_score pass on torch (value and gradient); a
+    loss that differs outside numpy fails with a reproduction; one without cases is a skip."""
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run(
+        [
+            *pip,
+            "--no-compile",
+            "--target",
+            str(site),
+            str(ROOT / "examples/plugins/crosstrain-spirals"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    make_distribution(site, "ct_odd_losses", ODD_LOSSES)
+    done, data = conformance(
+        "torch", tmp_path, "-k", "focal or brier or odd_l2 or bare_l2", site=site
+    )
+    outcomes = {r["test"]: r for r in data["results"]}
+    loss = "test_losses_metrics.py::test_loss_value_and_gradient"
+    assert outcomes[f"{loss}[focal_loss-labels]"]["outcome"] == "passed", done.stdout[-3000:]
+    assert outcomes[f"{loss}[focal_loss-probabilities-gamma=1.5]"]["outcome"] == "passed"
+    assert outcomes["test_losses_metrics.py::test_metric_value[brier_score-labels]"]["outcome"] == (
+        "passed"
+    )
+    odd = outcomes[f"{loss}[odd_l2-values]"]
+    assert odd["outcome"] == "failed" and "odd_l2 value" in odd["message"]
+    assert "--crosstrain-backend torch" in odd["reproduce"]
+    bare = outcomes[f"{loss}[bare_l2-no-cases]"]
+    assert bare["outcome"] == "skipped"
+    assert bare["message"] == "plugin loss bare_l2 declares no conformance_cases"
+    assert done.returncode == 1

@@ -1,7 +1,10 @@
-"""crosstrain-spirals: a generated data source, `spirals:<arms>`, registered as a plugin.
+"""crosstrain-spirals: a generated data source, `spirals:<arms>`, and a loss and a metric for
+it (`focal_loss`, `brier_score`), registered as a plugin.
 
 Registered through the `crosstrain` entry-point group (see pyproject.toml); the source follows
 `crosstrain.data.DataSource`: an `options` model, a cheap `check` of the argument and `load`.
+The loss and metric are array-API functions (`losses.py`), checked on every backend by
+`crosstrain conformance` through their `conformance_cases`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 from crosstrain import hookimpl
 from crosstrain.data import ArrayData
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from .losses import brier_score, focal_loss
 
 
 class SpiralsOptions(BaseModel):
@@ -49,4 +54,22 @@ def crosstrain_add_data_sources(registry: Any) -> None:
     registry.data_sources.add("spirals", SpiralsSource())
 
 
-__all__ = ["SpiralsOptions", "SpiralsSource", "crosstrain_add_data_sources"]
+@hookimpl
+def crosstrain_add_losses(registry: Any) -> None:
+    registry.losses.add("focal_loss", focal_loss)
+
+
+@hookimpl
+def crosstrain_add_metrics(registry: Any) -> None:
+    registry.metrics.add("brier_score", brier_score)
+
+
+__all__ = [
+    "SpiralsOptions",
+    "SpiralsSource",
+    "brier_score",
+    "crosstrain_add_data_sources",
+    "crosstrain_add_losses",
+    "crosstrain_add_metrics",
+    "focal_loss",
+]
