@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DataError
+from .target_checks import check_targets
 
 if TYPE_CHECKING:
     from .spec import Spec
@@ -162,6 +163,8 @@ class Batches:
             if count >= start:
                 x, y = self._split(raw, count)
                 check_input_shape(x, self.spec, f"{self.where}, batch {count}")
+                if count == start:  # the first batch of a pass: cheap (target_checks)
+                    check_targets(y, self.spec, f"{self.where}, batch {count}")
                 yield self._convert(x, kind), self._convert(y, kind)
             count += 1
         if count == 0:
@@ -293,7 +296,7 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
 
 def array_kind(program: Any) -> str:
     """What the Program takes as batch arrays (`torch`, `jax` or `numpy`)."""
-    kind = getattr(program, "array_kind", "numpy")
+    kind = program.array_kind
     return kind if kind in ARRAY_KINDS else "numpy"
 
 
@@ -326,4 +329,5 @@ def as_data(value: Any, where: str, spec: Spec) -> Any:
     data = as_batches(value, where, spec) or as_array_data(value, where)
     if not isinstance(data, Batches):
         check_input_shape(data.x, spec, where)
+        check_targets(data.y, spec, where)
     return data

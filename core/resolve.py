@@ -173,6 +173,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
     (never split: their validation data comes as `val_data`)."""
     from .batches import Batches, as_data, check_input_shape
+    from .target_checks import check_targets
 
     if data is not None:
         train = as_data(data, "data", spec)
@@ -189,6 +190,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     source = get_registry().data_sources.get(kind)
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
     check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
+    check_targets(loaded.y, spec, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:
         val = as_data(val_data, "val_data", spec)
