@@ -11,7 +11,7 @@ import sys
 import pytest
 from crosstrain.conformance.data import spec
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.protocol import Capabilities
+from crosstrain.protocol import Backend, Capabilities, Program
 from crosstrain.registry import get_registry
 
 FRAMEWORKS = ("torch", "jax", "flax", "optax", "keras", "tensorflow")
@@ -27,6 +27,17 @@ def test_backend_is_registered(ct_target):
     assert isinstance(available, bool) and isinstance(reason, str)
     assert backend.version() is None or isinstance(backend.version(), str)
     assert isinstance(backend.extra, str)
+
+
+def test_backend_and_program_are_the_protocol_classes(ct_target):
+    """Core reads every member directly: the backend is a `Backend` (a plain object is wrapped
+    at registration) and `build` returns a `Program`."""
+    assert isinstance(ct_target.backend, Backend)
+    ct_target.require_layers({"Dense"})
+    program = ct_target.build(spec([{"type": "Dense", "units": 2}], (3,)))
+    assert isinstance(program, Program), f"build returned a {type(program).__name__}"
+    assert program.array_kind in ("numpy", "torch", "jax")
+    assert program.world_size >= 1
 
 
 def test_capabilities_are_declared_data(ct_target):

@@ -23,7 +23,7 @@ REGISTRATION_TABLES = (
 
 def backend_row(name: str, backend: Any) -> list[str]:
     """`[name, installed, version, accelerators, note]` for the `backends` table; an installed
-    backend's note is its optional `note` attribute (e.g. which Keras engine is fastest)."""
+    backend's note is its `Backend.note` (e.g. which Keras engine is fastest)."""
     try:
         available, reason = backend.is_available()
         version = backend.version() or "-"
@@ -35,7 +35,7 @@ def backend_row(name: str, backend: Any) -> list[str]:
         found = ", ".join(backend.accelerators_found()) or "-"
     except Exception as err:
         found = f"error: {type(err).__name__}: {err}"
-    return [name, "yes", version, found, getattr(backend, "note", "")]
+    return [name, "yes", version, found, backend.note]
 
 
 NOTE_WIDTH = 60
@@ -56,11 +56,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
     for name, note in long_notes:
         print(f"\n{name}:\n" + textwrap.fill(note, 96, initial_indent="  ", subsequent_indent="  "))
     for name in installed:
-        details = getattr(registry.backends.get(name), "accelerator_details", None)
-        if details is None:
+        details = registry.backends.get(name).accelerator_details()
+        if not details:
             continue
         print(f"\n{name}:")
-        for accelerator, devices, precisions in details():
+        for accelerator, devices, precisions in details:
             print(f"  {accelerator:<5} {devices}  precisions: {', '.join(precisions)}")
     if registry.broken:
         print(f"\n{len(registry.broken)} plugin(s) failed to load; `crosstrain plugins` says why")

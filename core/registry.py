@@ -7,9 +7,12 @@ keep working), check every hookimpl against a spec, then let each plugin fill th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import importlib.metadata
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -47,11 +50,51 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
-class NameTable(Generic[T]):
-    """Named entries of one kind (layers, losses, ...), with helpful lookup errors."""
+_REFERENCES_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "crosstrain_references_refused", default=None
+)
 
-    def __init__(self, kind: str):
+
+@contextlib.contextmanager
+def references_refused(why: str) -> Iterator[None]:
+    """Within this block, a `package.module:Name` reference is an error instead of an import
+    (e.g. while validating the spec stored in a checkpoint, which must never import code)."""
+    token = _REFERENCES_REFUSED.set(why)
+    try:
+        yield
+    finally:
+        _REFERENCES_REFUSED.reset(token)
+
+
+def import_reference(reference: str, kind: str) -> Any:
+    """The object a `package.module:Name` reference names (imported here).
+
+    Raises:
+        ImportError: the module or the name cannot be loaded, the text is not a reference, or
+            references are refused here (`references_refused`).
+    """
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not all(part.isidentifier() for part in [*module_name.split("."), attr]):
+        raise ImportError(f"expected 'package.module:Name' for a {kind}, got {reference!r}")
+    refused = _REFERENCES_REFUSED.get()
+    if refused is not None:
+        raise ImportError(f"{kind} {reference!r} is not imported: {refused}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"cannot load {kind} {reference!r}: {err}") from None
+
+
+class NameTable(Generic[T]):
+    """Named entries of one kind (layers, losses, ...), with helpful lookup errors.
+
+    A table with `references=True` also answers a `package.module:Name` name with the object
+    it imports from there (loggers and callbacks named in a spec that way).
+    """
+
+    def __init__(self, kind: str, references: bool = False):
         self.kind = kind
+        self.references = references
         self._entries: dict[str, T] = {}
         self.owners: dict[str, str] = {}
         self._owner = "crosstrain"
@@ -63,21 +106,32 @@ class NameTable(Generic[T]):
         self.owners[name] = self._owner
 
     def find(self, name: str) -> T | None:
-        return self._entries.get(name)
+        if name in self._entries or not (self.references and ":" in name):
+            return self._entries.get(name)
+        try:
+            return import_reference(name, self.kind)
+        except ImportError:
+            return None
 
     def get(self, name: str) -> T:
-        if name not in self._entries:
+        found = self.find(name)
+        if found is None:
             raise KeyError(self.unknown(name))
-        return self._entries[name]
+        return found
 
     def unknown(self, name: str) -> str:
+        if self.references and ":" in name:
+            try:
+                import_reference(name, self.kind)
+            except ImportError as err:
+                return str(err)
         return f"unknown {self.kind} {name!r}{suggest(name, self.names())} (known: {', '.join(self.names())})"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or (isinstance(name, str) and self.find(name) is not None)
 
 
 class LayerTable(NameTable[type]):
@@ -105,8 +159,8 @@ class Registry:
         self.metrics: NameTable[Any] = NameTable("metric")
         self.data_sources: NameTable[Any] = NameTable("data source")
         self.data_adapters: NameTable[Any] = NameTable("data adapter")
-        self.loggers: NameTable[Any] = NameTable("logger")
-        self.callbacks: NameTable[Any] = NameTable("callback")
+        self.loggers: NameTable[Any] = NameTable("logger", references=True)
+        self.callbacks: NameTable[Any] = NameTable("callback", references=True)
         self.broken: list[BrokenPlugin] = []
         self.loaded: list[tuple[str, str]] = []
 
@@ -129,11 +183,48 @@ class Registry:
                 {"known": ", ".join(self.layers.names())},
             )
         layer_class = self.layers.find(value["type"])
+        if layer_class is None and ":" in str(value["type"]):
+            layer_class = self._layer_reference(str(value["type"]))
+            value = {**value, "type": layer_class.model_fields["type"].default}
         if layer_class is None:
             raise PydanticCustomError(
                 "layer", "{message}", {"message": self.layers.unknown(value["type"])}
             )
         return layer_class.model_validate(value)
+
+    def _layer_reference(self, reference: str) -> type:
+        """The Layer class a `package.module:Class` layer type names, registered under its own
+        type name (so the validated spec, and a checkpoint's copy of it, name no module)."""
+        from .layers import Layer
+
+        try:
+            layer_class = import_reference(reference, "layer type")
+        except ImportError as err:
+            raise PydanticCustomError("layer", "{message}", {"message": str(err)}) from None
+        if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
+            raise PydanticCustomError(
+                "layer",
+                "{reference} is not a crosstrain.layers.Layer subclass",
+                {"reference": reference},
+            )
+        name = layer_class.model_fields["type"].default
+        if self.layers.find(name) is not layer_class:
+            with self.owner("spec"):
+                self.layers.add(layer_class)
+        return layer_class
+
+    @contextlib.contextmanager
+    def owner(self, name: str) -> Iterator[None]:
+        """Entries added within this block are recorded as added by `name`."""
+        tables = [v for v in vars(self).values() if isinstance(v, NameTable)]
+        previous = [t._owner for t in tables]
+        for table in tables:
+            table._owner = name
+        try:
+            yield
+        finally:
+            for table, before in zip(tables, previous, strict=True):
+                table._owner = before
 
     def backend(self, name: str) -> Any:
         """The backend registered as `name` (`keras:jax` → the `keras` backend)."""
@@ -154,8 +245,11 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
         try:
             result = impl.function(*[registry for _ in impl.argnames])
             if hook_name == "crosstrain_add_backends":
+                from .protocol_wrap import as_backend
+
                 for backend in result or []:
-                    registry.backends.add(backend.name, backend)
+                    wrapped = as_backend(backend)  # PluginError names missing members
+                    registry.backends.add(wrapped.name, wrapped)
         except Exception as err:  # a plugin's bug must not take the others down
             registry.broken.append(
                 BrokenPlugin(
@@ -261,3 +355,58 @@ def set_registry(registry: Registry | None) -> None:
     """Replaces the process-wide registry (None: rebuild on next use), e.g. for `--plugins`."""
     global _REGISTRY
     _REGISTRY = registry
+
+
+# -- registration at run time (public as `crosstrain.register_*`) --------------------------------
+
+
+def _register(table_name: str, name: str, entry: Any) -> Any:
+    registry = get_registry()
+    with registry.owner("runtime"):
+        getattr(registry, table_name).add(name, entry)
+    return entry
+
+
+def register_layer(layer_class: type[T], name: str | None = None) -> type[T]:
+    """Adds a layer type (a `crosstrain.layers.Layer` subclass) without a plugin.
+
+    Usable as a class decorator. Example:
+        >>> import crosstrain as ct
+        >>> @ct.register_layer                                   # doctest: +SKIP
+        ... class Square(ct.layers.Layer):
+        ...     type: Literal["Square"] = "Square"
+        ...     def forward(self, xp, params, x, training=False, rng=None):
+        ...         return x * x
+
+    Raises:
+        ValueError: the type name is already registered.
+    """
+    registry = get_registry()
+    with registry.owner("runtime"):
+        registry.layers.add(layer_class, name)
+    return layer_class
+
+
+def register_loss(name: str, fn: T) -> T:
+    """Adds a loss `fn(xp, outputs, targets, **options)` under `name`; returns `fn`."""
+    return _register("losses", name, fn)
+
+
+def register_metric(name: str, fn: T) -> T:
+    """Adds a metric `fn(xp, outputs, targets, **options)` under `name`; returns `fn`."""
+    return _register("metrics", name, fn)
+
+
+def register_callback(name: str, factory: T) -> T:
+    """Adds a callback for `trainer.callbacks`; `factory(options, spec, run_dir)` makes it."""
+    return _register("callbacks", name, factory)
+
+
+def register_logger(name: str, factory: T) -> T:
+    """Adds a logger for `trainer.loggers`; `factory(run_dir, spec)` makes it."""
+    return _register("loggers", name, factory)
+
+
+def register_data_source(kind: str, source: T) -> T:
+    """Adds a data source for `data.source: "<kind>:<argument>"`; returns `source`."""
+    return _register("data_sources", kind, source)
