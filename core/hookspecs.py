@@ -101,8 +101,13 @@ def crosstrain_add_loggers(registry: Registry) -> None:
     """Add loggers with `registry.loggers.add(name, factory)`, named in `trainer.loggers`.
 
     Args:
-        registry: the registry being built. `factory(run_dir: Path, spec: Spec)` returns a
-            Callback that is registered for one fit.
+        registry: the registry being built. A factory with an `options_model` (a subclass of
+            `crosstrain.Logger`) is called `factory(run_dir: Path, spec: Spec, options: dict)`
+            with the item's keys besides `name` (`{name: jsonl, every_n_epochs: 2}`), which are
+            validated against `options_model` with the spec, errors named like
+            `trainer.loggers[1].every_n_epochs`; any other factory is called
+            `factory(run_dir, spec)` and takes no options. It returns a Callback that is
+            registered for one fit.
     Called by: `registry.build_registry`.
     """
 
