@@ -9,11 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import SpecIssue
+from .errors import SpecIssue, shown
 
 
 def suggest(word: str, choices: list[str] | set[str]) -> str:
     """`; did you mean 'x'?` for the closest choice, or an empty string."""
+    if len(str(word)) > 100:  # no sensible suggestion, and difflib is quadratic in the length
+        return ""
     close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -106,7 +108,7 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
         hint = suggest(key, fields) or (
             f"; valid keys: {', '.join(sorted(fields))}" if fields else ""
         )
-        return f"unknown key {key!r}{hint}"
+        return f"unknown key {shown(key)}{hint}"
     if kind == "missing":
         return "required, but missing"
     if kind == "greater_than" and ctx.get("gt") == 0:
@@ -116,7 +118,7 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
             else None
         )
         number = "integer" if "int" in str(annotation).lower() else "number"
-        return f"expected a positive {number}, got {got!r}"
+        return f"expected a positive {number}, got {shown(got)}"
     expected = {
         "greater_than": f"a number > {ctx.get('gt')}",
         "greater_than_equal": f"a number >= {ctx.get('ge')}",
@@ -142,15 +144,16 @@ def _message(error: dict[str, Any], parent: type[BaseModel] | None) -> str:
         options = [
             o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
         ]
-        return f"expected {expected}, got {got!r}{suggest(got, options)}"
+        return f"expected {expected}, got {shown(got)}{suggest(got, options)}"
     if kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
-        return f"unknown {ctx.get('discriminator', 'name').strip(chr(39))} {ctx.get('tag')!r}{suggest(ctx.get('tag'), tags)}; expected one of {ctx.get('expected_tags')}"
+        return f"unknown {ctx.get('discriminator', 'name').strip(chr(39))} {shown(ctx.get('tag'))}{suggest(ctx.get('tag'), tags)}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"missing the key {ctx.get('discriminator')}"
     if expected:
-        return f"expected {expected}, got {got!r}"
-    return error["msg"][0].lower() + error["msg"][1:]
+        return f"expected {expected}, got {shown(got)}"
+    message = error["msg"][0].lower() + error["msg"][1:]
+    return message if len(message) <= 500 else f"{message[:500]}… ({len(message)} chars)"
 
 
 def issues_from_validation_error(

@@ -48,8 +48,19 @@ def parse_sets(items: Sequence[str]) -> dict[str, str]:
             raise SpecError(
                 SpecIssue(item, "--set expects key=value, e.g. --set trainer.max_epochs=3")
             )
+        try:
+            _read_value(value)
+        except SpecError as err:
+            raise CrosstrainError(f"--set {item}: {err.issues[0].message}") from None
         changes[key.strip()] = value
     return changes
+
+
+def _read_value(text: str) -> Any:
+    """A `--set` value as YAML (what `Spec.override` reads), or SpecError saying why not."""
+    from .spec import _read_text
+
+    return _read_text(text, "--set")
 
 
 def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:

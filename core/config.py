@@ -26,11 +26,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, SpecIssue
+from .errors import SpecError, SpecIssue, shown
 
 EXTENDS_KEY = "extends"
 ENV_BACKEND = "CROSSTRAIN_BACKEND"
 ENV_ACCELERATOR = "CROSSTRAIN_ACCELERATOR"
+
+MAX_SPEC_NODES = 1_000_000
+"""The most values (mappings, lists and scalars, each alias counted where it is used) a spec may
+hold: a YAML alias bomb expands to billions and is refused before anything walks it."""
+MAX_SPEC_DEPTH = 100
+"""The deepest nesting of mappings and lists in a spec (32 levels of nested layers need ~66)."""
+MAX_SPEC_BYTES = 64 * 1024 * 1024
+"""The largest spec file read."""
 
 Leaf = tuple[str | int, ...]
 Origins = dict[Leaf, str]
@@ -51,6 +59,61 @@ def merge(base: Any, override: Any, top: bool = True) -> Any:
     for key, value in override.items():
         merged[key] = merge(base[key], value, top=False) if key in base else copy.deepcopy(value)
     return merged
+
+
+def check_size(data: Any, source: str | None = None) -> None:
+    """Refuses data that expands to more than MAX_SPEC_NODES values, nests deeper than
+    MAX_SPEC_DEPTH, or contains itself (a recursive YAML alias).
+
+    Shared objects (YAML aliases) are sized once and counted at every use, so the expanded size
+    of an alias bomb is known without expanding it; the walk is iterative (no recursion).
+    """
+    containers = (dict, list)
+    if not isinstance(data, containers):
+        return
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values below and including, height)
+    open_ids: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if not children_done and key in sizes:
+            continue
+        items = node.values() if isinstance(node, dict) else node
+        inner = [v for v in items if isinstance(v, containers)]
+        if not inner:  # a container of scalars is sized at once
+            sizes[key] = (1 + len(items), 1)
+            continue
+        if children_done:
+            below = [sizes[id(v)] for v in inner]
+            sizes[key] = (
+                1 + len(items) - len(inner) + sum(n for n, _ in below),
+                1 + max((h for _, h in below), default=0),
+            )
+            open_ids.discard(key)
+            if sizes[key][0] > MAX_SPEC_NODES:
+                break
+            continue
+        if key in open_ids:
+            raise SpecError(SpecIssue("", "a YAML alias refers to itself; specs are trees"), source)
+        open_ids.add(key)
+        stack.append((node, True))
+        stack.extend((v, False) for v in inner)
+    values, height = max(sizes.values(), default=(1, 0))
+    if values > MAX_SPEC_NODES:
+        raise SpecError(
+            SpecIssue(
+                "",
+                f"the spec expands to more than {MAX_SPEC_NODES:,} values (YAML aliases are "
+                "counted at each use); refused",
+            ),
+            source,
+        )
+    if height > MAX_SPEC_DEPTH:
+        raise SpecError(
+            SpecIssue("", f"nested deeper than {MAX_SPEC_DEPTH} levels of mappings and lists"),
+            source,
+        )
 
 
 def _leaves(data: Any, prefix: Leaf = ()) -> Iterator[Leaf]:
@@ -76,7 +139,7 @@ def _base_names(value: Any, source: str) -> list[str]:
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return list(value)
     raise SpecError(
-        SpecIssue(EXTENDS_KEY, f"expected a spec file path or a list of them, got {value!r}"),
+        SpecIssue(EXTENDS_KEY, f"expected a spec file path or a list of them, got {shown(value)}"),
         source,
     )
 
@@ -95,6 +158,10 @@ def _read_file(path: Path, chain: tuple[tuple[Path, str], ...]) -> tuple[Any, Or
                 SpecIssue(EXTENDS_KEY, f"base spec file not found: {path}"), chain[-1][1]
             )
         raise SpecError(SpecIssue("", f"spec file not found: {path}"))
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            SpecIssue("", f"spec file larger than {MAX_SPEC_BYTES // 2**20} MiB: {path}"), str(path)
+        )
     data = _read_text(path.read_text(encoding="utf-8"), str(path))
     return compose(data, str(path), path.parent, (*chain, (real, str(path))))
 

@@ -3,8 +3,37 @@
 from __future__ import annotations
 
 import importlib
+import reprlib
 from dataclasses import dataclass
 from types import ModuleType
+
+SHOWN_CHARS = 200
+"""The most characters of a value an error message quotes (`shown`)."""
+MAX_ISSUES_SHOWN = 20
+"""A SpecError lists at most this many issues, then says how many more there were."""
+MAX_ISSUE_CHARS = 1000
+"""One issue's message is cut to this many characters."""
+
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel, _BOUNDED.maxlist, _BOUNDED.maxtuple, _BOUNDED.maxdict = 3, 8, 8, 6
+_BOUNDED.maxstring = _BOUNDED.maxother = SHOWN_CHARS
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` for an error message, never longer than about `limit` characters.
+
+    Containers are written with `reprlib` (nested and long ones elided with `...`), so a huge or
+    alias-expanded value is never formatted whole; a cut ends with `… (N chars)` for a string
+    and `… (N items)` for a container.
+    """
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}… ({len(value)} chars)"
+    text = _BOUNDED.repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} items)" if isinstance(value, (list, tuple, dict, set)) else ""
+    return f"{text[:limit]}…{size}"
 
 
 class CrosstrainError(Exception):
@@ -19,7 +48,11 @@ class SpecIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        message = self.message
+        if len(message) > MAX_ISSUE_CHARS:
+            message = f"{message[:MAX_ISSUE_CHARS]}… ({len(message)} chars)"
+        path = self.path if len(self.path) <= SHOWN_CHARS else f"{self.path[:SHOWN_CHARS]}…"
+        return f"{path}: {message}" if path else message
 
 
 class SpecError(CrosstrainError):
@@ -31,7 +64,10 @@ class SpecError(CrosstrainError):
         where = f" in {source}" if source else ""
         count = len(self.issues)
         head = f"invalid spec{where} ({count} problem{'s' if count != 1 else ''})"
-        super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
+        lines = [f"  {issue}" for issue in self.issues[:MAX_ISSUES_SHOWN]]
+        if count > MAX_ISSUES_SHOWN:
+            lines.append(f"  ... and {count - MAX_ISSUES_SHOWN} more")
+        super().__init__(head + ":\n" + "\n".join(lines))
 
 
 class BackendUnavailable(CrosstrainError):
@@ -104,3 +140,15 @@ class Terminated(KeyboardInterrupt):
 
     A KeyboardInterrupt, so code that handles Ctrl-C handles it too; the CLI exits 143.
     """
+
+
+class PluginHookError(TrainingError):
+    """A plugin's lifecycle hook (a callback's `on_batch_end` ...) raised during a fit; the fit
+    stopped after saving an interrupt checkpoint (when checkpoints are on). The CLI exits 1."""
+
+    def __init__(self, plugin: str, hook: str, cause: BaseException):
+        self.plugin, self.hook, self.cause = plugin, hook, cause
+        text = " ".join(str(cause).split()) or "(no message)"
+        if len(text) > MAX_ISSUE_CHARS:
+            text = f"{text[:MAX_ISSUE_CHARS]}… ({len(text)} chars)"
+        super().__init__(f"plugin {plugin} hook {hook}: {type(cause).__name__}: {text}")

@@ -3,16 +3,50 @@ the layer tree with shapes, canonical parameter names, seeded initialisation, nu
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SpecError, SpecIssue
 from .layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
 from .layers.composite import sequence_forward
+
+DEFAULT_MAX_PARAMETERS = 2**31
+"""`model.max_parameters` by default: 2^31 elements (8 GiB of float32)."""
+MAX_LAYER_DEPTH = 32
+"""How deep composite layers (Residual, Sequential) may nest inside each other."""
+MAX_LAYERS = 100_000
+"""The most layers a model may have, nested ones included (validation is linear in it)."""
+
+
+def _layer_tree_problem(layers: Any, path: str) -> str | None:
+    """What is wrong with the shape of the layer tree, or None: more than MAX_LAYERS layers, or a
+    layer list nested more than MAX_LAYER_DEPTH deep (named by its path).
+
+    Works on raw data (`{type: Residual, layers: [...]}`) and on Layer objects, iteratively.
+    """
+    stack, count = [(layers, path, 0)], 0
+    while stack:
+        items, where, depth = stack.pop()
+        if not isinstance(items, (list, tuple)):
+            continue
+        if depth >= MAX_LAYER_DEPTH:
+            return (
+                f"layers nest more than {MAX_LAYER_DEPTH} levels deep at {where}; flatten the model"
+            )
+        count += len(items)
+        if count > MAX_LAYERS:
+            return f"more than {MAX_LAYERS:,} layers (counting nested ones); refused"
+        for index, item in enumerate(items):
+            inner = item.get("layers") if isinstance(item, dict) else getattr(item, "layers", None)
+            stack.append((inner, f"{where}[{index}].layers", depth + 1))
+    return None
 
 
 class ModelSpec(BaseModel):
@@ -24,6 +58,21 @@ class ModelSpec(BaseModel):
     layers: list[AnyLayer] = Field(min_length=1)
     input_dtype: Literal["float32", "int64"] | None = None
     init: Literal["seed", "native"] = "seed"
+    max_parameters: PositiveInt = Field(
+        DEFAULT_MAX_PARAMETERS,
+        description="refuse a model with more parameter elements than this, before allocating",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_huge_trees(cls, data: Any) -> Any:
+        """Too many layers, or layers nested too deep, are refused before they are validated
+        (validating them recurses and takes time in proportion)."""
+        if isinstance(data, dict):
+            problem = _layer_tree_problem(data.get("layers"), "model.layers")
+            if problem is not None:
+                raise PydanticCustomError("layer_tree", "{problem}", {"problem": problem})
+        return data
 
     @property
     def resolved_input_dtype(self) -> str:
@@ -69,11 +118,25 @@ def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[Lay
 def plan(model: ModelSpec) -> list[LayerNode]:
     """The layer tree with shapes; raises SpecError naming the layer whose shapes do not fit."""
     nodes = _plan(list(model.layers), tuple(model.input_shape), "", "model.layers")
-    names = [n.name for n in walk(nodes)]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(n.name for n in walk(nodes))
+    duplicated = sorted(name for name, count in counts.items() if count > 1)
     if duplicated:
+        shown = duplicated[:10] + (
+            [f"... {len(duplicated) - 10} more"] if len(duplicated) > 10 else []
+        )
+        raise SpecError(SpecIssue("model.layers", f"layer names must be unique, repeated: {shown}"))
+    total = sum(
+        math.prod(spec.shape)
+        for node in walk(nodes)
+        for spec in node.layer.params(node.input_shape).values()
+    )
+    if total > model.max_parameters:
         raise SpecError(
-            SpecIssue("model.layers", f"layer names must be unique, repeated: {duplicated}")
+            SpecIssue(
+                "model",
+                f"{total:,} parameters, more than model.max_parameters ({model.max_parameters:,}); "
+                "make the layers smaller or raise model.max_parameters",
+            )
         )
     return nodes
 
@@ -135,6 +198,6 @@ def forward(
 def count_params(model: ModelSpec) -> tuple[int, int]:
     """(trainable, non-trainable) parameter counts."""
     specs = param_specs(model).values()
-    trainable = sum(int(np.prod(s.shape)) for s in specs if s.trainable)
-    frozen = sum(int(np.prod(s.shape)) for s in specs if not s.trainable)
+    trainable = sum(math.prod(s.shape) for s in specs if s.trainable)
+    frozen = sum(math.prod(s.shape) for s in specs if not s.trainable)
     return trainable, frozen

@@ -245,13 +245,23 @@ class Spec(BaseModel):
         data = self.to_dict()
         callables = {"loss": self.loss.fn, "metrics": [m.fn for m in self.metrics]}
         for key, value in changes.items():
-            _set_path(data, key, yaml.safe_load(value) if isinstance(value, str) else value)
+            _set_path(data, key, _override_value(key, value))
         spec = validate_spec(data, source="overrides")
         if callables["loss"] is not None and spec.loss.name == self.loss.name:
             spec.loss.fn = callables["loss"]
         for metric, fn in zip(spec.metrics, callables["metrics"], strict=False):
             metric.fn = metric.fn or fn
         return spec
+
+
+def _override_value(key: str, value: Any) -> Any:
+    """An override's value: a string is read as YAML; a malformed one is a SpecError at `key`."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return _read_text(value, "overrides")
+    except SpecError as err:
+        raise SpecError(SpecIssue(key, err.issues[0].message), "overrides") from None
 
 
 def _split_path(key: str) -> list[str | int]:
@@ -281,12 +291,25 @@ def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
         raise SpecError(SpecIssue(key, "cannot set: no such list entry")) from None
 
 
+def _json_or_yaml(text: str) -> Any:
+    """JSON text through `json` (50x faster than PyYAML on a large spec), else YAML through the
+    safe loader (libyaml's parser when PyYAML has it)."""
+    if text.lstrip().startswith(("{", "[")):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # YAML flow style (`{a: 1}`) or JSON with comments: YAML reads it
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+
+
 def _read_text(text: str, source: str) -> Any:
     """YAML (a superset of JSON) through the safe loader: no Python tags, ever."""
     from .config import MAX_SPEC_DEPTH, check_size
 
     try:
-        data = yaml.safe_load(text)
+        data = _json_or_yaml(text)
     except RecursionError:
         message = f"nested deeper than {MAX_SPEC_DEPTH} levels of mappings and lists"
         raise SpecError(SpecIssue("", message), source) from None
