@@ -90,9 +90,7 @@ class Session:
                 "backend": self.backend,
                 "version": version,
                 "available": available,
-                "capabilities": {
-                    k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(caps).items()
-                },
+                "capabilities": {k: _as_data(v) for k, v in vars(caps).items()},
             }
             lines.append(
                 f"  version {version}" + ("" if available else f" (unavailable: {reason})")
@@ -106,6 +104,15 @@ class Session:
         lines.append("  tolerances (|a - b| <= atol + rtol * |b|):")
         lines += [f"    {line}" for line in describe()]
         return lines
+
+
+def _as_data(value: Any) -> Any:
+    """A declared capability as JSON data: sets sorted, export formats by name."""
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return [getattr(item, "name", item) for item in value]
+    return value
 
 
 def _session(config: Any) -> Session | None:
