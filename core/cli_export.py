@@ -1,14 +1,24 @@
-"""`crosstrain export CKPT --to torch|flax|keras`: a checkpoint's model in a native format.
+"""`crosstrain export CKPT --to FORMAT`: a checkpoint's model in a framework's native format.
 
-- `torch`: the backend module's `state_dict`, saved with safetensors; it loads with
-  `module.load_state_dict(safetensors.torch.load_file(path), strict=True)`.
-- `flax`: the nnx module's state (`nnx.state(model)`), flattened to `a/b/c` keys in a
-  safetensors file; `load_flax_state(model, path)` puts it back into an nnx module.
-- `keras`: the `keras.Model` saved as `.keras` (`keras.saving.load_model`).
+The format is one a registered backend declares (`Capabilities.exports`); the built-ins:
+`torch` (the module's `state_dict` as safetensors), `flax` (the nnx state as flat
+safetensors, `crosstrain.backends.jax.export.load_flax_state` reads it back) and `keras` (a
+`.keras` file of stock layers). The backend builds the model, loads the checkpoint and writes
+the file (`Program.export`); core imports no framework.
 
 The model is rebuilt from the `model` section of the spec stored in the checkpoint (plain
 data: layer types of the registry, no code named in the stored spec is imported), or from the
 spec given with `--spec`.
+
+Where the file goes (`output_path`): `--output FILE` is that file; `--output DIR/` (an
+existing directory, or a path ending in a separator) and no `--output` (the working directory)
+put `<name>-step-<N><suffix>` in that directory, `<name>` being the model's spec name. The
+file must resolve inside its output directory. A name that is not one plain path segment
+(`crosstrain.spec.name_problem`: `/abs`, `../x`, `a/b`, empty, `.`/`..`, control characters,
+over 100 characters) is refused: a spec cannot hold one and a checkpoint that does is refused
+when read (its `trainer.json` is checked field by field); `output_path` checks the name again
+before it becomes a file name. A path that a symbolic link leads outside the directory is
+refused too. Export writes nothing but the one file (and the output directory, if missing).
 
 Example:
     $ crosstrain export runs/digits-mlp/20260101-120000/checkpoints/step-460 --to torch
@@ -17,25 +27,30 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, SpecError
+from .errors import CheckpointError, CrosstrainError, SpecError
 
 NAME = "export"
 HELP = "write the model of a checkpoint in a framework's native format"
-TARGETS = {"torch": ".safetensors", "flax": ".flax.safetensors", "keras": ".keras"}
-_BACKENDS = {"torch": "torch", "flax": "jax", "keras": "keras"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Adds the arguments of `crosstrain export`."""
     parser.add_argument("checkpoint", help="a step-<N> checkpoint directory")
-    parser.add_argument("--to", required=True, choices=sorted(TARGETS), help="the native format")
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="FORMAT",
+        help="a native format a backend declares: torch, flax, keras for the built-ins",
+    )
     parser.add_argument(
         "--output",
-        metavar="FILE",
-        help="where to write (default: <spec name>-step-<N> plus the format's suffix)",
+        metavar="PATH",
+        help="the file to write, or a directory (ending in /) for <spec name>-step-<N><suffix> "
+        "(default: that name in the working directory)",
     )
     parser.add_argument(
         "--spec", metavar="SPEC", help="build the model from this spec instead of the stored one"
@@ -50,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
-    """The spec to rebuild the model from: `spec` if given, else the stored model section only."""
+    """The spec to rebuild the model from: `spec` if given, else the stored model section only
+    (with the stored name, which `read_checkpoint` has checked is one path segment)."""
     from .spec import load_spec
 
     if spec is not None:
@@ -58,7 +74,7 @@ def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
     stored = meta.get("spec")
     if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
         raise CheckpointError("the checkpoint stores no model spec; pass the spec with --spec")
-    data = {"name": str(stored.get("name", "model")), "model": stored["model"]}
+    data = {"name": stored.get("name", "model"), "model": stored["model"]}
     try:
         return load_spec(data)
     except SpecError as err:
@@ -67,67 +83,78 @@ def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
         ) from None
 
 
+def output_path(output: str | Path | None, name: Any, step: int, suffix: str) -> Path:
+    """The file export writes (see the module doc), checked to lie inside its directory.
+
+    Raises:
+        CrosstrainError: the default name is not one plain path segment, the file would
+            resolve outside its directory, or it is an existing directory.
+    """
+    from .spec import name_problem
+
+    text = None if output is None else os.fspath(output)
+    if text is None or text.endswith(("/", os.sep)) or Path(text).is_dir():
+        directory = Path(text or ".")
+        problem = name_problem(name)
+        if problem:
+            raise CrosstrainError(
+                f"the model name {str(name)[:80]!r} {problem}, so it cannot name the output "
+                "file; pass --output FILE"
+            )
+        file_name = f"{name}-step-{step}{suffix}"
+        path = directory / file_name
+    else:
+        path = Path(text)
+        directory = path.parent
+    inside, resolved = directory.resolve(), path.resolve()
+    if resolved.parent != inside:
+        raise CrosstrainError(
+            f"--output: {path} resolves to {resolved}, outside {inside} (a symbolic link?); "
+            "export writes only inside its output directory"
+        )
+    if resolved.is_dir():
+        raise CrosstrainError(f"--output: {path} is a directory")
+    return path
+
+
+def export_backend(to: str) -> tuple[str, Any]:
+    """The first registered backend that declares the export format `to`, and the format.
+
+    Raises:
+        CrosstrainError: no registered backend declares `to`.
+    """
+    from .registry import get_registry
+
+    registry = get_registry()
+    declared: list[str] = []
+    for name in registry.backends.names():
+        for found in registry.backends.get(name).capabilities().exports:
+            if found.name == to:
+                return name, found
+            declared.append(found.name)
+    raise CrosstrainError(
+        f"--to: no backend exports {to!r}; formats: {', '.join(sorted(set(declared))) or 'none'}"
+    )
+
+
 def export(
     checkpoint: str | Path, to: str, output: str | Path | None = None, *, spec: Any = None
 ) -> Path:
     """Writes the checkpoint's model in the native format `to`; returns the file written.
 
     Raises:
+        CrosstrainError: unknown format, or an output path export may not write (`output_path`).
         CheckpointError: the checkpoint is broken or does not fit the model.
         BackendUnavailable: the framework of `to` is not installed.
     """
     from . import api
     from .state import read_checkpoint
 
-    if to not in TARGETS:
-        raise ValueError(f"--to must be one of {sorted(TARGETS)}, got {to!r}")
+    backend, found = export_backend(to)
     state, meta = read_checkpoint(checkpoint)
     built = model_spec(meta, spec)
-    out = Path(output or f"{built.name}-step-{state.step}{TARGETS[to]}")
-    program = api.build(built, backend=_BACKENDS[to])
+    out = output_path(output, built.name, state.step, found.suffix)
+    program = api.build(built, backend=backend)
     program.set_state(state)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if to == "torch":
-        from safetensors.torch import save_file
-
-        tensors = program.native_model.state_dict()
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(out))
-    elif to == "flax":
-        import numpy as np
-        from flax import nnx
-        from safetensors.numpy import save_file
-
-        flat = nnx.to_flat_state(nnx.state(program.native_model))
-        save_file({_key(path): np.asarray(var.get_value()) for path, var in flat}, str(out))
-    else:
-        program.native_model.save(str(out))
-    return out
-
-
-def _key(path: tuple[Any, ...]) -> str:
-    return "/".join(str(part) for part in path)
-
-
-def load_flax_state(model: Any, path: str | Path) -> None:
-    """Loads a `--to flax` export into an nnx module built for the same spec (in place).
-
-    Raises:
-        CheckpointError: a variable of the module is missing from the file or has another shape.
-    """
-    from flax import nnx
-    from safetensors.numpy import load_file
-
-    from .state import check_tensor_file
-
-    check_tensor_file(path)
-    values = load_file(str(path))
-    flat = nnx.to_flat_state(nnx.state(model))
-    for variable_path, variable in flat:
-        key = _key(variable_path)
-        value = values.get(key)
-        if value is None or value.shape != variable.get_value().shape:
-            raise CheckpointError(
-                f"{path}: no variable {key} of shape {variable.get_value().shape}"
-            )
-        variable.set_value(value)
-    nnx.update(model, nnx.from_flat_state(flat))
+    return program.export(out, to)

@@ -10,6 +10,8 @@ from crosstrain.layers import supported_layer_types
 from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
+from .export import FORMATS as EXPORT_FORMATS
+
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
 
@@ -75,6 +77,7 @@ class JaxBackend(Backend):
             compile=True,
             native_models=False,
             grad_norm=True,
+            exports=EXPORT_FORMATS,
         )
 
     def accelerators_found(self) -> list[str]:

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import array_api_compat
@@ -295,6 +296,12 @@ class JaxProgram(Program):
         """Loads a canonical state, possibly written by another backend."""
         host = from_canonical(state, self._carry, self.tx, self._slots)
         self._carry = self.placement.put_state(host)
+
+    def export(self, path: str | Path, format: str) -> Path:
+        """Writes the nnx module's state as flat safetensors (`export.export`)."""
+        from .export import export
+
+        return export(self, Path(path), format)
 
     @property
     def step(self) -> int:

@@ -8,12 +8,37 @@ whatever the training precision, without the optimizer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crosstrain.errors import CrosstrainError
+from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.protocol import ExportFormat
 from crosstrain.state import CanonicalState, check_compatible
 
 from .device import engine_of, use_engine
+
+if TYPE_CHECKING:
+    from .program import KerasProgram
+
+FORMATS = (
+    ExportFormat(
+        "keras",
+        ".keras",
+        "a .keras file of stock Keras layers; load with "
+        "keras.saving.load_model(path, safe_mode=True) on any engine",
+    ),
+)
+
+
+def export(program: KerasProgram, path: Path, format: str) -> Path:
+    """Writes `program`'s model with its current weights in `format` (only `keras`) to `path`.
+
+    Raises:
+        UnsupportedFeature: `format` is not one of `FORMATS`.
+        CrosstrainError: `path` does not end in `.keras`.
+    """
+    if format != "keras":
+        raise UnsupportedFeature(program.backend, f"export to {format!r}", ["keras"])
+    return export_keras(program.spec, program.get_state(), path, program.backend)
 
 
 def export_keras(

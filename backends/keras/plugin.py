@@ -11,6 +11,7 @@ from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
 from .device import ENGINES, PRECISIONS, engine_available, engine_of
+from .export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
@@ -93,6 +94,7 @@ class KerasBackend(Backend):
             compile=True,
             native_models=False,
             grad_norm=True,
+            exports=EXPORT_FORMATS,
         )
 
     def accelerators_found(self) -> list[str]:

@@ -148,11 +148,11 @@ class KerasProgram(Program):
             write_state(self.model, self.optimizer, self.refs, state, self.backend)
         self._steps.sync_in()
 
-    def export(self, path: str | Path) -> Path:
-        """Writes the current weights as a native `.keras` file (see `export.export_keras`)."""
-        from .export import export_keras
+    def export(self, path: str | Path, format: str = "keras") -> Path:
+        """Writes the current weights as a native `.keras` file (`export.export`)."""
+        from .export import export
 
-        return export_keras(self.spec, self.get_state(), path, self.backend)
+        return export(self, Path(path), format)
 
     @property
     def native_model(self) -> Any:

@@ -11,6 +11,8 @@ from crosstrain.layers import layer_route, supported_layer_types
 from crosstrain.protocol import Backend, Capabilities, RunEnv
 from crosstrain.registry import package_version
 
+from .export import FORMATS as EXPORT_FORMATS
+
 if TYPE_CHECKING:
     from crosstrain.spec import Spec
 
@@ -78,6 +80,7 @@ class TorchBackend(Backend):
             compile=True,
             native_models=True,
             grad_norm=True,
+            exports=EXPORT_FORMATS,
         )
 
     def accelerators_found(self) -> list[str]:

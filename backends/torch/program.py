@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import array_api_compat.torch as xp
@@ -379,3 +380,9 @@ class TorchProgram(Program):
         )
         self.step = int(state.step)
         set_rng_state(state.rng, self.device)
+
+    def export(self, path: str | Path, format: str) -> Path:
+        """Writes the module's `state_dict` as safetensors (`export.export`)."""
+        from .export import export
+
+        return export(self, Path(path), format)

@@ -383,7 +383,7 @@ def test_export_writes_a_keras_file_that_loads_in_safe_mode(tmp_path) -> None:
     spec = _spec("mhsa_causal_in_residual", lead=True)
     program = ct.build(spec, backend=BACKEND)
     program.set_state(random_state(spec))
-    path = program.export(tmp_path / "model.keras")
+    path = program.export(tmp_path / "model.keras", "keras")
     loaded = keras.saving.load_model(path, safe_mode=True)
     x = random_inputs(spec)
     np.testing.assert_allclose(
