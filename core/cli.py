@@ -32,7 +32,7 @@ from .cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too
     read_spec,
 )
 from .cli_registry import cmd_backends, cmd_plugins
-from .errors import CrosstrainError, Terminated, TrainingError
+from .errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated, TrainingError
 from .registry import Registry, build_registry, get_registry, set_registry
 from .spec import Spec
 from .summary import summary
@@ -257,6 +257,14 @@ def _use_plugins(names: str | None, blocked: list[str] | None = None) -> None:
 
 def _report(err: BaseException) -> None:
     message = str(err).strip() or type(err).__name__
+    errors_dir = os.environ.get(WORKER_ERROR_DIR_ENV)
+    if errors_dir and "RANK" in os.environ:  # a worker: the launcher prints it once for all ranks
+        path = Path(errors_dir) / f"rank-{os.environ['RANK']}.txt"
+        try:
+            path.write_text(message + "\n", encoding="utf-8")
+            return
+        except OSError:
+            pass
     print(f"error: {message}", file=sys.stderr)
 
 

@@ -156,12 +156,40 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def starts_workers(backend: Any, spec: Spec) -> bool:
+    """Whether `backend.launch` may start worker processes for this spec: several devices, no
+    launcher around this process, and a backend with its own `launch`."""
+    from .protocol import Backend
+
+    own_launch = getattr(type(backend), "launch", Backend.launch) is not Backend.launch
+    return own_launch and spec.trainer.devices > 1 and api.launcher_environment() is None
+
+
+def check_before_launch(spec: Spec, backend: str) -> None:
+    """What every worker would check before its first step (capabilities, the backend's own
+    check, the data: files, shapes, targets, non-finite values), done once in the launcher so
+    that a refusal is printed once and no worker starts. Loads the data once more."""
+    from .batches import check_streams
+    from .callbacks import callback_needs
+    from .resolve import load_data
+
+    backend_obj = api._checked_backend(get_registry(), backend, spec, callback_needs(spec))
+    check = getattr(backend_obj, "check", None)
+    if check is not None:
+        check(spec, api.make_env(spec, backend=backend))
+    train, val = load_data(spec)
+    check_streams(spec, train, val, None)
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     """Trains the spec; prints the model table, epoch lines, final metrics and where files went."""
     if args.print_config:
         return cmd_config(args)
     spec, backend = resolved_spec(args)
-    status = get_registry().backend(backend).launch(spec, args.argv)
+    backend_obj = get_registry().backend(backend)
+    if starts_workers(backend_obj, spec):
+        check_before_launch(spec, backend)
+    status = backend_obj.launch(spec, args.argv)
     if status is not None:
         return status
     if api.process_rank(spec) != 0:

@@ -7,6 +7,11 @@ import reprlib
 from dataclasses import dataclass
 from types import ModuleType
 
+WORKER_ERROR_DIR_ENV = "CROSSTRAIN_WORKER_ERROR_DIR"
+"""Set by a launcher of several workers (`crosstrain fit --devices N` on torch): a worker's
+command line writes its one-line error into `<dir>/rank-<RANK>.txt` instead of printing it, and
+the launcher prints each distinct message once (every rank usually finds the same problem)."""
+
 SHOWN_CHARS = 200
 """The most characters of a value an error message quotes (`shown`)."""
 MAX_ISSUES_SHOWN = 20

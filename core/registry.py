@@ -250,7 +250,9 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
                 for backend in result or []:
                     wrapped = as_backend(backend)  # PluginError names missing members
                     registry.backends.add(wrapped.name, wrapped)
-        except Exception as err:  # a plugin's bug must not take the others down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # a plugin's bug (even sys.exit) must not take the others down
             registry.broken.append(
                 BrokenPlugin(
                     impl.plugin_name, "", f"{hook_name} failed: {type(err).__name__}: {err}"
@@ -306,7 +308,9 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
             try:
                 pm.register(importlib.import_module(module_name), name=module_name)
                 registry.loaded.append((module_name, "built-in"))
-            except Exception as err:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:
                 registry.broken.append(
                     BrokenPlugin(module_name, "built-in", f"{type(err).__name__}: {err}")
                 )
@@ -318,7 +322,9 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
                 pm.register(ep.load(), name=ep.name)
                 pm.check_pending()
                 registry.loaded.append((ep.name, ep.value))
-            except Exception as err:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # SystemExit at import too: listed as broken
                 plugin = pm.get_plugin(ep.name)
                 if plugin is not None:
                     pm.unregister(plugin)

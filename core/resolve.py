@@ -176,9 +176,9 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     from .target_checks import check_targets
 
     if data is not None:
-        train = as_data(data, "data", spec)
+        train = check_finite(as_data(data, "data", spec), "data")
         if val_data is not None:
-            return train, as_data(val_data, "val_data", spec)
+            return train, check_finite(as_data(val_data, "val_data", spec), "val_data")
         if isinstance(train, Batches):
             return train, None
         return split(train, spec.data.validation_split, spec.seed)
@@ -191,7 +191,38 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
     check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
     check_targets(loaded.y, spec, f"data.source {spec.data.source!r}")
+    check_finite(loaded, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:
-        val = as_data(val_data, "val_data", spec)
+        val = check_finite(as_data(val_data, "val_data", spec), "val_data")
     return train, val
+
+
+FINITE_CHECK_ROWS = 65536
+"""Rows per chunk of the non-finite scan (bounds its temporary memory on memory-mapped data)."""
+
+
+def check_finite(data: Any, where: str) -> Any:
+    """`data` unchanged when its floating arrays hold only finite values, else a DataError naming
+    the array (`x`, `y`) and the first row with NaN or infinity. Loaders and iterables (Batches)
+    pass unchecked: their batches are not read here (the loss guard reports them)."""
+    import numpy as np
+
+    from .errors import DataError
+
+    for name in ("x", "y"):
+        array = getattr(data, name, None)
+        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.inexact):
+            continue
+        for start in range(0, len(array), FINITE_CHECK_ROWS):
+            chunk = array[start : start + FINITE_CHECK_ROWS]
+            bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+            if bad.any():
+                row = start + int(np.flatnonzero(bad)[0])
+                values = np.asarray(array[row]).ravel()
+                found = values[~np.isfinite(values)][0]
+                raise DataError(
+                    f"{where}: {name} has a non-finite value ({found}) in row {row}; "
+                    "remove or impute it before training"
+                )
+    return data

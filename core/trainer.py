@@ -16,6 +16,7 @@ from . import resume
 from .batches import Batches, array_kind, array_units, eval_order, rows
 from .data import ArrayData, batch_slices, epoch_order
 from .errors import Terminated, TrainingError
+from .hook_errors import hook_failure, save_before_reporting
 from .optim import schedule_length
 from .protocol import Program
 from .registry import Registry
@@ -326,7 +327,12 @@ class Trainer:
             if self._signal_stop(pulled=True):
                 raise Terminated if self.interrupted == "SIGTERM" else KeyboardInterrupt
         except BaseException as exc:
-            self.notify_exception(exc)
+            failure = hook_failure(self.registry.pm, exc)  # a plugin's hook raised: save, name it
+            if failure is not None:
+                save_before_reporting(self)
+            self.notify_exception(failure or exc)
+            if failure is not None:
+                raise failure from exc
             raise
         finally:
             for signum, handler in previous.items():

@@ -14,13 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from crosstrain.api import DISTRIBUTED_WORKER_ENV, launcher_environment
-from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, UnsupportedFeature
 
 BACKEND = "torch"
 DATA_PARALLEL = ("ddp", "fsdp")
@@ -148,7 +150,7 @@ def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "crosstrain.backends.torch.torchrun",  # torchrun without its ChildFailedError traceback
         "--standalone",
         f"--nproc_per_node={devices}",
         "-m",
@@ -175,10 +177,12 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     torchrun also receives SIGTERM when this launcher dies without forwarding anything
     (SIGKILL, OOM killer), so the workers still save an interrupt checkpoint and stop.
     """
+    errors = tempfile.TemporaryDirectory(prefix="crosstrain-errors-")
     process = subprocess.Popen(
         torchrun_command(devices, argv),
         start_new_session=True,
         preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+        env={**os.environ, WORKER_ERROR_DIR_ENV: errors.name},
     )
     received: list[int] = []
 
@@ -191,7 +195,23 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     try:
         status = process.wait()
         # torchrun itself exits 1 on a signal; report it the shell's way (130, 143)
-        return 128 + received[0] if received else status
+        if received:
+            return 128 + received[0]
+        for message in worker_errors(Path(errors.name)):
+            print(f"error: {message}", file=sys.stderr)
+        return status
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        errors.cleanup()
+
+
+def worker_errors(directory: Path) -> list[str]:
+    """The distinct error messages the workers left in `directory`, in rank order."""
+    found: list[str] = []
+    files = sorted(directory.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
+    for path in files:
+        message = path.read_text(encoding="utf-8", errors="replace").strip()
+        if message and message not in found:
+            found.append(message)
+    return found

@@ -91,7 +91,7 @@ def test_only_rank_zero_writes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_torchrun_command_runs_the_cli() -> None:
     command = torchrun_command(2, ["fit", "spec.yaml", "--devices", "2"])
-    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert command[:3] == [sys.executable, "-m", "crosstrain.backends.torch.torchrun"]
     assert "--nproc_per_node=2" in command
     assert command[-5:] == ["crosstrain.cli", "fit", "spec.yaml", "--devices", "2"]
 
