@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from .loggers import Logger
     from .module import Module
     from .protocol import Backend, Capabilities, Program, RunEnv
-    from .registry import get_registry
+    from .registry import (
+        get_registry,
+        register_callback,
+        register_data_source,
+        register_layer,
+        register_logger,
+        register_loss,
+        register_metric,
+    )
     from .spec import Spec, load_spec
     from .state import CanonicalState
     from .trainer import FitResult
@@ -45,7 +53,10 @@ _LAZY = {
     "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
     "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
     "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
-    "Batches": "batches", "Logger": "loggers",
+    "Batches": "batches",
+    "register_layer": "registry", "register_loss": "registry", "register_metric": "registry",
+    "register_callback": "registry", "register_logger": "registry",
+    "register_data_source": "registry", "Logger": "loggers",
 }  # fmt: skip
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
@@ -97,4 +108,10 @@ __all__ = [
     "metrics",
     "optim",
     "predict",
+    "register_callback",
+    "register_data_source",
+    "register_layer",
+    "register_logger",
+    "register_loss",
+    "register_metric",
 ]

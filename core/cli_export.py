@@ -75,8 +75,11 @@ def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
     if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
         raise CheckpointError("the checkpoint stores no model spec; pass the spec with --spec")
     data = {"name": stored.get("name", "model"), "model": stored["model"]}
+    from .registry import references_refused
+
     try:
-        return load_spec(data)
+        with references_refused("a checkpoint's spec never imports code; pass --spec"):
+            return load_spec(data)
     except SpecError as err:
         raise CheckpointError(
             f"the model spec stored in the checkpoint is invalid: {err}"
