@@ -39,10 +39,11 @@ from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 from flax import nnx
 
+from . import state as state_io
 from .device import Placement, precision_policy, select_devices
 from .model import Model, flat_names, nest, unnest
 from .optim import make_optimizer
-from .state import from_canonical, native_initial_values, seed_key_data, to_canonical
+from .state import native_initial_values, seed_key_data
 
 
 def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,7 +71,9 @@ class JaxProgram(Program):
     Attributes:
         spec: the spec it was built from.
         tx: the optax chain.
+        slots: the optimizer's canonical slot names.
         placement: devices and shardings.
+        carry: the training state pytree on the devices (`state.py` describes it).
     """
 
     array_kind = "jax"
@@ -93,7 +96,7 @@ class JaxProgram(Program):
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
-        self._slots = slot_names(spec.optimizer)
+        self.slots = slot_names(spec.optimizer)
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
@@ -107,7 +110,7 @@ class JaxProgram(Program):
             "step": np.int32(0),
             "key": seed_key_data(spec.seed),
         }
-        self._carry = self.placement.put_state(host)
+        self.carry = self.placement.put_state(host)
         self._jitted: dict[tuple[str, Any, bool], Callable[..., Any]] = {}
         self._bodies = {
             "train": self._train_body,
@@ -241,24 +244,24 @@ class JaxProgram(Program):
 
         `batch` is `(x, y)` numpy arrays, or `(DeviceData, rows)` from `cache_data`.
         """
-        self._carry, report = self._call("train", (self._carry,), batch)
+        self.carry, report = self._call("train", (self.carry,), batch)
         return report
 
     def train_steps(self, batches: tuple[Any, Any]) -> Any:
         """K steps in one compiled `lax.scan`: `(x, y)` with a leading axis of K, or
         `(DeviceData, rows)` with rows of shape `(K, batch)`."""
-        self._carry, reports = self._call("scan", (self._carry,), batches)
+        self.carry, reports = self._call("scan", (self.carry,), batches)
         return reports
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
         """Loss and metrics on a batch without an update or dropout."""
-        return self._call("eval", (self._carry["params"], self._carry["rest"]), batch)
+        return self._call("eval", (self.carry["params"], self.carry["rest"]), batch)
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
         fn, sharding = self._compiled("predict", len(x))
-        out = fn(self._carry["params"], self._carry["rest"], self._batch(x, sharding))
+        out = fn(self.carry["params"], self.carry["rest"], self._batch(x, sharding))
         return np.asarray(jax.device_get(out))
 
     def cache_data(self, x: np.ndarray, y: np.ndarray) -> DeviceData | None:
@@ -290,12 +293,11 @@ class JaxProgram(Program):
 
     def get_state(self) -> CanonicalState:
         """Parameters, optimizer slots, step and PRNG key in canonical form (numpy copies)."""
-        return to_canonical(self._carry)
+        return state_io.get_state(self)
 
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly written by another backend."""
-        host = from_canonical(state, self._carry, self.tx, self._slots)
-        self._carry = self.placement.put_state(host)
+        state_io.set_state(self, state)
 
     def export(self, path: str | Path, format: str) -> Path:
         """Writes the nnx module's state as flat safetensors (`export.export`)."""
@@ -306,12 +308,12 @@ class JaxProgram(Program):
     @property
     def step(self) -> int:
         """Optimizer updates done (reads one scalar from the device)."""
-        return int(jax.device_get(self._carry["step"]))
+        return int(jax.device_get(self.carry["step"]))
 
     @property
     def native_model(self) -> nnx.Module:
         """A fresh nnx module holding the current parameters and statistics."""
-        params = nest(self._carry["params"], self._param_paths)
+        params = nest(self.carry["params"], self._param_paths)
         return nnx.merge(
-            self.graphdef, params, nest(self._carry["rest"], self._rest_paths), copy=True
+            self.graphdef, params, nest(self.carry["rest"], self._rest_paths), copy=True
         )

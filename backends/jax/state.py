@@ -18,7 +18,7 @@ program then keeps its own key derived from the seed.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +30,29 @@ from crosstrain.state import CanonicalState, check_compatible
 
 from .optim import get_slots, with_slots
 
+if TYPE_CHECKING:
+    from .program import JaxProgram
+
 Carry = dict[str, Any]
 
 
-def to_canonical(carry: Carry) -> CanonicalState:
+def get_state(program: JaxProgram) -> CanonicalState:
+    """The program's state in canonical form, numpy copies (`Program.get_state`)."""
+    return carry_to_canonical(program.carry)
+
+
+def set_state(program: JaxProgram, state: CanonicalState) -> None:
+    """Loads a canonical state, possibly from another backend, onto the program's devices
+    (`Program.set_state`).
+
+    Raises:
+        CheckpointError: parameter names or shapes do not fit, or a slot has the wrong shape.
+    """
+    host = carry_from_canonical(state, program.carry, program.tx, program.slots)
+    program.carry = program.placement.put_state(host)
+
+
+def carry_to_canonical(carry: Carry) -> CanonicalState:
     """Canonical numpy state from a carry (device or host arrays); always copies."""
     host = jax.device_get(carry)
 
@@ -51,7 +70,7 @@ def to_canonical(carry: Carry) -> CanonicalState:
     )
 
 
-def from_canonical(
+def carry_from_canonical(
     state: CanonicalState, carry: Carry, tx: optax.GradientTransformation, slots: tuple[str, ...]
 ) -> Carry:
     """A host carry holding `state`, shaped like `carry` (the program's current one).

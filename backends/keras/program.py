@@ -20,10 +20,10 @@ from crosstrain.protocol import Program, RunEnv, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 
+from . import state as state_io
 from .device import data_parallel, precision_policy, select_devices, use_engine
 from .model import build_model
 from .optim import make_optimizer
-from .state import read_state, write_state
 from .steps import make_steps
 from .xp import namespace
 
@@ -139,13 +139,13 @@ class KerasProgram(Program):
     def get_state(self) -> CanonicalState:
         """Parameters, optimizer slots, step and seed states in canonical form (numpy copies)."""
         self._steps.sync_out()
-        return read_state(self.model, self.optimizer, self.refs)
+        return state_io.get_state(self)
 
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly written by another backend."""
         self._steps.sync_out()
         with self._scope():
-            write_state(self.model, self.optimizer, self.refs, state, self.backend)
+            state_io.set_state(self, state)
         self._steps.sync_in()
 
     def export(self, path: str | Path, format: str = "keras") -> Path:

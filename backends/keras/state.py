@@ -10,7 +10,7 @@ load as zeros.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from crosstrain.errors import CheckpointError
@@ -18,6 +18,9 @@ from crosstrain.state import CanonicalState, check_compatible
 
 from .model import ParamRef, to_numpy
 from .optim import inner
+
+if TYPE_CHECKING:
+    from .program import KerasProgram
 
 RNG_PREFIX = "keras/"
 
@@ -39,8 +42,9 @@ def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[Par
     return found
 
 
-def read_state(model: Any, optimizer: Any, refs: list[ParamRef]) -> CanonicalState:
-    """Canonical numpy copies of the variables' current values."""
+def get_state(program: KerasProgram) -> CanonicalState:
+    """Canonical numpy copies of the program's variables (`Program.get_state`)."""
+    model, optimizer, refs = program.model, program.optimizer, program.refs
     params = {ref.name: ref.read() for ref in refs}
     slots = {
         key: to_numpy(var.value).astype(np.float32).reshape(ref.shape)
@@ -53,14 +57,15 @@ def read_state(model: Any, optimizer: Any, refs: list[ParamRef]) -> CanonicalSta
     return CanonicalState(params, slots, step, rng)
 
 
-def write_state(
-    model: Any, optimizer: Any, refs: list[ParamRef], state: CanonicalState, backend: str
-) -> None:
-    """Assigns a canonical state (from any backend) to the variables.
+def set_state(program: KerasProgram, state: CanonicalState) -> None:
+    """Assigns a canonical state (from any backend) to the program's variables
+    (`Program.set_state`; the caller holds the program's scope and syncs the steps).
 
     Raises:
         CheckpointError: parameter names or shapes do not fit, or a slot has the wrong shape.
     """
+    model, optimizer, refs = program.model, program.optimizer, program.refs
+    backend = program.backend
     check_compatible(state, {r.name: r.shape for r in refs}, backend)
     for key, (ref, _) in _slot_variables(optimizer, refs).items():
         value = state.optimizer.get(key)

@@ -23,10 +23,11 @@ from crosstrain.optim import slot_names
 from crosstrain.protocol import Program, RunEnv, predict_inputs
 from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.spec import Spec
-from crosstrain.state import CanonicalState, check_compatible
+from crosstrain.state import CanonicalState
 from torch import nn
 
 from . import distributed
+from . import state as state_io
 from .device import (
     configure_backends,
     make_grad_scaler,
@@ -36,17 +37,7 @@ from .device import (
 )
 from .model import ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
-from .state import (
-    canonical_shape,
-    load_params,
-    load_slots,
-    params_to_canonical,
-    rng_state,
-    set_rng_state,
-    slots_to_canonical,
-    trainable,
-    whole,
-)
+from .state import load_params, trainable, whole
 
 StepOutput = dict[str, Any]
 """`loss` and each metric as 0-d device tensors, plus `batch_size` (a Python int)."""
@@ -351,35 +342,12 @@ class TorchProgram(Program):
     # -- state -----------------------------------------------------------------------------
 
     def get_state(self) -> CanonicalState:
-        """Parameters, optimizer slots, update count and torch RNG, canonical and on the host."""
-        return CanonicalState(
-            params=params_to_canonical(self.refs),
-            optimizer=slots_to_canonical(
-                self.refs, self.optimizer, self.spec.optimizer.name, self.slots
-            ),
-            step=self.step,
-            rng=rng_state(self.device),
-        )
+        """Parameters, optimizer slots, update count and torch RNG (`state.get_state`)."""
+        return state_io.get_state(self)
 
     def set_state(self, state: CanonicalState) -> None:
-        """Loads a canonical state, possibly from another backend (no RNG, no optimizer slots).
-
-        Raises:
-            CheckpointError: parameter or slot names or shapes do not fit this model/optimizer.
-        """
-        check_compatible(state, {ref.name: canonical_shape(ref) for ref in self.refs}, self.backend)
-        load_params(self.refs, state.params)
-        load_slots(
-            self.refs,
-            self.optimizer,
-            self.spec.optimizer.name,
-            self.slots,
-            state.optimizer,
-            state.step,
-            self.backend,
-        )
-        self.step = int(state.step)
-        set_rng_state(state.rng, self.device)
+        """Loads a canonical state, possibly from another backend (`state.set_state`)."""
+        state_io.set_state(self, state)
 
     def export(self, path: str | Path, format: str) -> Path:
         """Writes the module's `state_dict` as safetensors (`export.export`)."""

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from crosstrain.errors import CheckpointError
+from crosstrain.state import CanonicalState, check_compatible
 
 from .model import ParamRef
+
+if TYPE_CHECKING:
+    from .program import TorchProgram
 
 TORCH_SLOTS: dict[str, dict[str, str]] = {
     "sgd": {"momentum": "momentum_buffer"},
@@ -202,3 +207,39 @@ def set_rng_state(rng: dict[str, np.ndarray], device: torch.device) -> None:
         torch.cuda.set_rng_state(
             torch.from_numpy(np.asarray(rng["torch_cuda"], dtype=np.uint8).copy()), device
         )
+
+
+def get_state(program: TorchProgram) -> CanonicalState:
+    """The program's parameters, optimizer slots, update count and torch RNG, canonical and
+    on the host (`Program.get_state`)."""
+    return CanonicalState(
+        params=params_to_canonical(program.refs),
+        optimizer=slots_to_canonical(
+            program.refs, program.optimizer, program.spec.optimizer.name, program.slots
+        ),
+        step=program.step,
+        rng=rng_state(program.device),
+    )
+
+
+def set_state(program: TorchProgram, state: CanonicalState) -> None:
+    """Loads a canonical state, possibly from another backend (which has no torch RNG and may
+    have no optimizer slots) into the program (`Program.set_state`).
+
+    Raises:
+        CheckpointError: parameter or slot names or shapes do not fit this model/optimizer.
+    """
+    shapes = {ref.name: canonical_shape(ref) for ref in program.refs}
+    check_compatible(state, shapes, program.backend)
+    load_params(program.refs, state.params)
+    load_slots(
+        program.refs,
+        program.optimizer,
+        program.spec.optimizer.name,
+        program.slots,
+        state.optimizer,
+        state.step,
+        program.backend,
+    )
+    program.step = int(state.step)
+    set_rng_state(state.rng, program.device)
