@@ -253,6 +253,8 @@ def fit(
     directory = run_directory(spec_obj, run_dir, checkpoint, rank)
     env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
     program = backend_obj.build(spec_obj, env)
+    if plan is not None:  # before the run directory is locked or written
+        plan.check_model(program.get_state(), spec_obj)
     trainer = Trainer(spec_obj, program, registry, name, directory)
     trainer.versions = {
         "crosstrain": package_version("crosstrain") or "unknown",

@@ -70,6 +70,8 @@ def loop_record(trainer: Trainer) -> dict[str, Any]:
         {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in h.items()}
         for h in trainer.history
     ]  # a non-finite metric is recorded as null: trainer.json holds finite numbers only
+    if len(history) < epoch:  # stopped after the epoch's steps, before its record (validation)
+        history.append({"epoch": epoch - 1, "step": trainer.global_step})
     return {
         "epoch": epoch,
         "batch_in_epoch": batch,
@@ -211,6 +213,10 @@ class ResumePlan:
     @property
     def global_step(self) -> int:
         return int(self.meta.get("global_step", self.state.step))
+
+    def check_model(self, expected: CanonicalState, spec: Spec) -> None:
+        """`check_fits_model` against a freshly built program's state."""
+        check_fits_model(self.state, expected, self.path, precision_changed(self.meta, spec))
 
     def finished(self, spec: Spec, length: RunLength) -> bool:
         """Whether the checkpoint is already at the end of the run `spec` asks for."""

@@ -203,8 +203,8 @@ def _check_history(record: _Record, history: list[Any]) -> None:
         if entry.get("epoch") != index or not _is_int(entry.get("epoch")):
             record.fail(f"{where}.epoch is {_shown(entry.get('epoch'))}, expected {index}")
         step = entry.get("step")
-        if not _is_int(step) or not previous <= step <= _MAX_COUNT:
-            record.fail(f"{where}.step is {_shown(step)} (steps only grow)")
+        if not _is_int(step) or not previous < step <= _MAX_COUNT:
+            record.fail(f"{where}.step is {_shown(step)} (each epoch takes a step or more)")
         previous = step
         for key, value in entry.items():
             if not isinstance(key, str) or not (value is None or _is_number(value)):
@@ -222,7 +222,9 @@ def _check_callbacks(record: _Record, callbacks: dict[str, Any]) -> None:
         value, path = checkpoint.get("best_value"), checkpoint.get("best_path")
         if not (value is None or _is_number(value)) or not (path is None or isinstance(path, str)):
             record.fail(f"callbacks.ModelCheckpoint best_value/best_path are {_shown(checkpoint)}")
-        for entry in checkpoint.get("top_k", []) if "top_k" in checkpoint else []:
+        if not isinstance(checkpoint.get("top_k", []), list):
+            record.fail(f"callbacks.ModelCheckpoint.top_k is {_shown(checkpoint['top_k'])}")
+        for entry in checkpoint.get("top_k", []):
             if not (
                 isinstance(entry, list)
                 and len(entry) == 2
@@ -230,8 +232,6 @@ def _check_callbacks(record: _Record, callbacks: dict[str, Any]) -> None:
                 and isinstance(entry[1], str)
             ):
                 record.fail(f"callbacks.ModelCheckpoint.top_k has entry {_shown(entry)}")
-        if "top_k" in checkpoint and not isinstance(checkpoint["top_k"], list):
-            record.fail(f"callbacks.ModelCheckpoint.top_k is {_shown(checkpoint['top_k'])}")
     stopping = callbacks.get("EarlyStopping")
     if stopping is not None:
         best, wait = stopping.get("best"), stopping.get("wait")
@@ -255,6 +255,9 @@ def _check_position(record: _Record, dir_step: int | None) -> None:
         record.fail(f"step is {step} but the directory is step-{dir_step}")
     if global_step is None:
         return
+    for key in ("epoch", "batch_in_epoch", "history"):  # written with global_step, always
+        if key not in meta:
+            record.fail(f"{key} is missing")
     if step != global_step - skipped:
         record.fail(
             f"step {step} disagrees with global_step {global_step} - skipped_steps {skipped}"

@@ -227,7 +227,9 @@ def test_missing_file_is_refused(checkpoint):
         ({"rng": {"torch": {"dtype": "object", "shape": [1], "data": ""}}}, "invalid rng"),
         ({"rng": {"torch": {"dtype": "uint8", "shape": [1 << 40], "data": "AA=="}}}, "invalid rng"),
         ({"epoch": 1e30}, "epoch is 1e+30"),
-        ({"global_step": 83}, "step 7 disagrees with global_step 83"),
+        ({"global_step": 83, "batch_in_epoch": 0, "history": []}, "step 7 disagrees with global"),
+        ({"global_step": 7}, "batch_in_epoch is missing"),
+        ({"history": [{"epoch": 0, "step": 3}, {"epoch": 1, "step": 3}]}, "history[1].step is 3"),
         ({"step": -1}, "step is -1"),
         ({"global_step": 7, "epoch": 2, "batch_in_epoch": 0, "history": []}, "epoch 2 disagrees"),
         ({"history": [{"epoch": 0, "step": 3, "train_loss": "x"}]}, "history[0].train_loss"),
@@ -248,7 +250,9 @@ def test_any_edit_of_trainer_json_without_a_new_digest_is_refused(checkpoint):
     meta = json.loads((checkpoint / "trainer.json").read_text())
     (checkpoint / "trainer.json").write_text(json.dumps({**meta, "created": "yesterday"}))
     _refused(checkpoint, "trainer.json", "digest mismatch (edited or corrupt)")
-    (checkpoint / "trainer.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "digest"}))
+    (checkpoint / "trainer.json").write_text(
+        json.dumps({k: v for k, v in meta.items() if k != "digest"})
+    )
     _refused(checkpoint, "trainer.json", "digest mismatch")
 
 

@@ -44,7 +44,7 @@ def test_default_fit_checkpoints_every_epoch_keeps_last_three_and_the_best(tmp_p
         data = (tmp_path / "run" / "checkpoints" / "step-36" / name).read_bytes()
         assert meta["files"][name] == hashlib.sha256(data).hexdigest()
         check_tensor_file(tmp_path / "run" / "checkpoints" / "step-36" / name)
-    assert meta["format_version"] == 1 and meta["backend"] == "torch"
+    assert meta["format_version"] == 2 and meta["backend"] == "torch"
     assert (meta["step"], meta["epoch"], meta["batch_in_epoch"]) == (36, 6, 0)
     assert meta["data_order_seed"] == 0 and len(meta["history"]) == 6
     assert meta["spec"]["model"]["layers"][2]["type"] == "Dropout"
