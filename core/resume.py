@@ -70,8 +70,10 @@ def loop_record(trainer: Trainer) -> dict[str, Any]:
         {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in h.items()}
         for h in trainer.history
     ]  # a non-finite metric is recorded as null: trainer.json holds finite numbers only
-    if len(history) < epoch:  # stopped after the epoch's steps, before its record (validation)
-        history.append({"epoch": epoch - 1, "step": trainer.global_step})
+    finished = [h for h in history if h["epoch"] < epoch]
+    if epoch and (not finished or finished[-1]["step"] != trainer.global_step - batch):
+        # stopped after the epoch's last step, before its record (e.g. during validation)
+        history.insert(len(finished), {"epoch": epoch - 1, "step": trainer.global_step - batch})
     return {
         "epoch": epoch,
         "batch_in_epoch": batch,

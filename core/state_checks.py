@@ -195,13 +195,17 @@ def _is_number(value: Any, finite: bool = True) -> bool:
 
 
 def _check_history(record: _Record, history: list[Any]) -> None:
-    previous = 0
+    """Records in order: epochs 0, 1, ... (an epoch stopped mid-way and resumed has two
+    records), steps strictly growing, values finite numbers or null."""
+    previous, epoch = 0, 0
     for index, entry in enumerate(history):
         where = f"history[{index}]"
         if not isinstance(entry, dict):
             record.fail(f"{where} is not a mapping ({_shown(entry)})")
-        if entry.get("epoch") != index or not _is_int(entry.get("epoch")):
-            record.fail(f"{where}.epoch is {_shown(entry.get('epoch'))}, expected {index}")
+        allowed = (0,) if index == 0 else (epoch, epoch + 1)
+        if not _is_int(entry.get("epoch")) or entry["epoch"] not in allowed:
+            record.fail(f"{where}.epoch is {_shown(entry.get('epoch'))}, expected {allowed[-1]}")
+        epoch = entry["epoch"]
         step = entry.get("step")
         if not _is_int(step) or not previous < step <= _MAX_COUNT:
             record.fail(f"{where}.step is {_shown(step)} (each epoch takes a step or more)")
@@ -269,9 +273,13 @@ def _check_position(record: _Record, dir_step: int | None) -> None:
     history = meta.get("history")
     if epoch is None or batch is None or not isinstance(history, list):
         return
-    if len(history) != epoch:
-        record.fail(f"epoch {epoch} disagrees with the history ({len(history)} finished epochs)")
-    done = history[-1]["step"] if history else 0
+    last = history[-1]["epoch"] if history else -1
+    if last not in (epoch - 1, epoch) or (epoch > 0 and not history):
+        record.fail(f"epoch {epoch} disagrees with the history (last record: epoch {last})")
+    if history and history[-1]["step"] > global_step:
+        record.fail(f"history[-1].step {history[-1]['step']} is beyond global_step {global_step}")
+    finished = [h["step"] for h in history if h["epoch"] < epoch]
+    done = finished[-1] if finished else 0
     if done + batch != global_step:
         record.fail(
             f"global_step {global_step} disagrees with the position: {done} steps by the end "
