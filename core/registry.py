@@ -99,9 +99,13 @@ class NameTable(Generic[T]):
         self.owners: dict[str, str] = {}
         self._owner = "crosstrain"
 
-    def add(self, name: str, entry: T) -> None:
-        if name in self._entries:
+    def check_free(self, name: object) -> None:
+        """ValueError when `name` is already taken (checked before anything else is wrong)."""
+        if isinstance(name, str) and name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered by {self.owners[name]}")
+
+    def add(self, name: str, entry: T) -> None:
+        self.check_free(name)
         self._entries[name] = entry
         self.owners[name] = self._owner
 
@@ -248,6 +252,7 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
                 from .protocol_wrap import as_backend
 
                 for backend in result or []:
+                    registry.backends.check_free(getattr(backend, "name", None))
                     wrapped = as_backend(backend)  # PluginError names missing members
                     registry.backends.add(wrapped.name, wrapped)
         except KeyboardInterrupt:

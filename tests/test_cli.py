@@ -185,13 +185,20 @@ def make_plugin(site: Path, name: str, code: str) -> None:
 
 GHOST_BACKEND = """
 from crosstrain.hookspecs import hookimpl
+from crosstrain.protocol import Backend, Capabilities
 
-class Ghost:
+class Ghost(Backend):
     name, extra = "ghost", "ghost"
     def is_available(self):
         return False, "ghostlib is not installed"
     def version(self):
         return None
+    def capabilities(self):
+        return Capabilities(layers=frozenset())
+    def accelerators_found(self):
+        return []
+    def build(self, spec, env):
+        raise AssertionError("an unavailable backend is never built")
 
 @hookimpl
 def crosstrain_add_backends():

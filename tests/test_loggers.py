@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import run_python, tiny_spec
 from crosstrain.callbacks import Callback
+from crosstrain.errors import PluginHookError
 from crosstrain.plugins.logger_base import flatten_spec
 
 # tiny_spec: 192 training rows in batches of 32 = 6 steps per epoch, a metric pull every 2
@@ -129,13 +130,14 @@ def test_mlflow_runs_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "shared-experiment")
     second = tmp_path / "second"
-    with pytest.raises(RuntimeError, match="deliberate failure"):
+    with pytest.raises(PluginHookError, match="FailAtSecondEpoch hook on_epoch_end: .*deliberate"):
         ct.fit(logged_spec("mlflow"), run_dir=second, callbacks=[FailAtSecondEpoch()])
     assert not (second / "mlflow.db").exists()
     experiment = client.get_experiment_by_name("shared-experiment")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
-    assert run.data.tags["crosstrain.last_checkpoint"] == str(second / "checkpoints" / "step-6")
+    # the failing hook's interrupt checkpoint (end of epoch 2) is the last one the run knows
+    assert run.data.tags["crosstrain.last_checkpoint"] == str(second / "checkpoints" / "step-12")
 
 
 # -- Weights & Biases ---------------------------------------------------------------------------

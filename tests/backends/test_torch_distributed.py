@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -195,10 +196,14 @@ def test_fsdp_equals_ddp_and_resumes_from_its_checkpoint(ddp_run: Path, tmp_path
             float(ddp_row["train_grad_norm"]), rel=1e-5
         )
 
-    resumed_dir, _ = run_workers(
-        tmp_path, "--strategy", "fsdp", "--max-epochs", "3", "--resume", str(ddp_checkpoint)
+    # a resume continues in the checkpoint's run directory: resume a copy of the shared DDP run
+    copied_run = tmp_path / "ddp-copy" / ddp_run.name
+    shutil.copytree(ddp_run, copied_run)
+    copied_checkpoint = copied_run / "checkpoints" / ddp_checkpoint.name
+    run_workers(
+        tmp_path, "--strategy", "fsdp", "--max-epochs", "3", "--resume", str(copied_checkpoint)
     )
-    resumed, _ = read_checkpoint(latest_checkpoint(resumed_dir / "checkpoints"))
+    resumed, _ = read_checkpoint(latest_checkpoint(copied_run / "checkpoints"))
     spec = ct.load_spec(SPEC).override({"trainer.max_epochs": 3})
     single = ct.fit(spec, backend="torch", run_dir=False, resume=ddp_checkpoint)
     assert resumed.step == single.state.step == 21
