@@ -32,6 +32,7 @@ def predict_inputs(batch: Any) -> Any:
         return batch[0]
     return batch
 
+
 StepOutput = Any
 """What a step returns: device values only the Program's own `metrics_to_host` understands."""
 
