@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from crosstrain.errors import (
     BackendUnavailable,
     CheckpointError,
     CrosstrainError,
@@ -25,15 +25,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import layers, losses, metrics, optim
-    from .api import build, evaluate, fit, predict
-    from .batches import Batches
-    from .callbacks import Callback
-    from .hookspecs import hookimpl, hookspec
-    from .loggers import Logger
-    from .module import Module
-    from .protocol import Backend, Capabilities, Program, RunEnv
-    from .registry import (
+    from crosstrain import layers, losses, metrics, optim
+    from crosstrain.api import build, evaluate, fit, predict
+    from crosstrain.batches import Batches
+    from crosstrain.callbacks import Callback
+    from crosstrain.hookspecs import hookimpl, hookspec
+    from crosstrain.loggers import Logger
+    from crosstrain.module import Module
+    from crosstrain.protocol import Backend, Capabilities, Program, RunEnv
+    from crosstrain.registry import (
         get_registry,
         register_callback,
         register_data_source,
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
         register_loss,
         register_metric,
     )
-    from .spec import Spec, load_spec
-    from .state import CanonicalState
-    from .trainer import FitResult
+    from crosstrain.spec import Spec, load_spec
+    from crosstrain.state import CanonicalState
+    from crosstrain.trainer import FitResult
 
 _LAZY = {
     "layers": None, "losses": None, "metrics": None, "optim": None,

@@ -7,9 +7,8 @@ import types
 import typing
 from typing import Any
 
+from crosstrain.errors import SpecIssue, shown
 from pydantic import BaseModel, ValidationError
-
-from .errors import SpecIssue, shown
 
 
 def suggest(word: str, choices: list[str] | set[str]) -> str:
@@ -63,7 +62,7 @@ def _peel(annotation: Any, value: Any) -> Any:
                     return model
         return _peel(candidates[0], value) if candidates else None
     if annotation is Any and isinstance(value, dict) and "type" in value:
-        from .registry import get_registry
+        from crosstrain.registry import get_registry
 
         return get_registry().layers.find(value["type"])
     return annotation

@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .batches import as_inputs, check_streams
-from .callbacks import callback_needs
-from .errors import CheckpointError, CrosstrainError, PluginError
-from .protocol import Program, RunEnv
-from .registry import Registry, get_registry, package_version
-from .resolve import load_data
-from .resume import announce, plan_resume
-from .run_length import RunLength, run_length
-from .rundir import locked_run_dir, run_directory
-from .spec import Spec, load_spec
-from .state import checkpoint_step, latest_checkpoint, list_checkpoints
-from .trainer import FitResult, Trainer
+from crosstrain.batches import as_inputs, check_streams
+from crosstrain.callbacks import callback_needs
+from crosstrain.errors import CheckpointError, CrosstrainError, PluginError
+from crosstrain.protocol import Program, RunEnv
+from crosstrain.registry import Registry, get_registry, package_version
+from crosstrain.resolve import load_data
+from crosstrain.resume import announce, plan_resume
+from crosstrain.run_length import RunLength, run_length
+from crosstrain.rundir import locked_run_dir, run_directory
+from crosstrain.spec import Spec, load_spec
+from crosstrain.state import checkpoint_step, latest_checkpoint, list_checkpoints
+from crosstrain.trainer import FitResult, Trainer
 
 DEFAULT_BACKEND = "torch"
 
@@ -38,7 +37,7 @@ def backend_name(spec: Spec, backend: str | None) -> str:
 
 
 def _resolve_backend(registry: Registry, name: str) -> Any:
-    from .errors import BackendUnavailable
+    from crosstrain.errors import BackendUnavailable
 
     backend = registry.backend(name)
     available, reason = backend.is_available()
@@ -142,7 +141,7 @@ def _quiet(spec: Spec) -> Spec:
 
 def write_run_files(path: Path, spec: Spec) -> None:
     """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
-    from .summary import model_summary_text
+    from crosstrain.summary import model_summary_text
 
     (path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
     table = model_summary_text(spec)
@@ -270,8 +269,8 @@ def fit(
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
 ) -> Trainer:
-    from .resume import check_fits_model, precision_changed
-    from .state import read_checkpoint
+    from crosstrain.resume import check_fits_model, precision_changed
+    from crosstrain.state import read_checkpoint
 
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)

@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from .errors import DataError
-from .target_checks import check_targets
+from crosstrain.errors import DataError
+from crosstrain.target_checks import check_targets
 
 if TYPE_CHECKING:
-    from .spec import Spec
+    from crosstrain.spec import Spec
 
 BATCH_KEYS: tuple[tuple[str, str], ...] = (
     ("x", "y"),
@@ -204,7 +203,7 @@ def rows(array: Any) -> int:
 
 def _is_arrays(data: Any) -> bool:
     """Whole data sets as arrays (not batches): ArrayData, a dict with `x`/`y`, an `(x, y)` pair."""
-    from .data import ArrayData
+    from crosstrain.data import ArrayData
 
     if isinstance(data, (ArrayData, np.ndarray, str, bytes)):
         return True
@@ -217,7 +216,7 @@ def _is_arrays(data: Any) -> bool:
 
 def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
     """`data` as a `Batches` stream, or None when it is arrays (handled by `as_array_data`)."""
-    from .registry import get_registry
+    from crosstrain.registry import get_registry
 
     if not isinstance(data, Batches):
         if _is_arrays(data):
@@ -324,7 +323,7 @@ def array_units(
 
 def as_data(value: Any, where: str, spec: Spec) -> Any:
     """`fit(data=...)`/`val_data` as ArrayData (arrays) or Batches (anything yielding batches)."""
-    from .data import as_array_data
+    from crosstrain.data import as_array_data
 
     data = as_batches(value, where, spec) or as_array_data(value, where)
     if not isinstance(data, Batches):

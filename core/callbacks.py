@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .hookspecs import hookimpl
+from crosstrain.hookspecs import hookimpl
 
 NEEDS = frozenset({"grad_norm"})
 """What a callback may need the backend's steps to compute: `grad_norm` (the train step reports
@@ -42,8 +42,8 @@ class Callback:
 def callback_needs(spec: Any, callbacks: Iterable[Any] = ()) -> frozenset[str]:
     """The union of `needs` of the callbacks `spec.trainer.callbacks` names (their registered
     factories) and of `callbacks` (objects passed to `fit`); an unknown need is a PluginError."""
-    from .errors import PluginError
-    from .registry import get_registry
+    from crosstrain.errors import PluginError
+    from crosstrain.registry import get_registry
 
     table = get_registry().callbacks
     found: set[str] = set()

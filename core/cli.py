@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import api
-from .cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too)
+from crosstrain import api
+from crosstrain.cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too)
     cmd_config,
     cmd_fit,
     configure_fit,
@@ -31,11 +31,11 @@ from .cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too
     print_metrics,
     read_spec,
 )
-from .cli_registry import cmd_backends, cmd_plugins
-from .errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated, TrainingError
-from .registry import Registry, build_registry, get_registry, set_registry
-from .spec import Spec
-from .summary import summary
+from crosstrain.cli_registry import cmd_backends, cmd_plugins
+from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated, TrainingError
+from crosstrain.registry import Registry, build_registry, get_registry, set_registry
+from crosstrain.spec import Spec
+from crosstrain.summary import summary
 
 EXIT_ERROR = 2
 EXIT_TRAINING_FAILED = 1
@@ -137,7 +137,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.markdown:
-        from .spec_reference import render_spec_reference
+        from crosstrain.spec_reference import render_spec_reference
 
         print(render_spec_reference(spec_json_schema()), end="")
         return 0
@@ -169,7 +169,7 @@ They must import no framework at module level (`crosstrain --help` imports them 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `crosstrain` command."""
-    from . import __version__
+    from crosstrain import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -108,7 +108,7 @@ def parity(rows: list[dict[str, Any]]) -> None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The comparison as an aligned text table."""
-    from .summary import format_table
+    from crosstrain.summary import format_table
 
     keys = list(dict.fromkeys(k for r in rows if "error" not in r for k in r["metrics"]))
     head = ["Backend", *keys, "Loss gap", "ms/step", "First step s", "Peak RSS MB"]
@@ -155,7 +155,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `compare`; 1 when any backend failed."""
-    from .cli import parse_sets, read_spec
+    from crosstrain.cli import parse_sets, read_spec
 
     spec = read_spec(args.spec)
     changes: dict[str, Any] = parse_sets(args.set or [])

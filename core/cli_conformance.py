@@ -101,7 +101,7 @@ def _diff(value: float | None) -> str:
 
 def format_summary(data: dict[str, Any]) -> str:
     """The section table as terminal text."""
-    from .summary import format_table
+    from crosstrain.summary import format_table
 
     rows = summarize(data)
     body = [[r["section"], *(str(r[c]) for c in COLUMNS), _diff(r["worst_diff"])] for r in rows]
@@ -187,7 +187,7 @@ def selection_error(args: argparse.Namespace, returncode: int, data: dict[str, A
     """Why the run selected nothing (`-k` matched no test, or is not an expression), else None."""
     if data["results"] or returncode not in (PYTEST_USAGE_ERROR, PYTEST_NO_TESTS):
         return None
-    from .conformance.plugin import SECTIONS
+    from crosstrain.conformance.plugin import SECTIONS
 
     sections = ", ".join(SECTIONS)
     if args.keyword is None:

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, CrosstrainError, SpecError
+from crosstrain.errors import CheckpointError, CrosstrainError, SpecError
 
 NAME = "export"
 HELP = "write the model of a checkpoint in a framework's native format"
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
     """The spec to rebuild the model from: `spec` if given, else the stored model section only
     (with the stored name, which `read_checkpoint` has checked is one path segment)."""
-    from .spec import load_spec
+    from crosstrain.spec import load_spec
 
     if spec is not None:
         return load_spec(Path(spec) if isinstance(spec, str) else spec)
@@ -75,7 +75,7 @@ def model_spec(meta: dict[str, Any], spec: Any = None) -> Any:
     if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
         raise CheckpointError("the checkpoint stores no model spec; pass the spec with --spec")
     data = {"name": stored.get("name", "model"), "model": stored["model"]}
-    from .registry import references_refused
+    from crosstrain.registry import references_refused
 
     try:
         with references_refused("a checkpoint's spec never imports code; pass --spec"):
@@ -93,7 +93,7 @@ def output_path(output: str | Path | None, name: Any, step: int, suffix: str) ->
         CrosstrainError: the default name is not one plain path segment, the file would
             resolve outside its directory, or it is an existing directory.
     """
-    from .spec import name_problem
+    from crosstrain.spec import name_problem
 
     text = None if output is None else os.fspath(output)
     if text is None or text.endswith(("/", os.sep)) or Path(text).is_dir():
@@ -126,7 +126,7 @@ def export_backend(to: str) -> tuple[str, Any]:
     Raises:
         CrosstrainError: no registered backend declares `to`.
     """
-    from .registry import get_registry
+    from crosstrain.registry import get_registry
 
     registry = get_registry()
     declared: list[str] = []
@@ -150,8 +150,8 @@ def export(
         CheckpointError: the checkpoint is broken or does not fit the model.
         BackendUnavailable: the framework of `to` is not installed.
     """
-    from . import api
-    from .state import read_checkpoint
+    from crosstrain import api
+    from crosstrain.state import read_checkpoint
 
     backend, found = export_backend(to)
     state, meta = read_checkpoint(checkpoint)

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import api
-from .config import ENV_ACCELERATOR, ENV_BACKEND
-from .errors import CrosstrainError, MissingDependency, SpecError, SpecIssue
-from .registry import get_registry
-from .spec import Spec, load_spec
-from .summary import summary
+from crosstrain import api
+from crosstrain.config import ENV_ACCELERATOR, ENV_BACKEND
+from crosstrain.errors import CrosstrainError, MissingDependency, SpecError, SpecIssue
+from crosstrain.registry import get_registry
+from crosstrain.spec import Spec, load_spec
+from crosstrain.summary import summary
 
 CURVES_FILE = "curves.png"
 """The loss and metric curves `fit` saves into the run directory."""
@@ -58,7 +58,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, str]:
 
 def _read_value(text: str) -> Any:
     """A `--set` value as YAML (what `Spec.override` reads), or SpecError saying why not."""
-    from .spec import _read_text
+    from crosstrain.spec import _read_text
 
     return _read_text(text, "--set")
 
@@ -159,7 +159,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def starts_workers(backend: Any, spec: Spec) -> bool:
     """Whether `backend.launch` may start worker processes for this spec: several devices, no
     launcher around this process, and a backend with its own `launch`."""
-    from .protocol import Backend
+    from crosstrain.protocol import Backend
 
     own_launch = getattr(type(backend), "launch", Backend.launch) is not Backend.launch
     return own_launch and spec.trainer.devices > 1 and api.launcher_environment() is None
@@ -169,9 +169,9 @@ def check_before_launch(spec: Spec, backend: str) -> None:
     """What every worker would check before its first step (capabilities, the backend's own
     check, the data: files, shapes, targets, non-finite values), done once in the launcher so
     that a refusal is printed once and no worker starts. Loads the data once more."""
-    from .batches import check_streams
-    from .callbacks import callback_needs
-    from .resolve import load_data
+    from crosstrain.batches import check_streams
+    from crosstrain.callbacks import callback_needs
+    from crosstrain.resolve import load_data
 
     backend_obj = api._checked_backend(get_registry(), backend, spec, callback_needs(spec))
     check = getattr(backend_obj, "check", None)

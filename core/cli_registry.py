@@ -6,8 +6,8 @@ import argparse
 import textwrap
 from typing import Any
 
-from .registry import Registry, get_registry
-from .summary import format_table
+from crosstrain.registry import Registry, get_registry
+from crosstrain.summary import format_table
 
 REGISTRATION_TABLES = (
     "backends",

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, SpecIssue, shown
+from crosstrain.errors import SpecError, SpecIssue, shown
 
 EXTENDS_KEY = "extends"
 ENV_BACKEND = "CROSSTRAIN_BACKEND"
@@ -146,7 +146,7 @@ def _base_names(value: Any, source: str) -> list[str]:
 
 def _read_file(path: Path, chain: tuple[tuple[Path, str], ...]) -> tuple[Any, Origins]:
     """The merged data of the spec file `path` (its bases resolved) and where each leaf came from."""
-    from .spec import _read_text
+    from crosstrain.spec import _read_text
 
     real = path.resolve()
     if real in [seen for seen, _ in chain]:
@@ -200,7 +200,7 @@ def read_spec_file(path: Path) -> tuple[Any, Origins]:
 
 def name_origins(err: SpecError, origins: Origins, source: str) -> SpecError:
     """`err` with each issue whose value came from a base file saying `(from <base file>)`."""
-    from .spec import _split_path
+    from crosstrain.spec import _split_path
 
     issues = []
     for issue in err.issues:
@@ -223,7 +223,7 @@ def accelerator_from_env() -> str | None:
     value = os.environ.get(ENV_ACCELERATOR, "").strip()
     if not value:
         return None
-    from .spec import Accelerator
+    from crosstrain.spec import Accelerator
 
     allowed = typing.get_args(Accelerator)
     if value not in allowed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .model import ModelSpec
+    from crosstrain.model import ModelSpec
 
 TRAIN_FACTOR = 3
 """Forward + backward ≈ 3 × forward."""
@@ -21,7 +21,7 @@ TRAIN_FACTOR = 3
 
 def forward_flops(model: ModelSpec) -> int:
     """FLOPs of one forward pass of one sample (see the module docstring for what counts)."""
-    from .model import plan, walk
+    from crosstrain.model import plan, walk
 
     return sum(int(node.layer.forward_flops(tuple(node.input_shape))) for node in walk(plan(model)))
 

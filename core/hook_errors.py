@@ -14,8 +14,7 @@ import traceback
 from typing import Any
 
 import pluggy
-
-from .errors import CrosstrainError, PluginHookError
+from crosstrain.errors import CrosstrainError, PluginHookError
 
 
 def _plugin_label(pm: pluggy.PluginManager, impl: Any) -> str:

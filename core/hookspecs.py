@@ -17,10 +17,10 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .protocol import Backend
-    from .registry import Registry
-    from .spec import Spec
-    from .trainer import FitResult, Trainer
+    from crosstrain.protocol import Backend
+    from crosstrain.registry import Registry
+    from crosstrain.spec import Spec
+    from crosstrain.trainer import FitResult, Trainer
 
 hookspec = pluggy.HookspecMarker("crosstrain")
 hookimpl = pluggy.HookimplMarker("crosstrain")

@@ -25,9 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from crosstrain.callbacks import Callback
 from pydantic import BaseModel, ConfigDict
-
-from .callbacks import Callback
 
 
 class NoOptions(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .losses import _match_shape, class_targets, mae, mse
+from crosstrain.losses import _match_shape, class_targets, mae, mse
 
 
 def _labels(xp: Any, logits: Any, targets: Any) -> Any:

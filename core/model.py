@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
+from crosstrain.layers.composite import sequence_forward
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
-
-from .errors import SpecError, SpecIssue
-from .layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
-from .layers.composite import sequence_forward
 
 DEFAULT_MAX_PARAMETERS = 2**31
 """`model.max_parameters` by default: 2^31 elements (8 GiB of float32)."""

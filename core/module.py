@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .losses import cross_entropy
-from .optim import Adam
-from .spec import Spec, validate_spec
+from crosstrain.losses import cross_entropy
+from crosstrain.optim import Adam
+from crosstrain.spec import Spec, validate_spec
 
 
 class Module:

@@ -218,7 +218,7 @@ def checked_schedule(schedule: Any) -> _Schedule | None:
     else (a dict, a foreign object) is a SpecError, never a silent factor of 1."""
     if schedule is None or isinstance(schedule, _Schedule):
         return schedule
-    from .errors import SpecError, SpecIssue
+    from crosstrain.errors import SpecError, SpecIssue
 
     raise SpecError(SpecIssue("schedule", f"not a crosstrain schedule: {type(schedule).__name__}"))
 

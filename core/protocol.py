@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from .spec import Spec
-    from .state import CanonicalState
+    from crosstrain.spec import Spec
+    from crosstrain.state import CanonicalState
 
 Batch = tuple[Any, Any]
 """`(inputs, targets)` as numpy arrays, sample axis first (targets may be None for predict)."""
@@ -79,8 +78,8 @@ class Capabilities:
     def check(self, spec: Spec, backend: str, needs: frozenset[str] | None = None) -> None:
         """Raises UnsupportedFeature for the first thing `spec` asks that is not declared;
         `needs`: what the fit's callbacks need (default: those `spec` names, `callback_needs`)."""
-        from .errors import UnsupportedFeature
-        from .model import plan, walk
+        from crosstrain.errors import UnsupportedFeature
+        from crosstrain.model import plan, walk
 
         def need(ok: bool, feature: str, supported: frozenset[str] | None = None) -> None:
             if not ok:
@@ -116,7 +115,7 @@ class Capabilities:
         )
         need(not t.compile or self.compile, "trainer.compile")
         if needs is None:
-            from .callbacks import callback_needs
+            from crosstrain.callbacks import callback_needs
 
             needs = callback_needs(spec)
         need(
@@ -235,7 +234,7 @@ class Program(ABC):
 
         Writes only `path`. Default: UnsupportedFeature (the backend declares no export).
         """
-        from .errors import UnsupportedFeature
+        from crosstrain.errors import UnsupportedFeature
 
         raise UnsupportedFeature(type(self).__name__, f"export to {format!r}")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import PluginError
-from .protocol import Backend, Program
+from crosstrain.errors import PluginError
+from crosstrain.protocol import Backend, Program
 
 BACKEND_REQUIRED = (
     "name",

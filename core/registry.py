@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import pluggy
+from crosstrain import hookspecs
+from crosstrain._spec_errors import suggest
 from pydantic_core import PydanticCustomError
-
-from . import hookspecs
-from ._spec_errors import suggest
 
 T = TypeVar("T")
 
@@ -170,7 +169,7 @@ class Registry:
 
     def validate_layer(self, value: Any) -> Any:
         """A Layer from a Layer or a `{type: ...}` mapping (used by the spec's layer lists)."""
-        from .layers import Layer
+        from crosstrain.layers import Layer
 
         if isinstance(value, Layer):
             return value
@@ -199,7 +198,7 @@ class Registry:
     def _layer_reference(self, reference: str) -> type:
         """The Layer class a `package.module:Class` layer type names, registered under its own
         type name (so the validated spec, and a checkpoint's copy of it, name no module)."""
-        from .layers import Layer
+        from crosstrain.layers import Layer
 
         try:
             layer_class = import_reference(reference, "layer type")
@@ -234,7 +233,7 @@ class Registry:
         """The backend registered as `name` (`keras:jax` → the `keras` backend)."""
         base = name.split(":", 1)[0]
         if base not in self.backends:
-            from .errors import CrosstrainError
+            from crosstrain.errors import CrosstrainError
 
             raise CrosstrainError(self.backends.unknown(base))
         return self.backends.get(base)
@@ -249,7 +248,7 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
         try:
             result = impl.function(*[registry for _ in impl.argnames])
             if hook_name == "crosstrain_add_backends":
-                from .protocol_wrap import as_backend
+                from crosstrain.protocol_wrap import as_backend
 
                 for backend in result or []:
                     registry.backends.check_free(getattr(backend, "name", None))

@@ -9,15 +9,14 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from crosstrain._spec_errors import issues_from_validation_error
+from crosstrain.data import split
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.registry import NameTable, get_registry
 from pydantic import ValidationError
 
-from ._spec_errors import issues_from_validation_error
-from .data import split
-from .errors import SpecError, SpecIssue
-from .registry import NameTable, get_registry
-
 if TYPE_CHECKING:
-    from .spec import FunctionSpec, Spec
+    from crosstrain.spec import FunctionSpec, Spec
 
 
 def _check_options(fn: Callable[..., Any], options: dict[str, Any], path: str) -> list[SpecIssue]:
@@ -59,7 +58,7 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
     registry = get_registry()
     issues: list[SpecIssue] = []
     if spec.model is not None:
-        from .model import plan
+        from crosstrain.model import plan
 
         try:
             plan(spec.model)
@@ -172,8 +171,8 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     """Training and validation data: explicit data wins, else `data.source` (split by
     `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
     (never split: their validation data comes as `val_data`)."""
-    from .batches import Batches, as_data, check_input_shape
-    from .target_checks import check_targets
+    from crosstrain.batches import Batches, as_data, check_input_shape
+    from crosstrain.target_checks import check_targets
 
     if data is not None:
         train = check_finite(as_data(data, "data", spec), "data")
@@ -207,8 +206,7 @@ def check_finite(data: Any, where: str) -> Any:
     the array (`x`, `y`) and the first row with NaN or infinity. Loaders and iterables (Batches)
     pass unchecked: their batches are not read here (the loss guard reports them)."""
     import numpy as np
-
-    from .errors import DataError
+    from crosstrain.errors import DataError
 
     for name in ("x", "y"):
         array = getattr(data, name, None)

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import import_optional
+from crosstrain.errors import import_optional
 
 if TYPE_CHECKING:
+    from crosstrain.protocol import Program
+    from crosstrain.state import CanonicalState
     from matplotlib.figure import Figure
     from pandas import DataFrame
-
-    from .protocol import Program
-    from .state import CanonicalState
 
 SPLITS = ("train", "val", "test")
 """Metric key prefixes, in the order their curves are drawn."""

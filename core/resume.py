@@ -14,14 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError
-from .state import CanonicalState, check_compatible, compatibility_problem, read_checkpoint
-from .state_checks import check_dtypes
+from crosstrain.errors import CheckpointError
+from crosstrain.state import (
+    CanonicalState,
+    check_compatible,
+    compatibility_problem,
+    read_checkpoint,
+)
+from crosstrain.state_checks import check_dtypes
 
 if TYPE_CHECKING:
-    from .run_length import RunLength
-    from .spec import Spec
-    from .trainer import FitResult, Trainer
+    from crosstrain.run_length import RunLength
+    from crosstrain.spec import Spec
+    from crosstrain.trainer import FitResult, Trainer
 
 FREE_TO_CHANGE = (
     "backend",
@@ -228,8 +233,8 @@ class ResumePlan:
 
     def finished_result(self, spec: Spec) -> FitResult:
         """What `fit` returns for a run with nothing left to train (it says so on stdout)."""
-        from .result import FitResult
-        from .rundir import checkpoint_run_dir
+        from crosstrain.result import FitResult
+        from crosstrain.rundir import checkpoint_run_dir
 
         print(
             f"nothing to train: {self.path} is at step {self.global_step}, epoch "
@@ -266,7 +271,7 @@ def plan_resume(spec: Spec, path: Path, resume_changed: bool = False) -> ResumeP
     changes = spec_changes(stored, spec.to_dict()) if isinstance(stored, dict) else []
     model_changes = [c for c in changes if c[0] == "model" or c[0].startswith("model.")]
     if model_changes and spec.model is not None:
-        from .model import param_specs
+        from crosstrain.model import param_specs
 
         problem = compatibility_problem(
             state, {name: p.shape for name, p in param_specs(spec.model).items()}

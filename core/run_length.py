@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .data import batch_slices
+from crosstrain.data import batch_slices
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def run_length(spec: Any, train: Any) -> RunLength:
     """The run length of fitting `spec` on `train` (core `ArrayData` after the validation split,
     or `Batches`), exactly as the trainer walks it: `batch_slices` for arrays (the last partial
     batch counts unless `drop_last`), the stream's `length` otherwise."""
-    from .batches import Batches
+    from crosstrain.batches import Batches
 
     if isinstance(train, Batches):
         batches = train.length or 0

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import CrosstrainError
+from crosstrain.errors import CrosstrainError
 
 LOCK_FILE = ".crosstrain.lock"
 _MAX_SUFFIX = 1000

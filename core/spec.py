@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from crosstrain._spec_errors import issues_from_validation_error
+from crosstrain.data import DataSpec
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.model import ModelSpec
+from crosstrain.optim import Adam, OptimizerSpec, ScheduleSpec
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,12 +32,6 @@ from pydantic import (
     ValidationError,
     model_serializer,
 )
-
-from ._spec_errors import issues_from_validation_error
-from .data import DataSpec
-from .errors import SpecError, SpecIssue
-from .model import ModelSpec
-from .optim import Adam, OptimizerSpec, ScheduleSpec
 
 
 def _number_as_text(value: Any) -> Any:
@@ -306,7 +305,7 @@ def _json_or_yaml(text: str) -> Any:
 
 def _read_text(text: str, source: str) -> Any:
     """YAML (a superset of JSON) through the safe loader: no Python tags, ever."""
-    from .config import MAX_SPEC_DEPTH, check_size
+    from crosstrain.config import MAX_SPEC_DEPTH, check_size
 
     try:
         data = _json_or_yaml(text)
@@ -335,14 +334,14 @@ def validate_spec(data: Any, source: str | None = None) -> Spec:
             SpecIssue("", f"expected a mapping at the top of the spec, got {type(data).__name__}"),
             source,
         )
-    from .config import check_size
+    from crosstrain.config import check_size
 
     check_size(data, source)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:
         raise SpecError(issues_from_validation_error(err, data, Spec), source) from None
-    from .resolve import semantic_issues
+    from crosstrain.resolve import semantic_issues
 
     issues = semantic_issues(spec)
     if issues:
@@ -359,7 +358,7 @@ def load_spec(
     the current directory). `CROSSTRAIN_ACCELERATOR` is applied to everything but a `Spec`, which
     is taken as already resolved (see `crosstrain.config`).
     """
-    from .config import apply_environment, compose, name_origins, read_spec_file
+    from crosstrain.config import apply_environment, compose, name_origins, read_spec_file
 
     if isinstance(source, Spec):
         return source

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import CheckpointError
-from .state_checks import (
+from crosstrain.errors import CheckpointError
+from crosstrain.state_checks import (
     DIGEST_KEY,
     FORMAT,
     FORMAT_VERSION,

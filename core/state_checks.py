@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .errors import CheckpointError
+from crosstrain.errors import CheckpointError
 
 FORMAT = "crosstrain-checkpoint"
 FORMAT_VERSION = 2
@@ -349,7 +348,7 @@ def check_meta(meta: Any, meta_path: Path, dir_step: int | None = None) -> bool:
 def _check_stored_spec(record: _Record, spec: dict[str, Any]) -> None:
     """The stored spec stays data; only what a reader uses without validating it is checked:
     `name` (one path segment, as `Spec` requires) and `seed` (the record's `seed`)."""
-    from .spec import name_problem
+    from crosstrain.spec import name_problem
 
     if "name" in spec:
         problem = name_problem(spec["name"])

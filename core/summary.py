@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import SpecError, SpecIssue
-from .model import LayerNode, count_params, plan
-from .spec import Spec, load_spec
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.model import LayerNode, count_params, plan
+from crosstrain.spec import Spec, load_spec
 
 BYTES_PER_PARAM = 4
 """Sizes are reported for float32 parameters."""

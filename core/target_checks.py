@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from .errors import DataError
+from crosstrain.errors import DataError
 
 CLASS_LOSSES = frozenset({"cross_entropy"})
 """Losses whose integer targets are class indices into the model's last output axis."""
@@ -42,7 +41,7 @@ def _model_output(spec: Any) -> tuple[tuple[int, ...], str] | None:
     """The per-sample output shape and the path of the last layer (None: a native model)."""
     if spec is None or spec.model is None or not spec.model.layers:
         return None
-    from .model import plan
+    from crosstrain.model import plan
 
     last = plan(spec.model)[-1]
     return tuple(int(n) for n in last.output_shape), last.path

@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from . import resume
-from .batches import Batches, array_kind, array_units, eval_order, rows
-from .data import ArrayData, batch_slices, epoch_order
-from .errors import Terminated, TrainingError
-from .hook_errors import hook_failure, save_before_reporting
-from .optim import schedule_length
-from .protocol import Program
-from .registry import Registry
-from .result import FitResult  # also importable from here, as before
-from .run_length import RunLength, run_length
-from .spec import Spec
-from .state import clean_temporary, write_checkpoint
+from crosstrain import resume
+from crosstrain.batches import Batches, array_kind, array_units, eval_order, rows
+from crosstrain.data import ArrayData, batch_slices, epoch_order
+from crosstrain.errors import Terminated, TrainingError
+from crosstrain.hook_errors import hook_failure, save_before_reporting
+from crosstrain.optim import schedule_length
+from crosstrain.protocol import Program
+from crosstrain.registry import Registry
+from crosstrain.result import FitResult  # also importable from here, as before
+from crosstrain.run_length import RunLength, run_length
+from crosstrain.spec import Spec
+from crosstrain.state import clean_temporary, write_checkpoint
 
 
 class _RunningMean:

@@ -11,10 +11,21 @@ Example:
 
 from __future__ import annotations
 
-from ._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
-from ._support import Route, layer_route, supported_layer_types
-from .basic import GELU, Dense, Dropout, Embedding, Flatten, ReLU, Reshape, Sigmoid, Softmax, Tanh
-from .composite import (
+from crosstrain.layers._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
+from crosstrain.layers._support import Route, layer_route, supported_layer_types
+from crosstrain.layers.basic import (
+    GELU,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from crosstrain.layers.composite import (
     AnyLayer,
     MultiHeadSelfAttention,
     Residual,
@@ -22,8 +33,8 @@ from .composite import (
     child_name,
     child_params,
 )
-from .norm import BatchNorm, LayerNorm
-from .spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
+from crosstrain.layers.norm import BatchNorm, LayerNorm
+from crosstrain.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = (
     Dense,

@@ -31,7 +31,7 @@ def layer_route(layer: Any, table: Mapping[str, Any], native_method: str) -> Rou
 
 def has_array_forward(layer_class: type) -> bool:
     """Whether a layer class defines its own `forward` and declares it array-API."""
-    from ._base import Layer
+    from crosstrain.layers._base import Layer
 
     return (
         bool(getattr(layer_class, "array_api", False))
@@ -42,7 +42,7 @@ def has_array_forward(layer_class: type) -> bool:
 def supported_layer_types(table: Mapping[str, Any], native_method: str) -> frozenset[str]:
     """A backend's declared layer types: its table's keys plus every registered layer type
     it can build (a native method or an array-API `forward`)."""
-    from ..registry import get_registry
+    from crosstrain.registry import get_registry
 
     layers = get_registry().layers
     routed = {

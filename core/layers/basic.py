@@ -6,9 +6,8 @@ import math
 from typing import ClassVar, Literal
 
 import numpy as np
+from crosstrain.layers._base import Activation, Layer, ParamSpec, Shape, activate
 from pydantic import Field, PositiveInt, model_validator
-
-from ._base import Activation, Layer, ParamSpec, Shape, activate
 
 
 class Dense(Layer):

@@ -6,13 +6,12 @@ import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.layers._base import Layer, ParamSpec, Shape, activate
 from pydantic import Field, PositiveInt, WrapValidator
-
-from ._base import Layer, ParamSpec, Shape, activate
 
 
 def _validate_layer(value: Any, handler: Any) -> Layer:
-    from ..registry import get_registry  # the layer table includes plugins' layers
+    from crosstrain.registry import get_registry  # the layer table includes plugins' layers
 
     return get_registry().validate_layer(value)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
+from crosstrain.layers._base import Layer, ParamSpec, Shape
 from pydantic import Field
-
-from ._base import Layer, ParamSpec, Shape
 
 
 class BatchNorm(Layer):

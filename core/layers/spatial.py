@@ -6,10 +6,7 @@ import math
 from typing import ClassVar, Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import PositiveInt
-
-from ._base import (
+from crosstrain.layers._base import (
     Activation,
     Layer,
     ParamSpec,
@@ -19,6 +16,8 @@ from ._base import (
     same_padding,
     window_output,
 )
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import PositiveInt
 
 Padding = Literal["valid", "same"]
 SizeOption = PositiveInt | tuple[PositiveInt, PositiveInt]
