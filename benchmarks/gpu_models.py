@@ -240,7 +240,7 @@ def native_model(model: str, tiny: bool) -> nn.Module:
 
 @torch.no_grad()
 def load_canonical(module: nn.Module, params: dict[str, np.ndarray]) -> None:
-    """Copies canonical values (`crosstrain.model.init_params`) into a native module in order.
+    """Copies canonical values (`crosstrain.nn.model.init_params`) into a native module in order.
 
     Raises:
         ValueError: the module's tensors do not line up with the canonical names and shapes.

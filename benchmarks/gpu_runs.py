@@ -1,7 +1,7 @@
 """One GPU-benchmark run in this process: `crosstrain.fit` or the hand-written AMP loop.
 
 Both sides train the same network from identical initial parameters on the same host batches
-in the same order (`crosstrain.data.epoch_order`, shuffled per epoch), with Adam, bf16 autocast,
+in the same order (`crosstrain.data.arrays.epoch_order`, shuffled per epoch), with Adam, bf16 autocast,
 cuDNN autotuning, one host read of the loss per epoch, and optionally `torch.compile`. Every
 epoch is timed between two `torch.cuda.synchronize()` calls; the first is warm-up (cuDNN
 autotuning, compilation, allocator) and is reported separately, not in the throughput.
@@ -73,8 +73,8 @@ def run_native(task: Task, device: str, compile_: bool, tiny: bool) -> dict[str,
     import crosstrain as ct
     import torch
     import torch.nn.functional as F
-    from crosstrain.data import epoch_order
-    from crosstrain.model import init_params
+    from crosstrain.data.arrays import epoch_order
+    from crosstrain.nn.model import init_params
 
     from .gpu_models import load_canonical
 

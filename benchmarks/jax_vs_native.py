@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from crosstrain.data import epoch_order
-from crosstrain.model import init_params
+from crosstrain.data.arrays import epoch_order
+from crosstrain.nn.model import init_params
 
 from .paired import fit_pairs, mlp_data
 

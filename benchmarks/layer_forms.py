@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from crosstrain.callbacks import Callback
-from crosstrain.layers import Layer, ParamSpec, Shape
+from crosstrain.nn.layers import Layer, ParamSpec, Shape
+from crosstrain.train.callbacks import Callback
 from pydantic import Field
 
 from .harness import ROOT, thread_env

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from crosstrain.callbacks import Callback
+from crosstrain.train.callbacks import Callback
 
 
 class PairedEpochs(Callback):

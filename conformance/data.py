@@ -123,8 +123,8 @@ def case_layers(case: LayerCase) -> list[dict[str, Any]]:
     """The layers a case is checked in: the layer alone, after a Dense when it has no
     parameters of its own (so every model has something to train, and its input gradient
     is exercised)."""
-    from crosstrain.model import param_specs
-    from crosstrain.spec import load_spec
+    from crosstrain.nn.model import param_specs
+    from crosstrain.spec.schema import load_spec
 
     alone = load_spec(spec([case.layer], case.input_shape)).model
     if param_specs(alone) or case.int_inputs is not None:
@@ -155,8 +155,8 @@ def plugin_cases(registry: Any, builtin_types: set[str]) -> list[LayerCase]:
 
 def layer_cases() -> list[LayerCase]:
     """Built-in cases plus those of every layer type registered by a plugin."""
-    from crosstrain.layers import BUILTIN_LAYERS
-    from crosstrain.registry import get_registry
+    from crosstrain.nn.layers import BUILTIN_LAYERS
+    from crosstrain.plugin.registry import get_registry
 
     builtin = {cls.model_fields["type"].default for cls in BUILTIN_LAYERS}
     return BUILTIN_CASES + plugin_cases(get_registry(), builtin)

@@ -38,9 +38,9 @@ def plugin_function_cases(kind: str) -> list[Any]:
     """pytest parameters for every loss (`kind="loss"`) or metric (`"metric"`) that a plugin
     registered: `(name, options, units, targets)`, plus the loss to build with for a metric."""
     import pytest
-    from crosstrain.losses import BUILTIN_LOSSES
-    from crosstrain.metrics import BUILTIN_METRICS
-    from crosstrain.registry import get_registry
+    from crosstrain.nn.losses import BUILTIN_LOSSES
+    from crosstrain.nn.metrics import BUILTIN_METRICS
+    from crosstrain.plugin.registry import get_registry
 
     registry = get_registry()
     table, builtin = (

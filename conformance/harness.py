@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from crosstrain.protocol import Capabilities, Program
+from crosstrain.plugin.protocol import Capabilities, Program
 
 BACKEND_ENV = "CROSSTRAIN_CONFORMANCE_BACKEND"
 REFERENCE_ENV = "CROSSTRAIN_CONFORMANCE_REFERENCE"
@@ -31,7 +31,7 @@ class Target:
     @classmethod
     def load(cls, name: str) -> Target:
         """The registered backend `name`; fails with the registry's message when unknown."""
-        from crosstrain.registry import get_registry
+        from crosstrain.plugin.registry import get_registry
 
         backend = get_registry().backend(name)
         return cls(name, backend, backend.capabilities())
@@ -60,8 +60,8 @@ class Target:
 
     def require_spec(self, spec: dict[str, Any]) -> None:
         """Skips unless every layer, the loss, optimizer and precision of `spec` are declared."""
-        from crosstrain.model import plan, walk
-        from crosstrain.spec import load_spec
+        from crosstrain.nn.model import plan, walk
+        from crosstrain.spec.schema import load_spec
 
         loaded = load_spec(spec)
         self.require_layers({node.layer.type for node in walk(plan(loaded.model))})

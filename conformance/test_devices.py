@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from crosstrain.conformance.assertions import assert_all_close, assert_close
 from crosstrain.conformance.data import normal, spec
-from crosstrain.model import forward, init_params
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import forward, init_params
+from crosstrain.spec.schema import load_spec
 
 ACCELERATORS = ["cpu", "cuda", "mps", "tpu"]
 STRATEGIES = ["ddp", "fsdp", "data_parallel"]

@@ -20,8 +20,8 @@ from crosstrain.conformance.data import (
     normal,
     spec,
 )
-from crosstrain.model import forward, init_params, output_shape, param_specs
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import forward, init_params, output_shape, param_specs
+from crosstrain.spec.schema import load_spec
 
 LR = 0.1
 QUICK_SKIP = {"Reshape", "Softmax", "GELU", "GlobalAvgPool"}

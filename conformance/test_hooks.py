@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crosstrain.callbacks import Callback
 from crosstrain.conformance.data import classification, spec
+from crosstrain.train.callbacks import Callback
 
 
 class Recorder(Callback):

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from crosstrain.conformance.assertions import assert_all_close, assert_close
 from crosstrain.conformance.data import LayerCase, as_params, case_layers, inputs, layer_cases, spec
-from crosstrain.model import forward, init_params
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import forward, init_params
+from crosstrain.spec.schema import load_spec
 
 CASES = layer_cases()
 _programs: dict[tuple[str, str], Any] = {}

@@ -14,9 +14,9 @@ import pytest
 from crosstrain.conformance.assertions import assert_close
 from crosstrain.conformance.data import extended, labels, normal, spec
 from crosstrain.conformance.function_cases import case_id, plugin_function_cases
-from crosstrain.model import init_params
-from crosstrain.registry import get_registry
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import init_params
+from crosstrain.plugin.registry import get_registry
+from crosstrain.spec.schema import load_spec
 
 BATCH, FEATURES, LR = 6, 5, 0.1
 

@@ -1,5 +1,5 @@
 """Optimizers and schedules: a few updates of a linear Dense layer under a mean squared error
-(whose gradient is exact in closed form) match `crosstrain.optim.reference_step` with the
+(whose gradient is exact in closed form) match `crosstrain.nn.optim.reference_step` with the
 schedule's `factor`, for parameters and the canonical optimizer slots."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from crosstrain.conformance.assertions import assert_all_close
 from crosstrain.conformance.data import extended, normal, spec
-from crosstrain.model import init_params
-from crosstrain.optim import reference_step
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import init_params
+from crosstrain.nn.optim import reference_step
+from crosstrain.spec.schema import load_spec
 
 BATCH, FEATURES, UNITS, STEPS = 8, 5, 3, 4
 

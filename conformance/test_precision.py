@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from crosstrain.conformance.assertions import assert_close, assert_finite
 from crosstrain.conformance.data import normal, spec
-from crosstrain.model import forward, init_params
-from crosstrain.spec import load_spec
+from crosstrain.nn.model import forward, init_params
+from crosstrain.spec.schema import load_spec
 
 PRECISIONS = ["32", "64", "16-mixed", "bf16-mixed", "bf16-true"]
 LAYERS = [{"type": "Dense", "units": 8}, {"type": "Tanh"}, {"type": "Dense", "units": 3}]

@@ -11,8 +11,8 @@ import sys
 import pytest
 from crosstrain.conformance.data import spec
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.protocol import Backend, Capabilities, Program
-from crosstrain.registry import get_registry
+from crosstrain.plugin.protocol import Backend, Capabilities, Program
+from crosstrain.plugin.registry import get_registry
 
 FRAMEWORKS = ("torch", "jax", "flax", "optax", "keras", "tensorflow")
 PRECISIONS = {"32", "64", "16-mixed", "bf16-mixed", "bf16-true"}
@@ -56,7 +56,7 @@ def test_capabilities_are_declared_data(ct_target):
 def test_capabilities_import_no_framework(ct_target):
     code = (
         "import json, sys\n"
-        "from crosstrain.registry import get_registry\n"
+        "from crosstrain.plugin.registry import get_registry\n"
         f"backend = get_registry().backend({ct_target.name!r})\n"
         "backend.capabilities(); backend.is_available(); backend.version()\n"
         f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))\n"

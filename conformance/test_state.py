@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.conformance.assertions import assert_all_close, assert_close
 from crosstrain.conformance.data import extended, normal, spec
-from crosstrain.state import CanonicalState
 
 MODELS = {
     "mlp": ([{"type": "Dense", "units": 8}, {"type": "Tanh"}, {"type": "Dense", "units": 3}], (6,)),

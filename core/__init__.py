@@ -25,15 +25,13 @@ from crosstrain.errors import (
 )
 
 if TYPE_CHECKING:
-    from crosstrain import layers, losses, metrics, optim
     from crosstrain.api import build, evaluate, fit, predict
-    from crosstrain.batches import Batches
-    from crosstrain.callbacks import Callback
-    from crosstrain.hookspecs import hookimpl, hookspec
-    from crosstrain.loggers import Logger
-    from crosstrain.module import Module
-    from crosstrain.protocol import Backend, Capabilities, Program, RunEnv
-    from crosstrain.registry import (
+    from crosstrain.checkpoint.format import CanonicalState
+    from crosstrain.data.batches import Batches
+    from crosstrain.nn import layers, losses, metrics, optim
+    from crosstrain.plugin.hookspecs import hookimpl, hookspec
+    from crosstrain.plugin.protocol import Backend, Capabilities, Program, RunEnv
+    from crosstrain.plugin.registry import (
         get_registry,
         register_callback,
         register_data_source,
@@ -42,21 +40,23 @@ if TYPE_CHECKING:
         register_loss,
         register_metric,
     )
-    from crosstrain.spec import Spec, load_spec
-    from crosstrain.state import CanonicalState
-    from crosstrain.trainer import FitResult
+    from crosstrain.spec.module import Module
+    from crosstrain.spec.schema import Spec, load_spec
+    from crosstrain.train.callbacks import Callback
+    from crosstrain.train.loggers import Logger
+    from crosstrain.train.trainer import FitResult
 
 _LAZY = {
-    "layers": None, "losses": None, "metrics": None, "optim": None,
+    "layers": "nn.layers", "losses": "nn.losses", "metrics": "nn.metrics", "optim": "nn.optim",
     "build": "api", "evaluate": "api", "fit": "api", "predict": "api",
-    "Callback": "callbacks", "hookimpl": "hookspecs", "hookspec": "hookspecs",
-    "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
-    "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
-    "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
-    "Batches": "batches",
-    "register_layer": "registry", "register_loss": "registry", "register_metric": "registry",
-    "register_callback": "registry", "register_logger": "registry",
-    "register_data_source": "registry", "Logger": "loggers",
+    "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
+    "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
+    "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
+    "Spec": "spec.schema", "load_spec": "spec.schema", "CanonicalState": "checkpoint.format",
+    "FitResult": "train.trainer", "Batches": "data.batches", "Logger": "train.loggers",
+    "register_layer": "plugin.registry", "register_loss": "plugin.registry",
+    "register_metric": "plugin.registry", "register_callback": "plugin.registry",
+    "register_logger": "plugin.registry", "register_data_source": "plugin.registry",
 }  # fmt: skip
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
@@ -65,8 +65,8 @@ load with the first spec, not with the package)."""
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'crosstrain' has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
-    value = module if _LAZY[name] is None else getattr(module, name)
+    module = importlib.import_module(f".{_LAZY[name]}", __name__)
+    value = module if _LAZY[name].endswith(f".{name}") else getattr(module, name)
     globals()[name] = value
     return value
 

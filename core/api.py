@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.batches import as_inputs, check_streams
-from crosstrain.callbacks import callback_needs
+from crosstrain.checkpoint.format import checkpoint_step, latest_checkpoint, list_checkpoints
+from crosstrain.data.batches import as_inputs, check_streams
 from crosstrain.errors import CheckpointError, CrosstrainError, PluginError
-from crosstrain.protocol import Program, RunEnv
-from crosstrain.registry import Registry, get_registry, package_version
-from crosstrain.resolve import load_data
-from crosstrain.resume import announce, plan_resume
-from crosstrain.run_length import RunLength, run_length
-from crosstrain.rundir import locked_run_dir, run_directory
-from crosstrain.spec import Spec, load_spec
-from crosstrain.state import checkpoint_step, latest_checkpoint, list_checkpoints
-from crosstrain.trainer import FitResult, Trainer
+from crosstrain.plugin.protocol import Program, RunEnv, callback_needs
+from crosstrain.plugin.registry import Registry, get_registry, package_version
+from crosstrain.spec.resolve import load_data
+from crosstrain.spec.schema import Spec, load_spec
+from crosstrain.train.resume import announce, plan_resume
+from crosstrain.train.run_length import RunLength, run_length
+from crosstrain.train.rundir import locked_run_dir, run_directory
+from crosstrain.train.trainer import FitResult, Trainer
 
 DEFAULT_BACKEND = "torch"
 
@@ -100,7 +99,7 @@ def build(
 
 DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
 """Set by a backend in a process that joined a multi-process group; the command line then ends
-the process without interpreter finalization (`crosstrain.cli.end_worker`)."""
+the process without interpreter finalization (`crosstrain.cli.main.end_worker`)."""
 
 
 def launcher_environment() -> tuple[int, int, int] | None:
@@ -141,7 +140,7 @@ def _quiet(spec: Spec) -> Spec:
 
 def write_run_files(path: Path, spec: Spec) -> None:
     """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
-    from crosstrain.summary import model_summary_text
+    from crosstrain.spec.summary import model_summary_text
 
     (path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
     table = model_summary_text(spec)
@@ -269,8 +268,8 @@ def fit(
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
 ) -> Trainer:
-    from crosstrain.resume import check_fits_model, precision_changed
-    from crosstrain.state import read_checkpoint
+    from crosstrain.checkpoint.format import read_checkpoint
+    from crosstrain.train.resume import check_fits_model, precision_changed
 
     registry = get_registry()
     spec_obj, native = _split_target(target, spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import reprlib
 from dataclasses import dataclass
@@ -157,3 +158,11 @@ class PluginHookError(TrainingError):
         if len(text) > MAX_ISSUE_CHARS:
             text = f"{text[:MAX_ISSUE_CHARS]}… ({len(text)} chars)"
         super().__init__(f"plugin {plugin} hook {hook}: {type(cause).__name__}: {text}")
+
+
+def suggest(word: str, choices: list[str] | set[str]) -> str:
+    """`; did you mean 'x'?` for the closest choice, or an empty string."""
+    if len(str(word)) > 100:  # no sensible suggestion, and difflib is quadratic in the length
+        return ""
+    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

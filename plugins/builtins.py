@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crosstrain.hookspecs import hookimpl
-from crosstrain.layers import BUILTIN_LAYERS
-from crosstrain.losses import BUILTIN_LOSSES
-from crosstrain.metrics import BUILTIN_METRICS
+from crosstrain.nn.layers import BUILTIN_LAYERS
+from crosstrain.nn.losses import BUILTIN_LOSSES
+from crosstrain.nn.metrics import BUILTIN_METRICS
+from crosstrain.plugin.hookspecs import hookimpl
 
 
 @hookimpl
@@ -31,7 +31,7 @@ def crosstrain_add_metrics(registry: Any) -> None:
 
 @hookimpl
 def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
-    from crosstrain.registry import get_registry
+    from crosstrain.plugin.registry import get_registry
 
     from .checkpointing import ModelCheckpoint
     from .early_stopping import EarlyStopping
@@ -42,7 +42,7 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     if trainer.progress:
         callbacks.append(ProgressBar())
     if run_dir is not None:
-        from crosstrain.loggers import make_logger
+        from crosstrain.train.loggers import make_logger
 
         loggers = get_registry().loggers
         for item in trainer.loggers:

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crosstrain.callbacks import Callback
+from crosstrain.checkpoint.format import FORMAT, list_checkpoints, remove_checkpoint
 from crosstrain.errors import CrosstrainError
-from crosstrain.state import FORMAT, list_checkpoints, remove_checkpoint
+from crosstrain.train.callbacks import Callback
 
 
 def _is_ours(path: Path) -> bool:

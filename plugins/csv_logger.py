@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crosstrain.callbacks import Callback
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
+from crosstrain.train.callbacks import Callback
 
 
 class CSVLogger(Callback):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from crosstrain.batches import DataAdapter, from_library
-from crosstrain.data import batch_slices, epoch_order
+from crosstrain.data.arrays import batch_slices, epoch_order
+from crosstrain.data.batches import DataAdapter, from_library
 from crosstrain.errors import DataError
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
 
 
 class SeededBatchSampler:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from crosstrain.callbacks import Callback
 from crosstrain.errors import TrainingError
+from crosstrain.train.callbacks import Callback
 
 
 class EarlyStopping(Callback):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from crosstrain.data import ArrayData
+from crosstrain.data.arrays import ArrayData
 from crosstrain.errors import DataError
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from crosstrain.errors import import_optional
-from crosstrain.loggers import Logger
+from crosstrain.train.loggers import Logger
 
 HyperValue = bool | int | float | str
 """The value types every tracker accepts as a hyperparameter."""

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from crosstrain.callbacks import Callback
 from crosstrain.errors import TrainingError
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
+from crosstrain.train.callbacks import Callback
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat
 
 
@@ -40,7 +40,7 @@ class LearningRateMonitor(Callback):
         self.spec = spec
 
     def collect_metrics(self, trainer: Any) -> dict[str, float] | None:
-        from crosstrain.optim import applied_lr
+        from crosstrain.nn.optim import applied_lr
 
         updates = trainer.global_step - trainer.skipped_steps
         if updates <= 0:
@@ -166,7 +166,7 @@ class ThroughputOptions(BaseModel):
     flops_per_sample: PositiveFloat | None = Field(
         None,
         description="training FLOPs per sample (default: estimated from spec.model, see "
-        "crosstrain.flops; none for a native model)",
+        "crosstrain.nn.flops; none for a native model)",
     )
 
 
@@ -177,7 +177,7 @@ class ThroughputMonitor(Callback):
     Rates are measured in wall-clock time between pulls (a pull is the trainer's host sync, so
     the device work is done) and count the rows of the global batch, so under data parallel
     they are the whole job's. The first pull of a run includes compilation. FLOPs per sample
-    come from `crosstrain.flops.train_flops_per_sample` (3 × the forward multiply-adds of the
+    come from `crosstrain.nn.flops.train_flops_per_sample` (3 × the forward multiply-adds of the
     neutral model's Dense, Conv and attention products), or from `flops_per_sample`.
     """
 
@@ -187,7 +187,7 @@ class ThroughputMonitor(Callback):
         self.options = self.options_model.model_validate(options)
         self.flops = self.options.flops_per_sample
         if self.flops is None and spec.model is not None:
-            from crosstrain.flops import train_flops_per_sample
+            from crosstrain.nn.flops import train_flops_per_sample
 
             self.flops = float(train_flops_per_sample(spec.model)) or None
         self.mark = (time.perf_counter(), 0)

@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any
 
-from crosstrain.callbacks import Callback
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
+from crosstrain.train.callbacks import Callback
 
 REFRESH_PER_SECOND = 5
 """Redraws of the live bar per second (each costs about a millisecond of the main thread's GIL)."""

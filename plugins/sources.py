@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from crosstrain.data import ArrayData
-from crosstrain.hookspecs import hookimpl
+from crosstrain.data.arrays import ArrayData
+from crosstrain.plugin.hookspecs import hookimpl
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from .file_sources import CsvSource, NpySource

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crosstrain.hookspecs import hookimpl
-from crosstrain.summary import model_summary_text
+from crosstrain.plugin.hookspecs import hookimpl
+from crosstrain.spec.summary import model_summary_text
 
 from .logger_base import TrackerLogger, flatten_spec, require
 

@@ -1,6 +1,6 @@
 """Helper of the SIGKILL test: a zygote that forks checkpoint writers on request.
 
-Imports `crosstrain.state` once (no framework), then reads commands on stdin:
+Imports `crosstrain.checkpoint.format` once (no framework), then reads commands on stdin:
 
 - `fork ROOT LOG SEED`: forks a writer that cleans leftovers of the previous one, continues
   after the latest checkpoint and writes checkpoints in a loop (every fourth one rewrites the
@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from crosstrain.state import (
+from crosstrain.checkpoint.format import (
     CanonicalState,
     clean_temporary,
     latest_checkpoint,
     list_checkpoints,
     remove_checkpoint,
 )
-from crosstrain.state import write_checkpoint as write
+from crosstrain.checkpoint.format import write_checkpoint as write
 
 
 def state_for(step: int, version: int) -> CanonicalState:

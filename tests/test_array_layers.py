@@ -14,16 +14,16 @@ import crosstrain as ct
 import numpy as np
 import pytest
 from conftest import run_python
-from crosstrain.layers import Layer
+from crosstrain.nn.layers import Layer
 
-from tests.conftest import ROOT
+from conftest import ROOT
 
 TRAIN_BOTH_FORMS = """
 import json, sys
 import numpy as np
 import crosstrain as ct
 from benchmarks.layer_forms import NativeRMSNorm
-from crosstrain.model import forward, init_params
+from crosstrain.nn.model import forward, init_params
 
 ct.register_layer(NativeRMSNorm)
 backend, compile_ = sys.argv[1], sys.argv[2] == "1"
@@ -90,7 +90,7 @@ class Doubled(Layer):
     type: Literal["TestDoubled"] = "TestDoubled"
 
     def params(self, input_shape):
-        from crosstrain.layers import ParamSpec
+        from crosstrain.nn.layers import ParamSpec
 
         return {"gain": ParamSpec((input_shape[-1],), "ones")}
 
@@ -111,7 +111,7 @@ def test_register_layer_makes_it_part_of_every_backend_and_of_the_flops() -> Non
     spec = ct.load_spec(
         {"model": {"input_shape": [4], "layers": [{"type": "Dense", "units": 5}, Doubled()]}}
     )
-    from crosstrain.flops import forward_flops
+    from crosstrain.nn.flops import forward_flops
 
     assert forward_flops(spec.model) == 2 * 4 * 5 + 2 * 5
     with pytest.raises(ValueError, match="already registered"):
@@ -132,7 +132,7 @@ def test_a_layer_without_forward_is_not_declared() -> None:
     "reference, message",
     [
         ("benchmarks.layer_forms:Nope", "cannot load layer type"),
-        ("benchmarks.layer_forms:EpochTimer", "is not a crosstrain.layers.Layer subclass"),
+        ("benchmarks.layer_forms:EpochTimer", "is not a crosstrain.nn.layers.Layer subclass"),
         ("no_such_module_x:Layer", "No module named 'no_such_module_x'"),
     ],
     ids=["missing-name", "not-a-layer", "missing-module"],
@@ -150,7 +150,7 @@ def test_layer_reference_is_stored_by_type_name_and_a_checkpoint_spec_never_impo
     assert spec.model.layers[0].type == "ArrayRMSNorm"
     code = """
 import sys, crosstrain as ct
-from crosstrain.registry import references_refused
+from crosstrain.plugin.registry import references_refused
 with references_refused("checkpoint"):
     try:
         ct.load_spec({"model": {"input_shape": [4], "layers": [{"type": "benchmarks.layer_forms:ArrayRMSNorm"}]}})
@@ -169,7 +169,7 @@ def test_logger_and_callback_references_resolve_through_their_tables() -> None:
     from crosstrain.plugins.csv_logger import CSVLogger
 
     assert registry.loggers.get("crosstrain.plugins.csv_logger:CSVLogger") is CSVLogger
-    assert "crosstrain.callbacks:Callback" in registry.callbacks
+    assert "crosstrain.train.callbacks:Callback" in registry.callbacks
     assert "no_such_module_x:Thing" not in registry.callbacks
     assert "No module named" in registry.callbacks.unknown("no_such_module_x:Thing")
     assert "expected 'package.module:Name'" in registry.loggers.unknown("a b:c")

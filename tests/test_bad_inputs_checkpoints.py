@@ -22,9 +22,9 @@ import crosstrain as ct
 import pytest
 from bad_inputs import Refusal, assert_refused, changed_files, run_cli, snapshot
 from conftest import tiny_spec
-from crosstrain.rundir import LOCK_FILE, new_run_dir
-from crosstrain.spec import load_spec
-from crosstrain.state_checks import record_digest
+from crosstrain.checkpoint.checks import record_digest
+from crosstrain.spec.schema import load_spec
+from crosstrain.train.rundir import LOCK_FILE, new_run_dir
 
 RUN = Path("runs/tiny/20000101-000000")
 CKPT = RUN / "checkpoints" / "step-12"

@@ -1,5 +1,5 @@
 """Issue 14, correctness: targets the loss cannot use are refused before step 1, the same on
-every backend (the check is core's, `crosstrain.target_checks`).
+every backend (the check is core's, `crosstrain.data.targets`).
 
 One row per case: the real command line, exit 2, one `error:` line naming the array, the
 offending value and row and the model's output units, and no file changed outside `runs/`.

@@ -19,8 +19,8 @@ import crosstrain as ct
 import pytest
 from bad_inputs import Refusal, assert_refused, changed_files, run_cli, snapshot
 from conftest import tiny_spec
-from crosstrain.state import read_checkpoint, write_checkpoint
-from crosstrain.state_checks import DIGEST_KEY
+from crosstrain.checkpoint.checks import DIGEST_KEY
+from crosstrain.checkpoint.format import read_checkpoint, write_checkpoint
 
 WRITTEN_BY_WRITER = ("format", "format_version", "step", "created", "files", "rng", DIGEST_KEY)
 
@@ -164,7 +164,7 @@ def test_export_writes_exactly_one_file_in_its_directory(
 @pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ""])
 def test_output_path_checks_the_name_again(name: str, tmp_path: Path) -> None:
     """Defence in depth: the file name is checked where it is made, whoever made the spec."""
-    from crosstrain.cli_export import output_path
+    from crosstrain.cli.export import output_path
     from crosstrain.errors import CrosstrainError
 
     with pytest.raises(CrosstrainError, match="one path segment"):

@@ -47,7 +47,7 @@ def test_callbacks_in_the_spec_are_validated_with_field_paths() -> None:
 
 
 def test_crosstrain_plugins_lists_the_callbacks() -> None:
-    done = run_python("from crosstrain.cli import main; main(['plugins'])", cwd=ROOT)
+    done = run_python("from crosstrain.cli.main import main; main(['plugins'])", cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "callbacks: lr_monitor, grad_norm, timer, throughput" in done.stdout
 
@@ -99,7 +99,7 @@ def test_lr_monitor_follows_warmup_and_cosine_as_torch_applies_it(tmp_path: Path
 
 def test_grad_norm_is_the_norm_before_clipping_from_torch_autograd() -> None:
     import torch
-    from crosstrain.model import init_params
+    from crosstrain.nn.model import init_params
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(64, 8)).astype(np.float32)
@@ -155,7 +155,7 @@ def test_grad_norm_on_keras_jax_matches_torch() -> None:
 
 
 def test_a_backend_without_grad_norm_refuses_it_up_front() -> None:
-    from crosstrain.protocol import Capabilities
+    from crosstrain.plugin.protocol import Capabilities
 
     spec = ct.load_spec(_spec(["grad_norm"]))
     declared = Capabilities(layers=frozenset({"Dense", "ReLU"}))
@@ -194,7 +194,7 @@ def test_timer_stops_at_a_step_boundary_and_its_clock_survives_resume(tmp_path: 
 
 
 def test_flop_estimate_matches_a_hand_count() -> None:
-    from crosstrain.flops import forward_flops, train_flops_per_sample
+    from crosstrain.nn.flops import forward_flops, train_flops_per_sample
 
     mlp = ct.load_spec(tiny_spec()).model  # Dense 8→16, ReLU, Dense 16→3
     assert forward_flops(mlp) == 2 * (8 * 16 + 16 * 3)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crosstrain.errors import CheckpointError
-from crosstrain.state import (
+from crosstrain.checkpoint.checks import record_digest
+from crosstrain.checkpoint.format import (
     CanonicalState,
     check_compatible,
     clean_temporary,
@@ -30,7 +30,7 @@ from crosstrain.state import (
     read_checkpoint,
     write_checkpoint,
 )
-from crosstrain.state_checks import record_digest
+from crosstrain.errors import CheckpointError
 
 HELPER = Path(__file__).with_name("checkpoint_writer.py")
 KILLS = 110

@@ -19,8 +19,13 @@ import crosstrain as ct
 import numpy as np
 import pytest
 from conftest import tiny_spec
+from crosstrain.checkpoint.format import (
+    CanonicalState,
+    check_tensor_file,
+    list_checkpoints,
+    read_checkpoint,
+)
 from crosstrain.errors import CheckpointError, PluginHookError, TrainingError
-from crosstrain.state import CanonicalState, check_tensor_file, list_checkpoints, read_checkpoint
 
 TEMPORARY = (".tmp-", ".old-", ".replaced-")
 
@@ -327,7 +332,7 @@ def test_twenty_fits_leave_fds_threads_children_and_memory_at_baseline(tmp_path)
 def test_export_to_torch_loads_strictly_and_predicts_the_same(tmp_path):
     import torch
     from crosstrain.backends.torch.model import build_module
-    from crosstrain.cli import main
+    from crosstrain.cli.main import main
     from safetensors.torch import load_file
 
     spec = _spec(max_epochs=1)

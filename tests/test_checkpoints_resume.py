@@ -14,12 +14,12 @@ import crosstrain as ct
 import numpy as np
 import pytest
 from conftest import tiny_spec
+from crosstrain.checkpoint.checks import record_digest
+from crosstrain.checkpoint.format import latest_checkpoint, list_checkpoints, read_checkpoint
 from crosstrain.errors import CheckpointError
+from crosstrain.plugin.registry import get_registry
 from crosstrain.plugins.early_stopping import EarlyStopping
-from crosstrain.registry import get_registry
-from crosstrain.spec import EarlyStoppingSpec
-from crosstrain.state import latest_checkpoint, list_checkpoints, read_checkpoint
-from crosstrain.state_checks import record_digest
+from crosstrain.spec.schema import EarlyStoppingSpec
 
 
 def available(backend: str) -> bool:
@@ -224,7 +224,7 @@ def test_signals_to_the_cli_checkpoint_and_resume_latest_continues(tmp_path, sig
     [pytest.param("flax", marks=needs("jax")), pytest.param("keras", marks=needs("keras"))],
 )
 def test_export_to_flax_and_keras_predicts_the_same(tmp_path, target):
-    from crosstrain.cli_export import export
+    from crosstrain.cli.export import export
 
     if target == "flax":
         from crosstrain.backends.jax.export import load_flax_state

@@ -184,8 +184,8 @@ def make_plugin(site: Path, name: str, code: str) -> None:
 
 
 GHOST_BACKEND = """
-from crosstrain.hookspecs import hookimpl
-from crosstrain.protocol import Backend, Capabilities
+from crosstrain.plugin.hookspecs import hookimpl
+from crosstrain.plugin.protocol import Backend, Capabilities
 
 class Ghost(Backend):
     name, extra = "ghost", "ghost"

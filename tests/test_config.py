@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import tiny_spec
-from crosstrain.cli import build_parser, fit_overrides
+from crosstrain.cli.main import build_parser, fit_overrides
 from crosstrain.errors import SpecError
-from crosstrain.spec import load_spec
+from crosstrain.spec.schema import load_spec
 
 
 def write(directory: Path, name: str, data: dict | str) -> Path:

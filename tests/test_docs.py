@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from crosstrain.spec_reference import slug
+from crosstrain.spec.reference import slug
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_RUN_PAGES = {"docs/design.md"}

@@ -67,7 +67,7 @@ def test_native_module_is_the_spec_network(model: str) -> None:
     """At crosstrain's initial values, the hand-written module computes crosstrain's outputs."""
     import crosstrain as ct
     import torch
-    from crosstrain.model import init_params
+    from crosstrain.nn.model import init_params
 
     from benchmarks.gpu_models import load_canonical, make_task, native_model
     from benchmarks.gpu_runs import spec_dict

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import tiny_spec
-from crosstrain.cli_fit import save_curves
+from crosstrain.cli.fit import save_curves
 from crosstrain.errors import MissingDependency
-from crosstrain.result import FitResult, History
+from crosstrain.train.result import FitResult, History
 
 METRICS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
 
@@ -29,7 +29,7 @@ def result() -> FitResult:
 
 
 def test_history_is_a_list_of_epoch_dicts(result):
-    from crosstrain.trainer import FitResult as FromTrainer
+    from crosstrain.train.trainer import FitResult as FromTrainer
 
     assert FromTrainer is FitResult  # the old import path still works
     assert isinstance(result.history, History) and isinstance(result.history, list)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import crosstrain as ct
 import numpy as np
 import pytest
-from crosstrain.layers import BUILTIN_LAYERS
-from crosstrain.model import ModelSpec, forward, init_params, param_specs, plan
+from crosstrain.nn.layers import BUILTIN_LAYERS
+from crosstrain.nn.model import ModelSpec, forward, init_params, param_specs, plan
 
 CASES = {
     "Dense": ((6,), [{"type": "Dense", "units": 4, "activation": "tanh"}]),

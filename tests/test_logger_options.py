@@ -128,8 +128,8 @@ def test_bad_logger_options_are_spec_errors(site, tmp_path, loggers, extra, frag
 def test_logger_is_public_and_lazy():
     done = run_python(
         "import sys, crosstrain\n"
-        "print('crosstrain.loggers' in sys.modules, 'pydantic' in sys.modules)\n"
-        "from crosstrain.loggers import Logger, NoOptions\n"
+        "print('crosstrain.train.loggers' in sys.modules, 'pydantic' in sys.modules)\n"
+        "from crosstrain.train.loggers import Logger, NoOptions\n"
         "from crosstrain.plugins.logger_base import TrackerLogger\n"
         "assert crosstrain.Logger is Logger and issubclass(TrackerLogger, Logger)\n"
         "assert issubclass(Logger, crosstrain.Callback) and Logger.options_model is NoOptions\n"

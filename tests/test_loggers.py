@@ -16,9 +16,9 @@ import crosstrain as ct
 import pytest
 import yaml
 from conftest import run_python, tiny_spec
-from crosstrain.callbacks import Callback
 from crosstrain.errors import PluginHookError
 from crosstrain.plugins.logger_base import flatten_spec
+from crosstrain.train.callbacks import Callback
 
 # tiny_spec: 192 training rows in batches of 32 = 6 steps per epoch, a metric pull every 2
 PULL_STEPS = [2, 4, 6, 8, 10, 12]

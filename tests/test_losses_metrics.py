@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from crosstrain.losses import BUILTIN_LOSSES
-from crosstrain.metrics import BUILTIN_METRICS
+from crosstrain.nn.losses import BUILTIN_LOSSES
+from crosstrain.nn.metrics import BUILTIN_METRICS
 
 rng = np.random.default_rng(0)
 LOGITS = rng.standard_normal((16, 5)).astype(np.float32)

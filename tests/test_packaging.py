@@ -50,7 +50,7 @@ def test_wheel_installs_and_imports(tmp_path):
     assert install.returncode == 0, install.stderr[-2000:]
     code = (
         "import crosstrain, crosstrain.backends.torch, crosstrain.plugins.builtins\n"
-        "from crosstrain.registry import get_registry\n"
+        "from crosstrain.plugin.registry import get_registry\n"
         "print(crosstrain.__file__)\n"
         "print(','.join(get_registry().backends.names()))\n"
     )

@@ -1,5 +1,5 @@
 """docs/writing-plugins.md and the code agree: the hook tables list every hook of
-core/hookspecs.py with exactly its arguments (each argument besides `trainer`/`registry`
+core/plugin/hookspecs.py with exactly its arguments (each argument besides `trainer`/`registry`
 described in its row), and the trainer attribute table lists exactly the attributes a real
 Trainer has after a fit."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import crosstrain as ct
 import pytest
 from conftest import tiny_spec
-from crosstrain import hookspecs
+from crosstrain.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "writing-plugins.md"
@@ -39,7 +39,7 @@ def table_rows(text: str) -> dict[str, str]:
 
 
 def declared_hooks() -> dict[str, list[str]]:
-    """Every hookspec of crosstrain.hookspecs → its argument names, in order."""
+    """Every hookspec of crosstrain.plugin.hookspecs → its argument names, in order."""
     return {
         name: list(inspect.signature(fn).parameters)
         for name, fn in vars(hookspecs).items()
@@ -59,7 +59,9 @@ def test_every_hook_is_documented_with_its_arguments():
     missing = sorted(set(declared) - set(documented))
     assert not missing, f"hooks missing from {PAGE.name} 'The hooks': {missing}"
     unknown = sorted(set(documented) - set(declared))
-    assert not unknown, f"{PAGE.name} documents hooks that core/hookspecs.py lacks: {unknown}"
+    assert not unknown, (
+        f"{PAGE.name} documents hooks that core/plugin/hookspecs.py lacks: {unknown}"
+    )
     for name, arguments in declared.items():
         shown, row = documented[name]
         assert shown == arguments, f"{name}: the page shows {shown}, hookspecs declare {arguments}"

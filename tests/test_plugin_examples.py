@@ -147,7 +147,7 @@ BROKEN = {
     """,
     "ct_taken_name": """
         from crosstrain import hookimpl
-        from crosstrain.layers import Layer
+        from crosstrain.nn.layers import Layer
         from typing import Literal
 
         class Swish(Layer):
@@ -195,7 +195,7 @@ def test_broken_plugins_are_reported_and_rolled_back(broken_site, tmp_path):
     assert "backend 'torch' is already registered" in broken
     code = textwrap.dedent(f"""
         import json, warnings, crosstrain as ct
-        from crosstrain.registry import get_registry
+        from crosstrain.plugin.registry import get_registry
         registry = get_registry()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import run_python, tiny_spec
 from crosstrain.errors import PluginError, UnsupportedFeature
-from crosstrain.protocol import Backend, Capabilities, Program
-from crosstrain.protocol_wrap import WrappedBackend, WrappedProgram, as_backend, as_program
+from crosstrain.plugin.protocol import Backend, Capabilities, Program
+from crosstrain.plugin.protocol_wrap import WrappedBackend, WrappedProgram, as_backend, as_program
 from test_registry import make_distribution
 
 
@@ -88,7 +88,7 @@ def test_backend_defaults():
 
 @pytest.mark.parametrize("name", ["torch", "jax", "keras"])
 def test_builtin_backends_subclass_the_protocol(name):
-    from crosstrain.registry import get_registry
+    from crosstrain.plugin.registry import get_registry
 
     backend = get_registry().backend(name)
     assert isinstance(backend, Backend) and not isinstance(backend, WrappedBackend)
@@ -100,7 +100,7 @@ def test_builtin_backends_subclass_the_protocol(name):
     if name == "keras":  # Keras fixes its engine on import: check in a fresh process
         done = run_python(
             f"from crosstrain.backends.keras.device import use_engine; use_engine('jax')\n"
-            f"from crosstrain.protocol import Program\nfrom {module} import {cls}\n"
+            f"from crosstrain.plugin.protocol import Program\nfrom {module} import {cls}\n"
             f"print(issubclass({cls}, Program))"
         )
         assert done.returncode == 0, done.stderr[-2000:]
@@ -151,7 +151,7 @@ from crosstrain.backends.torch.plugin import TorchBackend
 
 
 class PlainProgram:
-    '''Delegates to a torch program, without subclassing crosstrain.protocol.Program.'''
+    '''Delegates to a torch program, without subclassing crosstrain.plugin.protocol.Program.'''
 
     array_kind = "torch"
 
@@ -229,7 +229,7 @@ def test_third_party_backends_are_wrapped_or_reported_broken(tmp_path):
     make_distribution(site, "ct_half", HALF_BACKEND)
     code = textwrap.dedent(f"""
         import json, crosstrain as ct
-        from crosstrain.registry import get_registry
+        from crosstrain.plugin.registry import get_registry
         registry = get_registry()
         backend = registry.backend("plain")
         program = ct.build({tiny_spec()!r}, backend="plain")

@@ -68,7 +68,7 @@ def test_broken_plugins_are_reported_and_fit_still_works(tmp_path):
     )
     code = textwrap.dedent(f"""
         import json, crosstrain as ct
-        from crosstrain.registry import get_registry
+        from crosstrain.plugin.registry import get_registry
         registry = get_registry()
         broken = {{b.name: [b.entry_point, b.error] for b in registry.broken}}
         result = ct.fit({tiny_spec()!r}, backend="torch", run_dir=False)
@@ -89,7 +89,7 @@ def test_autoload_can_be_disabled(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     make_distribution(site, "ct_side_effect", "open('imported.flag', 'w').write('x')\n")
-    code = "from crosstrain.registry import get_registry\nprint(len(get_registry().broken))"
+    code = "from crosstrain.plugin.registry import get_registry\nprint(len(get_registry().broken))"
     done = run_python(
         code, env={"PYTHONPATH": str(site), "CROSSTRAIN_DISABLE_PLUGIN_AUTOLOAD": "1"}, cwd=tmp_path
     )
@@ -100,7 +100,7 @@ def test_autoload_can_be_disabled(tmp_path):
 
 
 def test_hookspecs_are_all_documented():
-    from crosstrain import hookspecs
+    from crosstrain.plugin import hookspecs
 
     specs = [getattr(hookspecs, n) for n in dir(hookspecs) if n.startswith(("on_", "crosstrain_"))]
     assert len(specs) >= 14

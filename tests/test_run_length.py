@@ -1,5 +1,5 @@
-"""The run length is computed once (`crosstrain.run_length`) and the lr schedule is written once
-(`crosstrain.optim`): the last step of a fit trains at the rate the schedule gives it, on every
+"""The run length is computed once (`crosstrain.train.run_length`) and the lr schedule is written once
+(`crosstrain.nn.optim`): the last step of a fit trains at the rate the schedule gives it, on every
 backend, measured from what the parameters actually did."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT, run_python
 from crosstrain.errors import SpecError
-from crosstrain.optim import DEFAULT_TOTAL_STEPS, HOST, applied_lr
-from crosstrain.run_length import RunLength, run_length
+from crosstrain.nn.optim import DEFAULT_TOTAL_STEPS, HOST, applied_lr
+from crosstrain.train.run_length import RunLength, run_length
 
 ROWS, BATCH, EPOCHS, WEIGHT_DECAY = 70, 32, 3, 0.1
 """70 rows in batches of 32: 3 batches an epoch (the last of 6 rows), 2 with drop_last."""
@@ -37,7 +37,7 @@ def test_run_length_of_limits(max_epochs, max_steps, per_epoch, expected) -> Non
 
 @pytest.mark.parametrize(("drop_last", "per_epoch"), [(False, 3), (True, 2)])
 def test_run_length_counts_the_partial_batch_unless_drop_last(drop_last, per_epoch) -> None:
-    from crosstrain.data import ArrayData
+    from crosstrain.data.arrays import ArrayData
 
     spec = ct.load_spec(_spec(drop_last=drop_last))
     train = ArrayData(np.zeros((ROWS, 4), np.float32), np.zeros(ROWS, np.int64))
@@ -45,7 +45,7 @@ def test_run_length_counts_the_partial_batch_unless_drop_last(drop_last, per_epo
 
 
 def test_digits_example_length_counts_its_last_partial_batch() -> None:
-    from crosstrain.resolve import load_data
+    from crosstrain.spec.resolve import load_data
 
     spec = ct.load_spec(EXAMPLES / "digits_mlp.yaml")
     train, _ = load_data(spec)

@@ -153,7 +153,7 @@ def test_no_framework_imported_before_validation():
     code = (
         "import sys, crosstrain as ct\n"
         f"ct.load_spec({str(EXAMPLES / 'digits_cnn.yaml')!r})\n"
-        "from crosstrain.registry import get_registry\n"
+        "from crosstrain.plugin.registry import get_registry\n"
         "print(sorted(get_registry().backends.names()))\n"
         "loaded = [m for m in ('torch','jax','flax','optax','keras','tensorflow') if m in sys.modules]\n"
         "assert not loaded, loaded\n"

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from crosstrain.cli import spec_json_schema
-from crosstrain.layers import Layer
-from crosstrain.registry import DEFAULT_PLUGINS, build_registry
-from crosstrain.spec_reference import FIELD_NOTES, render_spec_reference, slug
+from crosstrain.cli.main import spec_json_schema
+from crosstrain.nn.layers import Layer
+from crosstrain.plugin.registry import DEFAULT_PLUGINS, build_registry
+from crosstrain.spec.reference import FIELD_NOTES, render_spec_reference, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "spec-reference.md"

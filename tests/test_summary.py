@@ -6,8 +6,8 @@ import crosstrain as ct
 import pytest
 from conftest import EXAMPLES, run_python, tiny_spec
 from crosstrain.errors import SpecError
-from crosstrain.model import count_params
-from crosstrain.summary import format_table, megabytes, shape_text, summary
+from crosstrain.nn.model import count_params
+from crosstrain.spec.summary import format_table, megabytes, shape_text, summary
 
 
 def rows_of(text: str) -> dict[str, list[str]]:
@@ -108,7 +108,7 @@ def test_formatting_helpers():
 
 def test_summary_imports_no_framework():
     code = (
-        "import sys; from crosstrain.summary import summary; "
+        "import sys; from crosstrain.spec.summary import summary; "
         f"print(summary({str(EXAMPLES / 'digits_cnn.yaml')!r})); "
         "print(sorted(m for m in ('torch', 'jax', 'keras', 'tensorflow') if m in sys.modules))"
     )

@@ -13,7 +13,7 @@ import crosstrain as ct
 import numpy as np
 import pytest
 from conftest import tiny_spec
-from crosstrain.state import list_checkpoints, read_checkpoint
+from crosstrain.checkpoint.format import list_checkpoints, read_checkpoint
 
 
 class Recorder(ct.Callback):

@@ -6,7 +6,7 @@ it builds a program or lists devices.
 
 from __future__ import annotations
 
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
 
 from .plugin import JaxBackend
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-from crosstrain.layers import Layer, Shape
+from crosstrain.nn.layers import Layer, Shape
 from flax import nnx
 from jax import Array
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crosstrain.errors import CheckpointError, UnsupportedFeature
-from crosstrain.protocol import ExportFormat
+from crosstrain.plugin.protocol import ExportFormat
 
 if TYPE_CHECKING:
     from .program import JaxProgram
@@ -53,7 +53,7 @@ def load_flax_state(model: Any, path: str | Path) -> None:
     Raises:
         CheckpointError: a variable of the module is missing from the file or has another shape.
     """
-    from crosstrain.state import check_tensor_file
+    from crosstrain.checkpoint.format import check_tensor_file
     from flax import nnx
     from safetensors.numpy import load_file
 

@@ -10,7 +10,7 @@ nnx path with those `layers` steps removed (`canonical_name`). Trainable paramet
 Every module is called as `module(x, train=..., key=...)`; `key` is a JAX PRNG key (or None
 outside training) from which each Dropout derives its own stream with `fold_in(key, index)`.
 
-Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+Each layer is built by the route `crosstrain.nn.layers.layer_route` picks: the layer's own
 `Layer.jax_module(input_shape) -> nnx.Module` (its variables are named after the layer's
 canonical parameters, a `/` in a name becomes a sub-module, it is called as `module(x)`, and it
 gets its initial values from core like every other layer), the class that `LAYER_BUILDERS`
@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import Layer, Shape, as_pair, child_name, layer_route, same_padding
-from crosstrain.model import ModelSpec
+from crosstrain.nn.layers import Layer, Shape, as_pair, child_name, layer_route, same_padding
+from crosstrain.nn.model import ModelSpec
 from flax import nnx
 from jax import Array
 
@@ -240,7 +240,7 @@ class _Projection(nnx.Module):
 
 
 class MultiHeadSelfAttention(nnx.Module):
-    """Parameters `{query,key,value,output}/{kernel,bias}` as in `crosstrain.layers`."""
+    """Parameters `{query,key,value,output}/{kernel,bias}` as in `crosstrain.nn.layers`."""
 
     def __init__(self, layer: Any, shape: Shape, name: str, build: _Build):
         self.query = _Projection(f"{name}/query", layer.use_bias, build)

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from crosstrain.optim import checked_schedule
+from crosstrain.nn.optim import checked_schedule
 
 
 def schedule_factor(schedule: Any, total_steps: int | None) -> Callable[[jax.Array], jax.Array]:

@@ -6,14 +6,14 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
-from crosstrain.layers import supported_layer_types
-from crosstrain.protocol import Backend, Capabilities, RunEnv
-from crosstrain.registry import package_version
+from crosstrain.nn.layers import supported_layer_types
+from crosstrain.plugin.protocol import Backend, Capabilities, RunEnv
+from crosstrain.plugin.registry import package_version
 
 from .export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
-    from crosstrain.spec import Spec
+    from crosstrain.spec.schema import Spec
 
     from .program import JaxProgram
 
@@ -42,13 +42,13 @@ LAYER_BUILDERS: dict[str, str] = {
 """The JAX backend's layer table: layer type → its nnx module class in `model.py`.
 
 The supported layer types are these keys plus every registered layer with a `jax_module`
-method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""
 NATIVE_METHOD = "jax_module"
 REQUIRED = ("jax", "flax", "optax")
 
 
 class JaxBackend(Backend):
-    """The JAX backend (flax nnx + optax). See `crosstrain.protocol.Backend`."""
+    """The JAX backend (flax nnx + optax). See `crosstrain.plugin.protocol.Backend`."""
 
     name = "jax"
     extra = "jax"

@@ -30,13 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.errors import CrosstrainError
-from crosstrain.metrics import weighted_means
-from crosstrain.model import init_params
-from crosstrain.optim import slot_names
-from crosstrain.protocol import Program, predict_inputs
-from crosstrain.resolve import metric_functions, resolve_function
-from crosstrain.state import CanonicalState
+from crosstrain.nn.metrics import weighted_means
+from crosstrain.nn.model import init_params
+from crosstrain.nn.optim import slot_names
+from crosstrain.plugin.protocol import Program, predict_inputs
+from crosstrain.spec.resolve import metric_functions, resolve_function
 from flax import nnx
 
 from . import state as state_io
@@ -66,7 +66,7 @@ class DeviceData:
 
 
 class JaxProgram(Program):
-    """The Program of the JAX backend (see `crosstrain.protocol.Program`).
+    """The Program of the JAX backend (see `crosstrain.plugin.protocol.Program`).
 
     Attributes:
         spec: the spec it was built from.

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
-from crosstrain.model import ModelSpec, param_specs
-from crosstrain.state import CanonicalState, check_compatible
+from crosstrain.nn.model import ModelSpec, param_specs
 
 from .optim import get_slots, with_slots
 
@@ -116,7 +116,7 @@ def seed_key_data(seed: int) -> np.ndarray:
 
 
 def native_initial_values(model: ModelSpec, seed: int) -> dict[str, jax.Array]:
-    """`model.init: native`: the initialisers of `crosstrain.model.init_params`, drawn with
+    """`model.init: native`: the initialisers of `crosstrain.nn.model.init_params`, drawn with
     `jax.random` on the default device (a stream per parameter name, as core does), so large
     models never pass through host memory. Same distributions, not the same values."""
     base = jax.random.wrap_key_data(jnp.asarray(seed_key_data(seed)))

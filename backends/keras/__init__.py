@@ -7,7 +7,7 @@ which imports Keras when it builds a program or lists devices. One process holds
 
 from __future__ import annotations
 
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
 
 from .plugin import KerasBackend
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from crosstrain.layers import Layer, Shape
+from crosstrain.nn.layers import Layer, Shape
 
 from .xp import namespace
 
@@ -61,7 +61,7 @@ class ArrayLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ArrayLayer:
-        from crosstrain.registry import get_registry
+        from crosstrain.nn.layers.composite import validate_layer
 
-        layer = get_registry().validate_layer(config.pop("layer"))
+        layer = validate_layer(config.pop("layer"))
         return cls(layer, tuple(config.pop("input_shape")), **config)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
-from crosstrain.protocol import ExportFormat
-from crosstrain.state import CanonicalState, check_compatible
+from crosstrain.plugin.protocol import ExportFormat
 
 from .device import engine_of, use_engine
 

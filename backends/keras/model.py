@@ -11,7 +11,7 @@ torch engine `.`).
 Canonical layouts equal Keras's except MultiHeadAttention's, whose kernels keep heads on their
 own axis, `(features, heads, head_dim)`; a `ParamRef` converts by reshaping.
 
-Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+Each layer is built by the route `crosstrain.nn.layers.layer_route` picks: the layer's own
 `keras_layer(input_shape, name, dtype) -> keras.layers.Layer` (pass `name` and `dtype`, the dtype
 policy, on to the Keras layer; its weights, in creation order, are its `params()` in declaration
 order, same sizes, layouts up to a reshape), the builder function that `LAYER_BUILDERS` names in
@@ -27,8 +27,8 @@ from typing import Any
 import keras
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import layer_route
-from crosstrain.model import LayerNode, ModelSpec, plan
+from crosstrain.nn.layers import layer_route
+from crosstrain.nn.model import LayerNode, ModelSpec, plan
 
 from .array_layer import ArrayLayer
 from .plugin import LAYER_BUILDERS, NATIVE_METHOD

@@ -1,6 +1,6 @@
 """Optimizers, schedules and clipping as `keras.optimizers` objects with crosstrain's math.
 
-Keras's own SGD, Adam and RMSprop differ from the reference (`crosstrain.optim.reference_step`,
+Keras's own SGD, Adam and RMSprop differ from the reference (`crosstrain.nn.optim.reference_step`,
 PyTorch's rules): Keras's SGD momentum buffer holds `-lr * g` terms, its RMSprop puts epsilon
 inside the square root, and its weight decay is decoupled for every optimizer. `SpecOptimizer`
 is one `keras.optimizers.Optimizer` subclass that implements the reference rules in
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from crosstrain.optim import checked_schedule, schedule_length, slot_names
+from crosstrain.nn.optim import checked_schedule, schedule_length, slot_names
 from keras import ops
 
 from .xp import namespace

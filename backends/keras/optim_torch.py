@@ -1,6 +1,6 @@
 """`SpecOptimizer`'s update on the torch engine as `torch._foreach_*` kernels.
 
-The same rules as `SpecOptimizer.update_step` (and `crosstrain.optim.reference_step`), applied
+The same rules as `SpecOptimizer.update_step` (and `crosstrain.nn.optim.reference_step`), applied
 to all parameters at once instead of one small Keras op at a time: the eager torch engine pays
 per op, so this is most of the optimizer's cost there. The learning rate is folded into the
 denominators, so each rule allocates at most one temporary list (large models are bound by

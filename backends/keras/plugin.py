@@ -6,15 +6,15 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, UnsupportedFeature
-from crosstrain.layers import supported_layer_types
-from crosstrain.protocol import Backend, Capabilities, RunEnv
-from crosstrain.registry import package_version
+from crosstrain.nn.layers import supported_layer_types
+from crosstrain.plugin.protocol import Backend, Capabilities, RunEnv
+from crosstrain.plugin.registry import package_version
 
 from .device import ENGINES, PRECISIONS, engine_available, engine_of
 from .export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
-    from crosstrain.spec import Spec
+    from crosstrain.spec.schema import Spec
 
     from .program import KerasProgram
 
@@ -43,7 +43,7 @@ LAYER_BUILDERS: dict[str, str] = {
 """The Keras backend's layer table: layer type → its builder function in `model.py`.
 
 The supported layer types are these keys plus every registered layer with a `keras_layer`
-method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""
 NATIVE_METHOD = "keras_layer"
 SPEED_NOTE = (
     "keras:jax is the fastest engine for small models (jitted stateless steps: 0.23 ms/step for a "
@@ -57,7 +57,7 @@ SPEED_NOTE = (
 class KerasBackend(Backend):
     """The Keras 3 backend (`keras`, `keras:tensorflow`, `keras:jax`, `keras:torch`).
 
-    See `crosstrain.protocol.Backend`. The engine comes from the backend name the run asks for
+    See `crosstrain.plugin.protocol.Backend`. The engine comes from the backend name the run asks for
     (`env.backend`); data parallel (`devices > 1`) runs on the jax engine only.
     """
 

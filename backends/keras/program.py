@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.errors import CrosstrainError
-from crosstrain.metrics import weighted_means
-from crosstrain.model import init_params
-from crosstrain.protocol import Program, RunEnv, predict_inputs
-from crosstrain.resolve import metric_functions, resolve_function
-from crosstrain.state import CanonicalState
+from crosstrain.nn.metrics import weighted_means
+from crosstrain.nn.model import init_params
+from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
+from crosstrain.spec.resolve import metric_functions, resolve_function
 
 from . import state as state_io
 from .device import data_parallel, precision_policy, select_devices, use_engine
@@ -29,7 +29,7 @@ from .xp import namespace
 
 
 class KerasProgram(Program):
-    """The Program of the Keras backend (see `crosstrain.protocol.Program`).
+    """The Program of the Keras backend (see `crosstrain.plugin.protocol.Program`).
 
     Attributes:
         engine: `tensorflow`, `jax` or `torch`.

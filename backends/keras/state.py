@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
-from crosstrain.state import CanonicalState, check_compatible
 
 from .model import ParamRef, to_numpy
 from .optim import inner

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crosstrain.hookspecs import hookimpl
+from crosstrain.plugin.hookspecs import hookimpl
 
 from .plugin import TorchBackend
 

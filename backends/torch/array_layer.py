@@ -12,7 +12,7 @@ from typing import Any
 
 import array_api_compat.torch as xp
 import torch
-from crosstrain.layers import Layer, Shape
+from crosstrain.nn.layers import Layer, Shape
 from torch import nn
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.protocol import ExportFormat
+from crosstrain.plugin.protocol import ExportFormat
 
 if TYPE_CHECKING:
     from .program import TorchProgram

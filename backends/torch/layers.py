@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from crosstrain.layers import Shape, as_pair, same_padding
+from crosstrain.nn.layers import Shape, as_pair, same_padding
 from torch import nn
 
 

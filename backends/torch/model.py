@@ -1,6 +1,6 @@
 """A spec's model as one `nn.Module`, with a map from every canonical name to its tensor.
 
-Each layer is built by the route `crosstrain.layers.layer_route` picks: the layer's own
+Each layer is built by the route `crosstrain.nn.layers.layer_route` picks: the layer's own
 `torch_module(input_shape)` (see `plugin_module`), the module class that `LAYER_BUILDERS`
 names in `layers.py`, or `ArrayLayer` around an array-API `forward`.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.layers import Layer, ParamSpec, Shape, layer_route
-from crosstrain.model import LayerNode, ModelSpec, plan
+from crosstrain.nn.layers import Layer, ParamSpec, Shape, layer_route
+from crosstrain.nn.model import LayerNode, ModelSpec, plan
 from torch import nn
 
 from . import layers as builders
@@ -104,7 +104,7 @@ def build_module(
         dtype: parameter dtype (float32, float64 or bfloat16).
 
     Returns:
-        `(module, refs)` with refs in canonical order (`crosstrain.model.param_specs`).
+        `(module, refs)` with refs in canonical order (`crosstrain.nn.model.param_specs`).
     """
     refs: list[ParamRef] = []
     factory = {"device": device, "dtype": dtype}

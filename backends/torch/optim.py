@@ -1,4 +1,4 @@
-"""The spec's optimizer, schedule and clipping on torch, matching `crosstrain.optim.reference_step`.
+"""The spec's optimizer, schedule and clipping on torch, matching `crosstrain.nn.optim.reference_step`.
 
 torch's update rules are the reference's: L2 `weight_decay` added to the gradient for sgd,
 adam and rmsprop, decoupled decay for adamw, momentum buffers that accumulate gradients, and
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from crosstrain.optim import _Optimizer, checked_schedule, schedule_length
+from crosstrain.nn.optim import _Optimizer, checked_schedule, schedule_length
 
 _FUSED = ("sgd", "adam", "adamw")
 

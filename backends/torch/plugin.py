@@ -7,14 +7,14 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from crosstrain.errors import BackendUnavailable, SpecError, SpecIssue, UnsupportedFeature
-from crosstrain.layers import layer_route, supported_layer_types
-from crosstrain.protocol import Backend, Capabilities, RunEnv
-from crosstrain.registry import package_version
+from crosstrain.nn.layers import layer_route, supported_layer_types
+from crosstrain.plugin.protocol import Backend, Capabilities, RunEnv
+from crosstrain.plugin.registry import package_version
 
 from .export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
-    from crosstrain.spec import Spec
+    from crosstrain.spec.schema import Spec
 
     from .program import TorchProgram
 
@@ -43,7 +43,7 @@ LAYER_BUILDERS: dict[str, str] = {
 """The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`.
 
 The supported layer types are these keys plus every registered layer with a `torch_module`
-method or an array-API `forward` (`crosstrain.layers.layer_route`)."""
+method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""
 NATIVE_METHOD = "torch_module"
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
@@ -143,7 +143,7 @@ class TorchBackend(Backend):
             raise SpecError(
                 SpecIssue("model", "no model: give model in the spec or pass a torch.nn.Module")
             )
-        from crosstrain.model import plan, walk
+        from crosstrain.nn.model import plan, walk
 
         for node in walk(plan(spec.model)):
             if layer_route(node.layer, LAYER_BUILDERS, NATIVE_METHOD) is None:

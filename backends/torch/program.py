@@ -16,14 +16,14 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 import torch.nn.functional as F
-from crosstrain import losses
+from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.model import init_params
-from crosstrain.optim import slot_names
-from crosstrain.protocol import Program, RunEnv, predict_inputs
-from crosstrain.resolve import metric_functions, resolve_function
-from crosstrain.spec import Spec
-from crosstrain.state import CanonicalState
+from crosstrain.nn import losses
+from crosstrain.nn.model import init_params
+from crosstrain.nn.optim import slot_names
+from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
+from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.spec.schema import Spec
 from torch import nn
 
 from . import distributed

@@ -2,7 +2,7 @@
 
 Layouts: a Dense kernel is canonical `(in, out)` and torch `(out, in)`; a Conv2D kernel is
 canonical `HWIO` and torch `OIHW`; a Conv1D kernel canonical `(W, I, O)` and torch `(O, I, W)`.
-Optimizer slots take the layout of their parameter. Slot names follow `crosstrain.optim.SLOTS`.
+Optimizer slots take the layout of their parameter. Slot names follow `crosstrain.nn.optim.SLOTS`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
-from crosstrain.state import CanonicalState, check_compatible
 
 from .model import ParamRef
 

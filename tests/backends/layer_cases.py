@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import crosstrain as ct
 import numpy as np
-from crosstrain.model import param_specs
+from crosstrain.nn.model import param_specs
 
 LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
     "dense": ([7], [{"type": "Dense", "units": 5, "activation": "tanh"}]),

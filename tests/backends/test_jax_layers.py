@@ -11,8 +11,8 @@ pytest.importorskip("jax")
 pytest.importorskip("flax")
 
 import crosstrain as ct
-from crosstrain.layers import Layer, ParamSpec
-from crosstrain.model import forward, param_specs
+from crosstrain.nn.layers import Layer, ParamSpec
+from crosstrain.nn.model import forward, param_specs
 from layer_cases import LAYER_CASES, random_inputs, random_state
 
 CASES = {

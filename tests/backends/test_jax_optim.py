@@ -1,4 +1,4 @@
-"""JAX backend optimizers: each optax chain step equals `crosstrain.optim.reference_step`."""
+"""JAX backend optimizers: each optax chain step equals `crosstrain.nn.optim.reference_step`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("optax")
 
 import crosstrain as ct
-from crosstrain.optim import reference_step
+from crosstrain.nn.optim import reference_step
 
 OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.1},

@@ -14,7 +14,7 @@ pytest.importorskip("jax")
 import crosstrain as ct
 from crosstrain.backends.jax import JaxBackend
 
-from tests.conftest import ROOT, run_python, tiny_spec
+from conftest import ROOT, run_python, tiny_spec
 
 QUIET = {"progress": False, "loggers": [], "checkpoint": None}
 CNN = {  # no bias before BatchNorm: its gradient is rounding noise that Adam would amplify

@@ -14,7 +14,7 @@ import pytest
 from crosstrain.backends.keras import KerasBackend
 from crosstrain.backends.keras.device import engine_of
 
-from tests.conftest import EXAMPLES, ROOT, run_python
+from conftest import EXAMPLES, ROOT, run_python
 
 ENGINES = [e for e in ("jax", "tensorflow", "torch") if KerasBackend().engines()[e]]
 if not KerasBackend().is_available()[0] or not ENGINES:

@@ -15,12 +15,12 @@ from typing import Literal
 import crosstrain as ct
 import numpy as np
 import pytest
-from crosstrain.layers import Layer, ParamSpec
-from crosstrain.model import forward, output_shape, param_specs
-from crosstrain.optim import reference_step
+from crosstrain.nn.layers import Layer, ParamSpec
+from crosstrain.nn.model import forward, output_shape, param_specs
+from crosstrain.nn.optim import reference_step
 from layer_cases import LAYER_CASES, random_inputs, random_state
 
-from tests.conftest import EXAMPLES
+from conftest import EXAMPLES
 
 ENGINE = os.environ.get("CROSSTRAIN_KERAS_ENGINE")
 if not ENGINE:

@@ -12,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
+from crosstrain.checkpoint.format import CanonicalState  # noqa: E402
 from crosstrain.errors import CheckpointError, CrosstrainError, SpecError, UnsupportedFeature  # noqa: E402
-from crosstrain.layers import Layer  # noqa: E402
-from crosstrain.model import init_params  # noqa: E402
-from crosstrain.protocol import Backend, Program, RunEnv  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
-from crosstrain.state import CanonicalState  # noqa: E402
+from crosstrain.nn.layers import Layer  # noqa: E402
+from crosstrain.nn.model import init_params  # noqa: E402
+from crosstrain.plugin.protocol import Backend, Program, RunEnv  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 CONV = [
     {
@@ -103,7 +103,7 @@ def test_plugin_declares_backend() -> None:
 
 
 def test_registry_lists_torch() -> None:
-    from crosstrain.registry import get_registry
+    from crosstrain.plugin.registry import get_registry
 
     assert get_registry().backend("torch").name == "torch"
 
@@ -406,7 +406,7 @@ def test_precisions_train(precision: str, dtype: Any) -> None:
 
 
 def test_float64_matches_reference_forward() -> None:
-    from crosstrain.model import forward
+    from crosstrain.nn.model import forward
 
     program = build(precision="64")
     x, _ = data()

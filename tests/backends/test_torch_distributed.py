@@ -22,9 +22,9 @@ import crosstrain as ct  # noqa: E402
 from crosstrain.api import process_rank  # noqa: E402
 from crosstrain.backends.torch.distributed import Shard, torchrun_command  # noqa: E402
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
+from crosstrain.checkpoint.format import latest_checkpoint, read_checkpoint  # noqa: E402
 from crosstrain.errors import CrosstrainError  # noqa: E402
-from crosstrain.protocol import RunEnv  # noqa: E402
-from crosstrain.state import latest_checkpoint, read_checkpoint  # noqa: E402
+from crosstrain.plugin.protocol import RunEnv  # noqa: E402
 
 SPEC = {
     "name": "ddp-parity",
@@ -98,7 +98,7 @@ def test_torchrun_command_runs_the_cli() -> None:
 
 
 def test_strategy_flag_sets_the_spec() -> None:
-    from crosstrain.cli import build_parser, fit_overrides
+    from crosstrain.cli.main import build_parser, fit_overrides
 
     args = build_parser().parse_args(["fit", "s.yaml", "--strategy", "ddp", "--devices", "2"])
     changes = fit_overrides(args)

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 
 from crosstrain.backends.torch.model import build_module  # noqa: E402
 from crosstrain.backends.torch.state import load_params, to_canonical, trainable  # noqa: E402
-from crosstrain.model import forward, param_specs  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
+from crosstrain.nn.model import forward, param_specs  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 EPS = 1e-6
 ENTRIES = 4

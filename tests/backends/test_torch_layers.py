@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from crosstrain.backends.torch.model import build_module  # noqa: E402
 from crosstrain.backends.torch.state import load_params, params_to_canonical  # noqa: E402
-from crosstrain.layers import Layer, ParamSpec  # noqa: E402
-from crosstrain.model import forward, param_specs, plan  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
+from crosstrain.nn.layers import Layer, ParamSpec  # noqa: E402
+from crosstrain.nn.model import forward, param_specs, plan  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6
 

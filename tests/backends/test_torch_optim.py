@@ -1,4 +1,4 @@
-"""torch optimizer updates, schedules and clipping equal `crosstrain.optim.reference_step`."""
+"""torch optimizer updates, schedules and clipping equal `crosstrain.nn.optim.reference_step`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
 from crosstrain.backends.torch.state import to_canonical, trainable  # noqa: E402
-from crosstrain.optim import DEFAULT_TOTAL_STEPS, reference_step  # noqa: E402
-from crosstrain.protocol import RunEnv  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
+from crosstrain.nn.optim import DEFAULT_TOTAL_STEPS, reference_step  # noqa: E402
+from crosstrain.plugin.protocol import RunEnv  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6
 

@@ -17,9 +17,9 @@ from crosstrain.backends.torch.device import (  # noqa: E402
 )
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
 from crosstrain.errors import UnsupportedFeature  # noqa: E402
-from crosstrain.model import forward  # noqa: E402
-from crosstrain.protocol import RunEnv  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
+from crosstrain.nn.model import forward  # noqa: E402
+from crosstrain.plugin.protocol import RunEnv  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 MLP = [{"type": "Dense", "units": 16, "activation": "tanh"}, {"type": "Dense", "units": 3}]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")

@@ -21,10 +21,10 @@ import crosstrain as ct  # noqa: E402
 from crosstrain.backends.torch.device import select_device  # noqa: E402
 from crosstrain.backends.torch.plugin import TorchBackend  # noqa: E402
 from crosstrain.errors import UnsupportedFeature  # noqa: E402
-from crosstrain.model import forward  # noqa: E402
-from crosstrain.optim import reference_step  # noqa: E402
-from crosstrain.protocol import RunEnv  # noqa: E402
-from crosstrain.spec import validate_spec  # noqa: E402
+from crosstrain.nn.model import forward  # noqa: E402
+from crosstrain.nn.optim import reference_step  # noqa: E402
+from crosstrain.plugin.protocol import RunEnv  # noqa: E402
+from crosstrain.spec.schema import validate_spec  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LAYERS = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 from typing import TYPE_CHECKING
 
-from crosstrain.protocol import Backend, Capabilities, RunEnv
+from crosstrain.plugin.protocol import Backend, Capabilities, RunEnv
 
 if TYPE_CHECKING:
-    from crosstrain.spec import Spec
+    from crosstrain.spec.schema import Spec
 
     from .program import NumpyProgram
 

@@ -1,8 +1,8 @@
 """`NumpyProgram`: the Program protocol in numpy — steps, host metrics, canonical state.
 
-Parameters are initialised by core (`crosstrain.model.init_params`), so a numpy run starts
+Parameters are initialised by core (`crosstrain.nn.model.init_params`), so a numpy run starts
 from the same weights as every other backend; losses and metrics are core's array-API
-functions called with numpy; updates are `crosstrain.optim.reference_step`, the definition
+functions called with numpy; updates are `crosstrain.nn.optim.reference_step`, the definition
 every backend matches. Only the backward pass is this backend's own (`layers.py`).
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import array_api_compat.numpy as xp
 import numpy as np
-from crosstrain.model import init_params, param_specs, plan
-from crosstrain.optim import reference_step, schedule_length, slot_names
-from crosstrain.protocol import Program, RunEnv, predict_inputs
-from crosstrain.resolve import metric_functions, resolve_function
-from crosstrain.spec import Spec
-from crosstrain.state import CanonicalState, check_compatible
+from crosstrain.nn.model import init_params, param_specs, plan
+from crosstrain.nn.optim import reference_step, schedule_length, slot_names
+from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
+from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.spec.schema import Spec
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 
 from .layers import loss_gradient, make_layer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from crosstrain import Callback, hookimpl
-from crosstrain.layers import Layer, ParamSpec, Shape
+from crosstrain.nn.layers import Layer, ParamSpec, Shape
 from pydantic import Field
 
 
@@ -74,7 +74,7 @@ def crosstrain_add_layers(registry: Any) -> None:
 def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     if run_dir is None or spec.model is None:
         return []
-    from crosstrain.model import plan, walk
+    from crosstrain.nn.model import plan, walk
 
     if not any(node.layer.type == "RMSNorm" for node in walk(plan(spec.model))):
         return []

@@ -2,7 +2,7 @@
 it (`focal_loss`, `brier_score`), registered as a plugin.
 
 Registered through the `crosstrain` entry-point group (see pyproject.toml); the source follows
-`crosstrain.data.DataSource`: an `options` model, a cheap `check` of the argument and `load`.
+`crosstrain.data.arrays.DataSource`: an `options` model, a cheap `check` of the argument and `load`.
 The loss and metric are array-API functions (`losses.py`), checked on every backend by
 `crosstrain conformance` through their `conformance_cases`.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from crosstrain import hookimpl
-from crosstrain.data import ArrayData
+from crosstrain.data.arrays import ArrayData
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from .losses import brier_score, focal_loss

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crosstrain.losses import class_targets, log_softmax
+from crosstrain.nn.losses import class_targets, log_softmax
 
 
 def focal_loss(xp: Any, logits: Any, targets: Any, gamma: float = 2.0) -> Any:

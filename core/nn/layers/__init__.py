@@ -1,0 +1,96 @@
+"""The neutral layer vocabulary: options, shape inference, canonical parameters, numpy forward.
+
+Every backend builds its native layers from these objects and must reproduce `forward`.
+Option names follow Keras where Keras has the layer.
+
+Example:
+    >>> from crosstrain import layers
+    >>> layers.Dense(10).output_shape((64,))
+    (10,)
+"""
+
+from __future__ import annotations
+
+from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
+from crosstrain.nn.layers._support import Route, layer_route, supported_layer_types
+from crosstrain.nn.layers.basic import (
+    GELU,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from crosstrain.nn.layers.composite import (
+    AnyLayer,
+    MultiHeadSelfAttention,
+    Residual,
+    Sequential,
+    child_name,
+    child_params,
+)
+from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
+from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
+
+BUILTIN_LAYERS: tuple[type[Layer], ...] = (
+    Dense,
+    Conv1D,
+    Conv2D,
+    MaxPool2D,
+    AvgPool2D,
+    GlobalAvgPool,
+    BatchNorm,
+    LayerNorm,
+    Dropout,
+    Embedding,
+    Flatten,
+    Reshape,
+    ReLU,
+    GELU,
+    Tanh,
+    Sigmoid,
+    Softmax,
+    Residual,
+    MultiHeadSelfAttention,
+    Sequential,
+)
+
+__all__ = [
+    "AnyLayer",
+    "AvgPool2D",
+    "BUILTIN_LAYERS",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GELU",
+    "GlobalAvgPool",
+    "Layer",
+    "LayerNorm",
+    "MaxPool2D",
+    "MultiHeadSelfAttention",
+    "ParamSpec",
+    "ReLU",
+    "Reshape",
+    "Route",
+    "Residual",
+    "Sequential",
+    "Shape",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "as_pair",
+    "child_name",
+    "child_params",
+    "layer_route",
+    "same_padding",
+    "supported_layer_types",
+    "window_output",
+]

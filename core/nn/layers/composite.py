@@ -1,0 +1,192 @@
+"""Layers made of other layers (Sequential, Residual) and self-attention."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, activate
+from crosstrain.plugin.registry import get_registry, import_reference
+from pydantic import Field, PositiveInt, WrapValidator
+from pydantic_core import PydanticCustomError
+
+
+def _validate_layer(value: Any, handler: Any) -> Layer:
+    return validate_layer(value)
+
+
+def validate_layer(value: Any) -> Layer:
+    """A Layer from a Layer or a `{type: ...}` mapping, its type looked up in the registry's
+    layer table (plugins' layers included); used by the spec's layer lists."""
+    registry = get_registry()
+    if isinstance(value, Layer):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "layer",
+            "expected a layer mapping with a 'type' key, got {got}",
+            {"got": repr(value)},
+        )
+    if "type" not in value:
+        raise PydanticCustomError(
+            "layer",
+            "a layer needs a 'type' (one of {known})",
+            {"known": ", ".join(registry.layers.names())},
+        )
+    layer_class = registry.layers.find(value["type"])
+    if layer_class is None and ":" in str(value["type"]):
+        layer_class = _layer_reference(str(value["type"]))
+        value = {**value, "type": layer_class.model_fields["type"].default}
+    if layer_class is None:
+        raise PydanticCustomError(
+            "layer", "{message}", {"message": registry.layers.unknown(value["type"])}
+        )
+    return layer_class.model_validate(value)
+
+
+def _layer_reference(reference: str) -> type:
+    """The Layer class a `package.module:Class` layer type names, registered under its own
+    type name (so the validated spec, and a checkpoint's copy of it, name no module)."""
+    registry = get_registry()
+    try:
+        layer_class = import_reference(reference, "layer type")
+    except ImportError as err:
+        raise PydanticCustomError("layer", "{message}", {"message": str(err)}) from None
+    if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
+        raise PydanticCustomError(
+            "layer",
+            "{reference} is not a crosstrain.nn.layers.Layer subclass",
+            {"reference": reference},
+        )
+    name = layer_class.model_fields["type"].default
+    if registry.layers.find(name) is not layer_class:
+        with registry.owner("spec"):
+            registry.layers.add(layer_class)
+    return layer_class
+
+
+AnyLayer = Annotated[Any, WrapValidator(_validate_layer)]
+"""A layer given as a dict (`{type: Dense, units: 8}`) or a Layer object, checked against the registry."""
+
+
+def child_name(index: int, layer: Layer) -> str:
+    """Canonical name of a child: its `name`, else `<type in lower case>_<position>`."""
+    return layer.name or f"{layer.type.lower()}_{index}"
+
+
+def child_params(params: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries of `params` under `prefix/`, with the prefix removed."""
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in params.items() if k.startswith(prefix + "/")}
+
+
+def sequence_forward(layers: list[Layer], params, x, training=False, rng=None, xp=np):
+    """Forward of a chain of layers whose parameters are named by `child_name` (numpy
+    reference unless `xp` says otherwise)."""
+    for index, layer in enumerate(layers):
+        x = layer.forward(xp, child_params(params, child_name(index, layer)), x, training, rng)
+    return x
+
+
+def sequence_shape(layers: list[Layer], shape: Shape) -> Shape:
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    return shape
+
+
+class Sequential(Layer):
+    """Applies its layers one after another."""
+
+    positional: ClassVar = ("layers",)
+    type: Literal["Sequential"] = "Sequential"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    layers: list[AnyLayer] = Field(min_length=1)
+
+    def children(self) -> list[Layer]:
+        return list(self.layers)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return sequence_shape(self.layers, input_shape)
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        return sequence_forward(self.layers, params, x, training, rng, xp)
+
+
+class Residual(Sequential):
+    """`x + layers(x)`; the layers must keep the shape."""
+
+    type: Literal["Residual"] = "Residual"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        inner = sequence_shape(self.layers, input_shape)
+        if inner != tuple(input_shape):
+            raise ValueError(f"Residual layers change the shape {tuple(input_shape)} to {inner}")
+        return inner
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        return x + sequence_forward(self.layers, params, x, training, rng, xp)
+
+
+class MultiHeadSelfAttention(Layer):
+    """Self-attention on `(sequence, features)`, projected back to `features`.
+
+    Parameters: `{query,key,value}/kernel (features, heads*head_dim)` and `/bias`,
+    `output/kernel (heads*head_dim, features)` and `output/bias`. Scores are scaled by
+    `1/sqrt(head_dim)`; `causal` masks future positions.
+    """
+
+    positional: ClassVar = ("num_heads", "head_dim")
+    type: Literal["MultiHeadSelfAttention"] = "MultiHeadSelfAttention"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    num_heads: PositiveInt
+    head_dim: PositiveInt
+    causal: bool = False
+    use_bias: bool = True
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2:
+            raise ValueError(
+                f"MultiHeadSelfAttention expects (sequence, features), got {input_shape}"
+            )
+        return tuple(input_shape)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        features, inner = input_shape[-1], self.num_heads * self.head_dim
+        specs: dict[str, ParamSpec] = {}
+        for proj in ("query", "key", "value"):
+            specs[f"{proj}/kernel"] = ParamSpec(
+                (features, inner), "glorot_uniform", (features, inner)
+            )
+            if self.use_bias:
+                specs[f"{proj}/bias"] = ParamSpec((inner,), "zeros")
+        specs["output/kernel"] = ParamSpec((inner, features), "glorot_uniform", (inner, features))
+        if self.use_bias:
+            specs["output/bias"] = ParamSpec((features,), "zeros")
+        return specs
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        """The four projections, the scores `q·k` and the weighted sum of the values."""
+        seq, features = input_shape
+        inner = self.num_heads * self.head_dim
+        return 2 * seq * features * inner * 4 + 2 * seq * seq * inner * 2
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        batch, seq, _ = x.shape
+
+        def project(name: str) -> np.ndarray:
+            y = x @ params[f"{name}/kernel"]
+            if self.use_bias:
+                y = y + params[f"{name}/bias"]
+            return y.reshape(batch, seq, self.num_heads, self.head_dim)
+
+        q, k, v = project("query"), project("key"), project("value")
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        if self.causal:
+            scores = np.where(np.tril(np.ones((seq, seq), dtype=bool)), scores, -np.inf)
+        weights = activate(scores, "softmax")
+        mixed = np.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, seq, -1)
+        y = mixed @ params["output/kernel"]
+        if self.use_bias:
+            y = y + params["output/bias"]
+        return y.astype(x.dtype)

@@ -1,0 +1,59 @@
+"""Normalisation layers with Keras semantics: BatchNorm and LayerNorm over the last axis."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
+from pydantic import Field
+
+
+class BatchNorm(Layer):
+    """Normalises over every axis but the last with batch statistics in training.
+
+    Moving statistics follow Keras: `moving = moving * momentum + batch * (1 - momentum)`,
+    with the biased batch variance. Parameters `gamma`, `beta`; state `moving_mean`,
+    `moving_variance` (not trainable).
+    """
+
+    type: Literal["BatchNorm"] = "BatchNorm"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    momentum: float = Field(0.99, ge=0.0, lt=1.0)
+    epsilon: float = Field(1e-3, gt=0.0)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        c = (input_shape[-1],)
+        return {
+            "gamma": ParamSpec(c, "ones"),
+            "beta": ParamSpec(c, "zeros"),
+            "moving_mean": ParamSpec(c, "zeros", trainable=False),
+            "moving_variance": ParamSpec(c, "ones", trainable=False),
+        }
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        if training:
+            axes = tuple(range(x.ndim - 1))
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+        else:
+            mean, var = params["moving_mean"], params["moving_variance"]
+        y = (x - mean) / np.sqrt(var + self.epsilon) * params["gamma"] + params["beta"]
+        return y.astype(x.dtype)
+
+
+class LayerNorm(Layer):
+    """Normalises each position over its last axis; `gamma`, `beta` of that size."""
+
+    type: Literal["LayerNorm"] = "LayerNorm"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    epsilon: float = Field(1e-3, gt=0.0)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        c = (input_shape[-1],)
+        return {"gamma": ParamSpec(c, "ones"), "beta": ParamSpec(c, "zeros")}
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        mean = x.mean(axis=-1, keepdims=True)
+        var = x.var(axis=-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + self.epsilon) * params["gamma"] + params["beta"]
+        return y.astype(x.dtype)

@@ -1,0 +1,205 @@
+"""Channels-last spatial layers: Conv1D, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import numpy as np
+from crosstrain.nn.layers._base import (
+    Activation,
+    Layer,
+    ParamSpec,
+    Shape,
+    activate,
+    as_pair,
+    same_padding,
+    window_output,
+)
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import PositiveInt
+
+Padding = Literal["valid", "same"]
+SizeOption = PositiveInt | tuple[PositiveInt, PositiveInt]
+
+
+def _pad(
+    x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], padding: str, value: float
+) -> np.ndarray:
+    """Pads the spatial axes (1..n) of a channels-last batch the way Keras's `same` does."""
+    if padding == "valid":
+        return x
+    widths = [(0, 0)]
+    widths += [
+        same_padding(x.shape[1 + i], k, s)
+        for i, (k, s) in enumerate(zip(kernel, strides, strict=True))
+    ]
+    widths += [(0, 0)]
+    return np.pad(x, widths, constant_values=value)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """`(N, *out, C, *kernel)` view of every window, taken with the given strides."""
+    view = sliding_window_view(x, kernel, axis=tuple(range(1, 1 + len(kernel))))
+    index = (slice(None),) + tuple(slice(None, None, s) for s in strides)
+    return view[index]
+
+
+def _conv_flops(layer: Conv1D | Conv2D, input_shape: Shape) -> int:
+    """2 × (output positions × kernel window × in channels × filters)."""
+    kernel = layer.params(input_shape)["kernel"].shape  # (..window.., in, out)
+    return 2 * math.prod(layer.output_shape(input_shape)[:-1]) * math.prod(kernel)
+
+
+class Conv2D(Layer):
+    """2-D convolution on `(H, W, C)`. Kernel `HWIO`, Keras `same`/`valid` padding."""
+
+    positional: ClassVar = ("filters", "kernel_size")
+    type: Literal["Conv2D"] = "Conv2D"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    filters: PositiveInt
+    kernel_size: SizeOption
+    strides: SizeOption = 1
+    padding: Padding = "valid"
+    activation: Activation | None = None
+    use_bias: bool = True
+
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return as_pair(self.kernel_size), as_pair(self.strides)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D expects (height, width, channels), got {input_shape}")
+        (kh, kw), (sh, sw) = self._geometry()
+        h = window_output(input_shape[0], kh, sh, self.padding)
+        w = window_output(input_shape[1], kw, sw, self.padding)
+        return (h, w, self.filters)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        (kh, kw), _ = self._geometry()
+        cin = input_shape[-1]
+        fans = (kh * kw * cin, kh * kw * self.filters)
+        specs = {"kernel": ParamSpec((kh, kw, cin, self.filters), "glorot_uniform", fans)}
+        if self.use_bias:
+            specs["bias"] = ParamSpec((self.filters,), "zeros")
+        return specs
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        return _conv_flops(self, input_shape)
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        kernel, strides = self._geometry()
+        windows = _windows(_pad(x, kernel, strides, self.padding, 0.0), kernel, strides)
+        y = np.einsum("nhwcij,ijco->nhwo", windows, params["kernel"], optimize=True)
+        if self.use_bias:
+            y = y + params["bias"]
+        return activate(y.astype(x.dtype), self.activation)
+
+
+class Conv1D(Layer):
+    """1-D convolution on `(length, channels)`. Kernel `(width, in, out)`."""
+
+    positional: ClassVar = ("filters", "kernel_size")
+    type: Literal["Conv1D"] = "Conv1D"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    filters: PositiveInt
+    kernel_size: PositiveInt
+    strides: PositiveInt = 1
+    padding: Padding = "valid"
+    activation: Activation | None = None
+    use_bias: bool = True
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2:
+            raise ValueError(f"Conv1D expects (length, channels), got {input_shape}")
+        return (
+            window_output(input_shape[0], self.kernel_size, self.strides, self.padding),
+            self.filters,
+        )
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        cin, k = input_shape[-1], self.kernel_size
+        specs = {
+            "kernel": ParamSpec(
+                (k, cin, self.filters), "glorot_uniform", (k * cin, k * self.filters)
+            )
+        }
+        if self.use_bias:
+            specs["bias"] = ParamSpec((self.filters,), "zeros")
+        return specs
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        return _conv_flops(self, input_shape)
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        kernel, strides = (self.kernel_size,), (self.strides,)
+        windows = _windows(_pad(x, kernel, strides, self.padding, 0.0), kernel, strides)
+        y = np.einsum("nlci,ico->nlo", windows, params["kernel"], optimize=True)
+        if self.use_bias:
+            y = y + params["bias"]
+        return activate(y.astype(x.dtype), self.activation)
+
+
+class _Pool2D(Layer):
+    positional: ClassVar = ("pool_size",)
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    pool_size: SizeOption = 2
+    strides: SizeOption | None = None
+    padding: Padding = "valid"
+
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        pool = as_pair(self.pool_size)
+        return pool, as_pair(self.strides) if self.strides is not None else pool
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.type} expects (height, width, channels), got {input_shape}")
+        (ph, pw), (sh, sw) = self._geometry()
+        return (
+            window_output(input_shape[0], ph, sh, self.padding),
+            window_output(input_shape[1], pw, sw, self.padding),
+            input_shape[2],
+        )
+
+
+class MaxPool2D(_Pool2D):
+    """Max over windows; `same` padding never picks a padded value."""
+
+    type: Literal["MaxPool2D"] = "MaxPool2D"
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        pool, strides = self._geometry()
+        windows = _windows(_pad(x, pool, strides, self.padding, -np.inf), pool, strides)
+        return windows.max(axis=(-2, -1)).astype(x.dtype)
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over windows; with `same` padding the padded cells are not counted (as Keras)."""
+
+    type: Literal["AvgPool2D"] = "AvgPool2D"
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        pool, strides = self._geometry()
+        total = _windows(_pad(x, pool, strides, self.padding, 0.0), pool, strides).sum(
+            axis=(-2, -1)
+        )
+        ones = np.ones((1, *x.shape[1:3], 1), dtype=x.dtype)
+        count = _windows(_pad(ones, pool, strides, self.padding, 0.0), pool, strides).sum(
+            axis=(-2, -1)
+        )
+        return (total / count).astype(x.dtype)
+
+
+class GlobalAvgPool(Layer):
+    """Mean over every axis but the channels: `(H, W, C)` or `(L, C)` to `(C,)`."""
+
+    type: Literal["GlobalAvgPool"] = "GlobalAvgPool"
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) < 2:
+            raise ValueError(f"GlobalAvgPool expects spatial axes and channels, got {input_shape}")
+        return (input_shape[-1],)
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        return x.mean(axis=tuple(range(1, x.ndim - 1)))

@@ -1,0 +1,207 @@
+"""The model section of a spec, and what core derives from it without any framework:
+the layer tree with shapes, canonical parameter names, seeded initialisation, numpy forward."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.nn.layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
+from crosstrain.nn.layers.composite import sequence_forward
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
+
+DEFAULT_MAX_PARAMETERS = 2**31
+"""`model.max_parameters` by default: 2^31 elements (8 GiB of float32)."""
+MAX_LAYER_DEPTH = 32
+"""How deep composite layers (Residual, Sequential) may nest inside each other."""
+MAX_LAYERS = 100_000
+"""The most layers a model may have, nested ones included (validation is linear in it)."""
+
+
+def _layer_tree_problem(layers: Any, path: str) -> str | None:
+    """What is wrong with the shape of the layer tree, or None: more than MAX_LAYERS layers, or a
+    layer list nested more than MAX_LAYER_DEPTH deep (named by its path).
+
+    Works on raw data (`{type: Residual, layers: [...]}`) and on Layer objects, iteratively.
+    """
+    stack, count = [(layers, path, 0)], 0
+    while stack:
+        items, where, depth = stack.pop()
+        if not isinstance(items, (list, tuple)):
+            continue
+        if depth >= MAX_LAYER_DEPTH:
+            return (
+                f"layers nest more than {MAX_LAYER_DEPTH} levels deep at {where}; flatten the model"
+            )
+        count += len(items)
+        if count > MAX_LAYERS:
+            return f"more than {MAX_LAYERS:,} layers (counting nested ones); refused"
+        for index, item in enumerate(items):
+            inner = item.get("layers") if isinstance(item, dict) else getattr(item, "layers", None)
+            stack.append((inner, f"{where}[{index}].layers", depth + 1))
+    return None
+
+
+class ModelSpec(BaseModel):
+    """`model:` in a spec: per-sample input shape and the layers, applied in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_shape: tuple[PositiveInt, ...]
+    layers: list[AnyLayer] = Field(min_length=1)
+    input_dtype: Literal["float32", "int64"] | None = None
+    init: Literal["seed", "native"] = "seed"
+    max_parameters: PositiveInt = Field(
+        DEFAULT_MAX_PARAMETERS,
+        description="refuse a model with more parameter elements than this, before allocating",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_huge_trees(cls, data: Any) -> Any:
+        """Too many layers, or layers nested too deep, are refused before they are validated
+        (validating them recurses and takes time in proportion)."""
+        if isinstance(data, dict):
+            problem = _layer_tree_problem(data.get("layers"), "model.layers")
+            if problem is not None:
+                raise PydanticCustomError("layer_tree", "{problem}", {"problem": problem})
+        return data
+
+    def layer_nodes(self) -> list[LayerNode]:
+        """Every layer of the tree, parents before their children, with shapes and paths (what
+        a backend's capability check walks without importing this module)."""
+        return list(walk(plan(self)))
+
+    @property
+    def resolved_input_dtype(self) -> str:
+        """`int64` when the first layer is an Embedding, else `float32`, unless given."""
+        if self.input_dtype:
+            return self.input_dtype
+        return "int64" if isinstance(self.layers[0], Embedding) else "float32"
+
+
+@dataclass
+class LayerNode:
+    """One layer placed in the model: canonical name, spec path, shapes, children."""
+
+    name: str
+    path: str
+    layer: Layer
+    input_shape: Shape
+    output_shape: Shape
+    children: list[LayerNode] = field(default_factory=list)
+
+
+def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[LayerNode]:
+    nodes = []
+    for index, layer in enumerate(layers):
+        name = f"{prefix}{child_name(index, layer)}"
+        where = f"{path}[{index}]"
+        children = (
+            _plan(layer.children(), shape, name + "/", where + ".layers")
+            if layer.children()
+            else []
+        )
+        try:
+            out = tuple(layer.output_shape(tuple(shape)))
+        except ValueError as err:
+            raise SpecError(
+                SpecIssue(where, f"{layer.type} cannot take input shape {tuple(shape)}: {err}")
+            ) from None
+        nodes.append(LayerNode(name, where, layer, tuple(shape), out, children))
+        shape = out
+    return nodes
+
+
+def plan(model: ModelSpec) -> list[LayerNode]:
+    """The layer tree with shapes; raises SpecError naming the layer whose shapes do not fit."""
+    nodes = _plan(list(model.layers), tuple(model.input_shape), "", "model.layers")
+    counts = Counter(n.name for n in walk(nodes))
+    duplicated = sorted(name for name, count in counts.items() if count > 1)
+    if duplicated:
+        shown = duplicated[:10] + (
+            [f"... {len(duplicated) - 10} more"] if len(duplicated) > 10 else []
+        )
+        raise SpecError(SpecIssue("model.layers", f"layer names must be unique, repeated: {shown}"))
+    total = sum(
+        math.prod(spec.shape)
+        for node in walk(nodes)
+        for spec in node.layer.params(node.input_shape).values()
+    )
+    if total > model.max_parameters:
+        raise SpecError(
+            SpecIssue(
+                "model",
+                f"{total:,} parameters, more than model.max_parameters ({model.max_parameters:,}); "
+                "make the layers smaller or raise model.max_parameters",
+            )
+        )
+    return nodes
+
+
+def walk(nodes: list[LayerNode]):
+    """Every node, depth first, parents before children."""
+    for node in nodes:
+        yield node
+        yield from walk(node.children)
+
+
+def output_shape(model: ModelSpec) -> Shape:
+    return plan(model)[-1].output_shape
+
+
+def param_specs(model: ModelSpec) -> dict[str, ParamSpec]:
+    """Canonical parameters of the whole model: `<layer>/<param>` → ParamSpec, in layer order."""
+    specs: dict[str, ParamSpec] = {}
+    for node in walk(plan(model)):
+        for pname, spec in node.layer.params(node.input_shape).items():
+            specs[f"{node.name}/{pname}"] = spec
+    return specs
+
+
+def _initial_value(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    if spec.init == "zeros":
+        return np.zeros(spec.shape, np.float32)
+    if spec.init == "ones":
+        return np.ones(spec.shape, np.float32)
+    if spec.init == "glorot_uniform":
+        limit = np.sqrt(6.0 / (spec.fans[0] + spec.fans[1]))
+        return rng.uniform(-limit, limit, spec.shape).astype(np.float32)
+    if spec.init == "uniform_0.05":
+        return rng.uniform(-0.05, 0.05, spec.shape).astype(np.float32)
+    raise ValueError(f"unknown initialiser {spec.init!r} for {name}")
+
+
+def init_params(model: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+    """Seeded float32 initial values for every canonical parameter (the same on every backend).
+
+    Each parameter draws from its own stream keyed by its name, so adding a layer does not
+    change the others' initial values.
+    """
+    return {name: _initial_value(name, spec, seed) for name, spec in param_specs(model).items()}
+
+
+def forward(
+    model: ModelSpec,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    training: bool = False,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Numpy reference forward of the whole model on a batch."""
+    return sequence_forward(list(model.layers), params, x, training, rng)
+
+
+def count_params(model: ModelSpec) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts."""
+    specs = param_specs(model).values()
+    trainable = sum(math.prod(s.shape) for s in specs if s.trainable)
+    frozen = sum(math.prod(s.shape) for s in specs if not s.trainable)
+    return trainable, frozen

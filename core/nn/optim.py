@@ -1,0 +1,289 @@
+"""Optimizers, learning-rate schedules and clipping: their options and their exact math.
+
+The spec names an optimizer (`optimizer: {name: adam, lr: 1e-3}`); every backend must
+reproduce `reference_step`, the numpy definition of one update. Option names follow Keras
+(`beta_1`, `epsilon`, `rho`); the update rules are PyTorch's (L2 `weight_decay` for sgd, adam
+and rmsprop, decoupled for adamw; momentum buffers accumulate gradients). Canonical slot
+names: sgd `momentum`; adam/adamw `m`, `v`; rmsprop `rms`, `momentum`; plus `step`.
+
+Example:
+    >>> Adam(lr=3e-4).name
+    'adam'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
+
+
+class _Optimizer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    clip_norm: PositiveFloat | None = Field(
+        None, description="clip the global gradient norm to this value"
+    )
+
+
+class SGD(_Optimizer):
+    name: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 1e-2
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+
+
+class Adam(_Optimizer):
+    name: Literal["adam"] = "adam"
+    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
+    epsilon: PositiveFloat = 1e-8
+
+
+class AdamW(Adam):
+    name: Literal["adamw"] = "adamw"
+    weight_decay: NonNegativeFloat = 1e-2
+
+
+class RMSprop(_Optimizer):
+    name: Literal["rmsprop"] = "rmsprop"
+    rho: float = Field(0.9, ge=0.0, lt=1.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    epsilon: PositiveFloat = 1e-8
+
+
+OptimizerSpec = Annotated[SGD | Adam | AdamW | RMSprop, Field(discriminator="name")]
+
+SLOTS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum",),
+    "adam": ("m", "v"),
+    "adamw": ("m", "v"),
+    "rmsprop": ("rms", "momentum"),
+}
+
+
+def slot_names(opt: _Optimizer) -> tuple[str, ...]:
+    """The canonical slots this optimizer keeps per parameter."""
+    if opt.name in ("sgd", "rmsprop") and not opt.momentum:
+        return tuple(s for s in SLOTS[opt.name] if s != "momentum")
+    return SLOTS[opt.name]
+
+
+DEFAULT_TOTAL_STEPS = 1_000_000
+"""Run length a schedule assumes when nobody says how many updates the run takes (`build`
+without `total_steps`); `fit` always passes the run's own length (`crosstrain.train.run_length`)."""
+
+
+def schedule_length(total_steps: int | None) -> int:
+    """The run length schedules use: `total_steps`, or `DEFAULT_TOTAL_STEPS` when unknown."""
+    return int(total_steps) if total_steps else DEFAULT_TOTAL_STEPS
+
+
+class HostScalars:
+    """The few array API functions a schedule uses, on Python floats: the host evaluates the
+    same `factor_xp` as the compiled steps, at the cost of a few float operations."""
+
+    __name__ = "crosstrain.nn.optim.HostScalars"
+    float32 = float
+
+    @staticmethod
+    def astype(x: Any, dtype: Any) -> float:
+        return float(x)
+
+    @staticmethod
+    def ones_like(x: Any) -> float:
+        return 1.0
+
+    @staticmethod
+    def zeros_like(x: Any) -> float:
+        return 0.0
+
+    @staticmethod
+    def where(condition: Any, a: Any, b: Any) -> float:
+        return a if condition else b
+
+    minimum, maximum = staticmethod(min), staticmethod(max)
+    cos, floor = staticmethod(math.cos), staticmethod(math.floor)
+
+
+HOST = HostScalars()
+
+
+class _Schedule(BaseModel):
+    """A learning-rate schedule: `lr × factor(step, total_steps)`.
+
+    The math is written once, `factor_xp`, against the array API: the torch backend evaluates
+    it on the host (`factor`, Python floats), jax inside its jitted optax chain (`jax.numpy`),
+    Keras inside its compiled step (the engine's namespace). A subclass defines
+    `_after_warmup`; there is no silent default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup_steps: NonNegativeInt = 0
+
+    def factor(self, step: int, total_steps: int | None) -> float:
+        """Multiplier of the base lr for the update after `step` updates (0-based), on the host."""
+        return float(self.factor_xp(HOST, step, total_steps))
+
+    def factor_xp(self, xp: Any, step: Any, total_steps: int | None) -> Any:
+        """`factor` for `step`, an integer array of namespace `xp` (or a Python int with
+        `HOST`), as a float32 array of that namespace: traceable, no host sync."""
+        t = xp.astype(step, xp.float32)
+        warmup = self.warmup_steps
+        steps = max(schedule_length(total_steps) - warmup, 1)
+        if not warmup:
+            return self._after_warmup(xp, t, steps)
+        after = self._after_warmup(xp, xp.maximum(t - warmup, xp.zeros_like(t)), steps)
+        return xp.where(t < warmup, (t + 1.0) / warmup, after)
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        """The factor `t` (float array) updates after the warmup, over `steps` such updates."""
+        raise NotImplementedError(f"schedule {type(self).__name__} defines no factor")
+
+
+class Constant(_Schedule):
+    """The base lr (after an optional linear warmup)."""
+
+    name: Literal["constant"] = "constant"
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        return xp.ones_like(t)
+
+
+class LinearWarmup(Constant):
+    """Alias of `constant` that reads well: `{name: linear_warmup, warmup_steps: 100}`."""
+
+    name: Literal["linear_warmup"] = "linear_warmup"  # type: ignore[assignment]
+
+
+class StepDecay(_Schedule):
+    """Multiply the lr by `gamma` every `step_size` updates."""
+
+    name: Literal["step"] = "step"
+    step_size: PositiveInt = 1000
+    gamma: PositiveFloat = 0.1
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        return self.gamma ** xp.floor(t / self.step_size)
+
+
+class Cosine(_Schedule):
+    """Cosine decay to `min_ratio` × lr over `decay_steps` (default: the whole run)."""
+
+    name: Literal["cosine"] = "cosine"
+    decay_steps: PositiveInt | None = None
+    min_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        progress = xp.minimum(t / (self.decay_steps or steps), xp.ones_like(t))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + xp.cos(math.pi * progress))
+
+
+class LinearDecay(_Schedule):
+    """Linear decay to `end_ratio` × lr over the run."""
+
+    name: Literal["linear"] = "linear"
+    end_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        return 1.0 + (self.end_ratio - 1.0) * xp.minimum(t / steps, xp.ones_like(t))
+
+
+ScheduleSpec = Annotated[
+    Constant | LinearWarmup | StepDecay | Cosine | LinearDecay, Field(discriminator="name")
+]
+
+
+def applied_lr(
+    opt: _Optimizer, schedule: _Schedule | None, step: int, total_steps: int | None
+) -> float:
+    """The learning rate of the update after `step` updates (0-based): `opt.lr` times the
+    schedule's factor (warmup included), as every backend applies it."""
+    return opt.lr if schedule is None else opt.lr * schedule.factor(step, total_steps)
+
+
+def checked_schedule(schedule: Any) -> _Schedule | None:
+    """`schedule` checked for backends: None or a schedule that defines its factor; anything
+    else (a dict, a foreign object) is a SpecError, never a silent factor of 1."""
+    if schedule is None or isinstance(schedule, _Schedule):
+        return schedule
+    from crosstrain.errors import SpecError, SpecIssue
+
+    raise SpecError(SpecIssue("schedule", f"not a crosstrain schedule: {type(schedule).__name__}"))
+
+
+def clip_by_global_norm(
+    grads: dict[str, np.ndarray], max_norm: float | None
+) -> dict[str, np.ndarray]:
+    """Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`."""
+    if max_norm is None:
+        return grads
+    norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    scale = min(1.0, max_norm / (norm + 1e-6))
+    return {k: (g * scale).astype(g.dtype) for k, g in grads.items()}
+
+
+def reference_step(
+    opt: _Optimizer,
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    slots: dict[str, dict[str, np.ndarray]],
+    step: int,
+    lr: float | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """One update in numpy: the definition every backend's optimizer must match.
+
+    Args:
+        opt: the optimizer options.
+        params, grads: canonical name → array (trainable parameters only).
+        slots: slot → name → array (empty dict on the first step).
+        step: updates done before this one.
+        lr: learning rate for this update (the schedule applied), default `opt.lr`.
+
+    Returns:
+        New params and new slots.
+    """
+    lr = opt.lr if lr is None else lr
+    grads = clip_by_global_norm(grads, opt.clip_norm)
+    new_params, new_slots = {}, {s: {} for s in slot_names(opt)}
+    t = step + 1
+    for name, p in params.items():
+        g = grads[name]
+        if opt.name != "adamw" and opt.weight_decay:
+            g = g + opt.weight_decay * p
+        state = {s: slots.get(s, {}).get(name, np.zeros_like(p)) for s in slot_names(opt)}
+        if opt.name == "sgd":
+            if opt.momentum:
+                state["momentum"] = opt.momentum * state["momentum"] + g
+                g = g + opt.momentum * state["momentum"] if opt.nesterov else state["momentum"]
+            p = p - lr * g
+        elif opt.name in ("adam", "adamw"):
+            if opt.name == "adamw":
+                p = p * (1.0 - lr * opt.weight_decay)
+            state["m"] = opt.beta_1 * state["m"] + (1 - opt.beta_1) * g
+            state["v"] = opt.beta_2 * state["v"] + (1 - opt.beta_2) * g * g
+            m_hat = state["m"] / (1 - opt.beta_1**t)
+            v_hat = state["v"] / (1 - opt.beta_2**t)
+            p = p - lr * m_hat / (np.sqrt(v_hat) + opt.epsilon)
+        else:
+            state["rms"] = opt.rho * state["rms"] + (1 - opt.rho) * g * g
+            update = g / (np.sqrt(state["rms"]) + opt.epsilon)
+            if opt.momentum:
+                state["momentum"] = opt.momentum * state["momentum"] + update
+                update = state["momentum"]
+            p = p - lr * update
+        new_params[name] = p.astype(np.float32)
+        for s in state:
+            new_slots[s][name] = state[s].astype(np.float32)
+    return new_params, new_slots

@@ -1,0 +1,317 @@
+"""The contract between core and a backend: Backend, Program, Capabilities, RunEnv.
+
+A backend turns a spec into a Program (native model, optimizer, compiled steps) and converts
+its state to and from the canonical form. The loop, data order, hooks and checkpoints stay in
+core; a backend never sees them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from crosstrain.checkpoint.format import CanonicalState
+    from crosstrain.spec.schema import Spec
+
+Batch = tuple[Any, Any]
+"""`(inputs, targets)` as numpy arrays, sample axis first (targets may be None for predict)."""
+
+
+def predict_inputs(batch: Any) -> Any:
+    """The inputs `Program.predict_step` predicts: `batch[0]` of an `(x, ...)` tuple (or of a
+    list whose first item is an array, as a DataLoader yields `[x, y]`); anything else is the
+    input array itself, every row of it (a bare numpy/torch/jax array, nested lists)."""
+    if isinstance(batch, tuple) or (
+        isinstance(batch, list) and batch and hasattr(batch[0], "shape")
+    ):
+        return batch[0]
+    return batch
+
+
+StepOutput = Any
+"""What a step returns: device values only the Program's own `metrics_to_host` understands."""
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A native file format a backend's `Program.export` writes.
+
+    Attributes:
+        name: what `crosstrain export --to` takes (`torch`, `flax`, `keras`).
+        suffix: the file name ending of the default output (`.safetensors`, `.keras`).
+        description: how to load the file, for `crosstrain export --help` and the docs.
+    """
+
+    name: str
+    suffix: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares it supports; the trainer and the conformance suite read this."""
+
+    layers: frozenset[str]
+    precisions: frozenset[str] = frozenset({"32"})
+    accelerators: frozenset[str] = frozenset({"cpu"})
+    strategies: frozenset[str] = frozenset({"auto"})
+    optimizers: frozenset[str] = frozenset({"sgd", "adam", "adamw", "rmsprop"})
+    steps_per_execution: bool = False
+    compile: bool = False
+    native_models: bool = False
+    losses: frozenset[str] | None = None
+    """Loss names the backend can train with; None: any array-API loss."""
+    grad_norm: bool = False
+    """Train steps can report `grad_norm` (the global gradient norm before clipping) when
+    `RunEnv.report_grad_norm` is set, as a callback that needs it (`grad_norm`) asks."""
+    exports: tuple[ExportFormat, ...] = ()
+    """Native formats `Program.export` writes (`crosstrain export --to <format>`)."""
+
+    def export_format(self, name: str) -> ExportFormat | None:
+        """The declared export format called `name`, or None."""
+        return next((f for f in self.exports if f.name == name), None)
+
+    def check(self, spec: Spec, backend: str, needs: frozenset[str] | None = None) -> None:
+        """Raises UnsupportedFeature for the first thing `spec` asks that is not declared;
+        `needs`: what the fit's callbacks need (default: those `spec` names, `callback_needs`)."""
+        from crosstrain.errors import UnsupportedFeature
+
+        def need(ok: bool, feature: str, supported: frozenset[str] | None = None) -> None:
+            if not ok:
+                raise UnsupportedFeature(backend, feature, sorted(supported) if supported else None)
+
+        t = spec.trainer
+        if spec.model is not None:
+            for node in spec.model.layer_nodes():
+                need(
+                    node.layer.type in self.layers,
+                    f"layer {node.layer.type} ({node.path})",
+                    self.layers,
+                )
+        need(t.precision in self.precisions, f"precision {t.precision!r}", self.precisions)
+        need(
+            t.accelerator == "auto" or t.accelerator in self.accelerators,
+            f"accelerator {t.accelerator!r}",
+            self.accelerators,
+        )
+        need(
+            t.strategy == "auto" or t.strategy in self.strategies,
+            f"strategy {t.strategy!r}",
+            self.strategies,
+        )
+        need(
+            spec.optimizer.name in self.optimizers,
+            f"optimizer {spec.optimizer.name!r}",
+            self.optimizers,
+        )
+        need(
+            t.steps_per_execution == 1 or self.steps_per_execution,
+            "trainer.steps_per_execution > 1",
+        )
+        need(not t.compile or self.compile, "trainer.compile")
+        if needs is None:
+            needs = callback_needs(spec)
+        need(
+            self.grad_norm or "grad_norm" not in needs,
+            "the grad_norm callback (gradient norm in the train step)",
+        )
+        need(
+            self.losses is None or spec.loss.name in self.losses,
+            f"loss {spec.loss.name!r}",
+            self.losses,
+        )
+
+
+@dataclass
+class RunEnv:
+    """Where and how one run executes, resolved from the spec's trainer section and flags.
+
+    Attributes:
+        backend: the name the run was asked for, engine included (`keras:jax`); empty when
+            built without one (the backend then uses its own name).
+        total_steps: optimizer updates the run takes, the length the lr schedule decays over
+            (`crosstrain.train.run_length.RunLength.total_steps`, the same value the trainer stops
+            at); None when unknown (`build` without `total_steps`, a stream of unknown
+            length): schedules then use `crosstrain.nn.optim.DEFAULT_TOTAL_STEPS`.
+        steps_per_epoch: training batches per epoch (None: unknown).
+        report_grad_norm: train steps must report the metric `grad_norm` (the global gradient
+            norm before clipping), because a callback declares it needs it
+            (`Callback.needs`); only asked of a backend with `Capabilities.grad_norm`.
+    """
+
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32"
+    strategy: str = "auto"
+    seed: int = 0
+    run_dir: Path | None = None
+    native_model: Any = None
+    backend: str = ""
+    total_steps: int | None = None
+    steps_per_epoch: int | None = None
+    report_grad_norm: bool = False
+
+
+class Program(ABC):
+    """A built model with its optimizer and compiled steps, for one backend.
+
+    Subclass it and define the abstract members (`train_step`, `eval_step`, `predict_step`,
+    `metrics_to_host`, `get_state`, `set_state`) and `native_model`. Every other member has a
+    default here that suits a single-process program on numpy arrays; override what differs.
+    Core reads each member directly (no `getattr` probing), so a misspelt override is a
+    missing feature you can see in this class, not a silent fallback.
+    """
+
+    native_model: Any = None
+    """The framework's model (`nn.Module`, `nnx.Module`, `keras.Model`; numpy: the params)."""
+
+    array_kind: str = "numpy"
+    """What the steps take as batch arrays: `numpy`, `torch` or `jax` (core converts data
+    loaders' tensors to this with the fewest copies, `crosstrain.data.batches`)."""
+
+    world_size: int = 1
+    """Processes that run this program together (several: a multi-process run)."""
+
+    collective_state: bool = False
+    """True when `get_state` is a collective every rank must call together (FSDP shards): a
+    rank that writes no checkpoint still calls it."""
+
+    @abstractmethod
+    def train_step(self, batch: Batch) -> StepOutput:
+        """One optimizer step; returns device metrics (`loss` and each metric) without syncing."""
+
+    @abstractmethod
+    def eval_step(self, batch: Batch) -> StepOutput:
+        """Loss and metrics on a batch, no update, no dropout."""
+
+    @abstractmethod
+    def predict_step(self, batch: Batch) -> np.ndarray:
+        """Model outputs as a numpy array for every row of `predict_inputs(batch)`: the `x` of
+        an `(x, ...)` batch, or a bare input array itself (the same on every backend)."""
+
+    @abstractmethod
+    def metrics_to_host(self, outputs: list[StepOutput]) -> dict[str, float]:
+        """The one sync point: mean of `loss` and metrics over the outputs, weighted by batch size."""
+
+    @abstractmethod
+    def get_state(self) -> CanonicalState:
+        """Parameters, optimizer slots, step and RNG in canonical form (numpy)."""
+
+    @abstractmethod
+    def set_state(self, state: CanonicalState) -> None:
+        """Loads a canonical state (possibly written by another backend)."""
+
+    def train_steps(self, batches: Batch) -> StepOutput:
+        """K optimizer steps in one call; called only if `Capabilities.steps_per_execution`.
+
+        `batches` is `(x, y)` stacked with a leading axis of K equal-sized batches; the output
+        counts as K steps in `metrics_to_host`. Default: refuses (nothing declared it).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} declares steps_per_execution but defines no train_steps"
+        )
+
+    def cache_data(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """Keeps a whole in-memory data set on the device and returns a handle, or None (the
+        default) to be given numpy batches. With a handle, steps receive `(handle, rows)`."""
+        return None
+
+    def any_rank(self, flag: bool) -> bool:
+        """`flag` or'ed over all ranks (a signal then stops every rank after the same step);
+        called only when `world_size > 1`. Default: the flag itself."""
+        return flag
+
+    def export(self, path: str | Path, format: str) -> Path:
+        """Writes the model (with its current parameters) to `path` in the native `format`
+        (one of the backend's `Capabilities.exports`); returns the file written.
+
+        Writes only `path`. Default: UnsupportedFeature (the backend declares no export).
+        """
+        from crosstrain.errors import UnsupportedFeature
+
+        raise UnsupportedFeature(type(self).__name__, f"export to {format!r}")
+
+
+class Backend(ABC):
+    """A framework behind crosstrain, registered through `crosstrain_add_backends`.
+
+    Subclass it, set `name` and `extra`, and define the abstract members; the others have
+    defaults. `is_available`, `version` and `capabilities` must not import the framework (the
+    `backends` command and the spec checks run without it). A registered object that does not
+    subclass `Backend` is wrapped (`crosstrain.plugin.protocol_wrap.as_backend`) if it has every
+    abstract member, else the plugin is reported broken with the members it lacks.
+    """
+
+    name: str = ""
+    """The name runs ask for (`backend="torch"`); `name:variant` selects a variant (`keras:jax`)."""
+    extra: str = ""
+    """The pip extra that installs its framework: `pip install 'crosstrain[<extra>]'`."""
+    note: str = ""
+    """A remark for the `crosstrain backends` table (e.g. which engine is fastest); may be long."""
+
+    @abstractmethod
+    def is_available(self) -> tuple[bool, str]:
+        """Whether the framework can be imported, and why not; must not import it."""
+
+    @abstractmethod
+    def version(self) -> str | None:
+        """The framework's version, from package metadata (no import)."""
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """The declared capabilities (no framework import)."""
+
+    @abstractmethod
+    def accelerators_found(self) -> list[str]:
+        """Accelerators usable right now (may import the framework)."""
+
+    @abstractmethod
+    def build(self, spec: Spec, env: RunEnv) -> Program:
+        """A Program for the spec, or UnsupportedFeature before any training."""
+
+    def check(self, spec: Spec, env: RunEnv) -> None:
+        """Raises UnsupportedFeature (or SpecError) for anything this backend cannot run,
+        without importing the framework. Default: `capabilities().check` of the spec."""
+        self.capabilities().check(spec, env.backend or self.name)
+
+    def accelerator_details(self) -> list[tuple[str, str, list[str]]]:
+        """`(accelerator, device names, precisions)` per accelerator found, for the `backends`
+        command (may import the framework). Default: none listed."""
+        return []
+
+    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+        """Starts the command `crosstrain <argv>` in several processes when the spec asks for it
+        and no launcher started this one; returns the workers' exit status, or None (the
+        default) when this process trains by itself."""
+        return None
+
+
+NEEDS = frozenset({"grad_norm"})
+"""What a callback may need the backend's steps to compute: `grad_norm` (the train step reports
+the global gradient norm before clipping, `RunEnv.report_grad_norm`)."""
+
+
+def callback_needs(spec: Any, callbacks: Iterable[Any] = ()) -> frozenset[str]:
+    """The union of `needs` of the callbacks `spec.trainer.callbacks` names (their registered
+    factories) and of `callbacks` (objects passed to `fit`); an unknown need is a PluginError."""
+    from crosstrain.errors import PluginError
+    from crosstrain.plugin.registry import get_registry
+
+    table = get_registry().callbacks
+    found: set[str] = set()
+    sources = [table.find(item.name) for item in spec.trainer.callbacks] + list(callbacks)
+    for source in sources:
+        needs = frozenset(getattr(source, "needs", ()) or ())
+        unknown = needs - NEEDS
+        if unknown:
+            name = getattr(source, "__name__", type(source).__name__)
+            raise PluginError(
+                name, "callback", f"needs {sorted(unknown)}: not one of {sorted(NEEDS)}"
+            )
+        found |= needs
+    return frozenset(found)

@@ -1,0 +1,130 @@
+"""A Keras-style model summary of a spec: layers, output shapes, parameter counts.
+
+Computed from the spec alone (shape inference and canonical parameters in `core.model`), so
+it imports no framework and looks the same whichever backend will train the model.
+
+Example:
+    >>> print(summary("examples/digits_mlp.yaml"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.nn.model import LayerNode, count_params, plan
+from crosstrain.spec.schema import Spec, load_spec
+
+BYTES_PER_PARAM = 4
+"""Sizes are reported for float32 parameters."""
+
+
+def format_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Sequence[int] = (),
+    rule: str = "─",
+) -> str:
+    """Rows as fixed-width text columns under a header, readable in a terminal and in a file.
+
+    Args:
+        headers: column titles.
+        rows: cells as strings, one sequence per row.
+        right: indexes of the columns to right-align (numbers).
+        rule: the character of the lines above and below the header.
+
+    Returns:
+        The table, lines joined by newlines, without trailing spaces.
+    """
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    ruler = rule * (sum(widths) + 2 * (len(widths) - 1))
+    return "\n".join([ruler, line(headers), ruler, *(line(r) for r in rows)])
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """A per-sample shape with the batch axis shown as None: `(64,)` → `(None, 64)`."""
+    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+
+
+def _params_of(node: LayerNode) -> int:
+    own = sum(_size(p.shape) for p in node.layer.params(node.input_shape).values())
+    return own + sum(_params_of(child) for child in node.children)
+
+
+def _size(shape: Sequence[int]) -> int:
+    total = 1
+    for dim in shape:
+        total *= int(dim)
+    return total
+
+
+def _rows(nodes: list[LayerNode], depth: int = 0) -> list[list[str]]:
+    rows = []
+    for node in nodes:
+        rows.append(
+            [
+                "  " * depth + node.name,
+                node.layer.type,
+                shape_text(node.output_shape),
+                f"{_params_of(node):,}",
+            ]
+        )
+        rows += _rows(node.children, depth + 1)
+    return rows
+
+
+def megabytes(params: int) -> str:
+    """The size of `params` float32 values, e.g. `0.04 MB` (`<0.01 MB` for a few)."""
+    size = params * BYTES_PER_PARAM / 1024**2
+    return "<0.01 MB" if 0 < size < 0.005 else f"{size:,.2f} MB"
+
+
+def model_summary_text(spec: Spec) -> str | None:
+    """The model table of a spec (`summary`), or None for a spec without a model (a native
+    model's); what `summary.txt` of a run and every tracker logger hold."""
+    return None if spec.model is None else summary(spec)
+
+
+def summary(spec: Spec | Any) -> str:
+    """The model of a spec as a table: layer, type, output shape, parameters, then totals.
+
+    Nested layers (inside Residual or Sequential) are indented under their parent, whose
+    count includes theirs. Parameter names follow the canonical state (`<layer>/<param>`).
+
+    Args:
+        spec: a Spec or anything `load_spec` accepts (path, dict, YAML text, Module).
+
+    Returns:
+        Fixed-width text, no trailing newline.
+
+    Raises:
+        SpecError: the spec has no model, or its layer shapes do not fit together.
+    """
+    spec = load_spec(spec)
+    if spec.model is None:
+        raise SpecError(SpecIssue("model", "no model in the spec: nothing to summarise"))
+    nodes = plan(spec.model)
+    trainable, frozen = count_params(spec.model)
+    total = trainable + frozen
+    table = format_table(["Layer", "Type", "Output shape", "Params"], _rows(nodes), right=(3,))
+    width = len(table.splitlines()[0])
+    title = f'Model "{spec.name}"  input {shape_text(spec.model.input_shape)}'
+    counts = {
+        "Total params:": total,
+        "Trainable params:": trainable,
+        "Non-trainable params:": frozen,
+    }
+    digits = len(f"{total:,}")
+    totals = [
+        f"{label:<22}{count:>{digits},}  ({megabytes(count)})" for label, count in counts.items()
+    ]
+    return "\n".join([title, table, "─" * width, *totals])

@@ -1,0 +1,127 @@
+"""What `fit` returns: the final metrics, the per-epoch history, the state and the model.
+
+`History` is a list of per-epoch dicts (`{"epoch": 0, "step": 6, "train_loss": ...}`), so code
+that indexes it keeps working, plus `to_pandas()`; `FitResult.plot()` draws the loss and metric
+curves with matplotlib. pandas and matplotlib are imported only when those are called (the
+`notebook` extra installs both).
+
+Example:
+    >>> result = crosstrain.fit(spec, backend="torch")  # doctest: +SKIP
+    >>> result.history.to_pandas()[["epoch", "train_loss", "val_loss"]]  # doctest: +SKIP
+    >>> result.plot("curves.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crosstrain.errors import import_optional
+
+if TYPE_CHECKING:
+    from crosstrain.checkpoint.format import CanonicalState
+    from crosstrain.plugin.protocol import Program
+    from matplotlib.figure import Figure
+    from pandas import DataFrame
+
+SPLITS = ("train", "val", "test")
+"""Metric key prefixes, in the order their curves are drawn."""
+
+
+class History(list):
+    """Per-epoch records of a fit: `epoch`, `step` and every `<split>_<metric>`."""
+
+    def metric_names(self) -> list[str]:
+        """The metrics recorded, without split prefix, in first-seen order (`loss`, `accuracy`)."""
+        names: dict[str, None] = {}
+        for record in self:
+            for key in record:
+                split, _, name = key.partition("_")
+                if split in SPLITS and name:
+                    names.setdefault(name)
+        return list(names)
+
+    def to_pandas(self) -> DataFrame:
+        """One row per epoch; columns `epoch`, `step` and the metrics in first-seen order.
+
+        A metric missing in an epoch (e.g. validation every other epoch) is NaN there.
+        """
+        pandas = import_optional("pandas", "History.to_pandas()", "notebook")
+        columns: dict[str, None] = {}
+        for record in self:
+            columns.update(dict.fromkeys(record))
+        return pandas.DataFrame.from_records(list(self), columns=list(columns))
+
+
+def _enable_notebook_display() -> None:
+    """In a Jupyter kernel, lets a `Figure` show as a PNG (what `%matplotlib inline` sets up)
+    unless some figure format is registered already: a figure made without pyplot would
+    otherwise show as text."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    from IPython.core.pylabtools import select_figure_formats
+    from matplotlib.figure import Figure
+
+    if not any(Figure in f.type_printers for f in shell.display_formatter.formatters.values()):
+        select_figure_formats(shell, "png")
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        metrics: the last epoch's metrics (`train_loss`, `val_accuracy` ...).
+        history: one record per epoch (a `History`; any list of dicts given is converted).
+        state: the canonical state at the end; `native_model` and `program` the backend's objects.
+        run_dir, last_checkpoint: where the run's files went (None when nothing was written).
+        stopped_early: an early-stopping callback (or `trainer.should_stop`) ended the fit.
+        extras: backend- or trainer-specific facts, e.g. `skipped_steps`.
+    """
+
+    metrics: dict[str, float]
+    history: History
+    state: CanonicalState
+    native_model: Any
+    program: Program
+    run_dir: Path | None = None
+    last_checkpoint: Path | None = None
+    stopped_early: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.history, History):
+            self.history = History(self.history)
+
+    def plot(self, path: str | Path | None = None) -> Figure:
+        """Loss and each metric per epoch, train against val (and test), one panel each.
+
+        The figure is built without pyplot, so no window opens and no display is needed; it is
+        saved as PNG when `path` is given (parent directories are created).
+        """
+        figure_module = import_optional("matplotlib.figure", "FitResult.plot()", "notebook")
+        _enable_notebook_display()
+        ticker = import_optional("matplotlib.ticker", "FitResult.plot()", "notebook")
+        names = self.history.metric_names()
+        figure = figure_module.Figure(figsize=(4.5 * max(1, len(names)), 3.5), layout="tight")
+        axes = figure.subplots(1, max(1, len(names)), squeeze=False)[0]
+        for ax, name in zip(axes, names, strict=False):
+            for split in SPLITS:
+                key = f"{split}_{name}"
+                points = [(r["epoch"] + 1, r[key]) for r in self.history if key in r]
+                if points:
+                    epochs, values = zip(*points, strict=True)
+                    ax.plot(epochs, values, marker="o", markersize=3, label=key)
+            ax.set(xlabel="epoch", ylabel=name, title=name)
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(target, format="png", dpi=100)
+        return figure

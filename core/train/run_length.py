@@ -1,0 +1,55 @@
+"""How long a fit runs, computed once: the lr schedule and the trainer both read this.
+
+Example:
+    >>> RunLength.of(max_epochs=20, max_steps=None, steps_per_epoch=23)
+    RunLength(steps_per_epoch=23, total_steps=460)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crosstrain.data.arrays import batch_slices
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """Training batches per epoch and optimizer updates in the whole run.
+
+    Attributes:
+        steps_per_epoch: batches in one pass over the training data: `ceil(rows / batch_size)`
+            for arrays (`floor` with `data.drop_last`), `len()` of a stream that knows it, 0
+            for a stream of unknown length until its first pass ends.
+        total_steps: `min(max_steps, max_epochs × steps_per_epoch)`; `max_steps` (or None)
+            while `steps_per_epoch` is unknown. Under `ddp` every rank walks the same global
+            batches, so the numbers are the same on every rank.
+    """
+
+    steps_per_epoch: int
+    total_steps: int | None
+
+    @classmethod
+    def of(cls, max_epochs: int, max_steps: int | None, steps_per_epoch: int) -> RunLength:
+        """The run length from the trainer's limits and the batches per epoch (0: unknown)."""
+        if not steps_per_epoch:
+            return cls(0, max_steps or None)
+        epochs = max_epochs * steps_per_epoch
+        return cls(steps_per_epoch, min(max_steps, epochs) if max_steps else epochs)
+
+    def counted(self, spec: Any, steps_per_epoch: int) -> RunLength:
+        """The length once a stream's first pass has counted its batches."""
+        return RunLength.of(spec.trainer.max_epochs, spec.trainer.max_steps, steps_per_epoch)
+
+
+def run_length(spec: Any, train: Any) -> RunLength:
+    """The run length of fitting `spec` on `train` (core `ArrayData` after the validation split,
+    or `Batches`), exactly as the trainer walks it: `batch_slices` for arrays (the last partial
+    batch counts unless `drop_last`), the stream's `length` otherwise."""
+    from crosstrain.data.batches import Batches
+
+    if isinstance(train, Batches):
+        batches = train.length or 0
+    else:
+        batches = len(batch_slices(len(train), spec.data.batch_size, spec.data.drop_last))
+    return RunLength.of(spec.trainer.max_epochs, spec.trainer.max_steps, batches)

@@ -1,0 +1,414 @@
+"""The one training loop. Backends supply compiled steps (`Program`); everything else is here:
+epochs, seeded batch order, validation, metric pulls, hooks, checkpoints, interrupts."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from crosstrain.checkpoint.format import clean_temporary, write_checkpoint
+from crosstrain.data.arrays import ArrayData, batch_slices, epoch_order
+from crosstrain.data.batches import Batches, array_kind, array_units, eval_order, rows
+from crosstrain.errors import Terminated, TrainingError
+from crosstrain.nn.optim import schedule_length
+from crosstrain.plugin.protocol import Program
+from crosstrain.plugin.registry import Registry
+from crosstrain.spec.schema import Spec
+from crosstrain.train import resume
+from crosstrain.train.hook_errors import hook_failure, save_before_reporting
+from crosstrain.train.result import FitResult  # also importable from here, as before
+from crosstrain.train.run_length import RunLength, run_length
+
+
+class _RunningMean:
+    """Weighted means of host metrics over several pulls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float], count: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * count
+        self.count += count
+
+    def means(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
+
+
+class Trainer:
+    """Runs a Program over data and calls the lifecycle hooks.
+
+    Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
+    `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
+    `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
+    same value the backend's lr schedule was built with), `schedule_steps` (its length in
+    updates as the schedule uses it), `should_stop` (set it in `on_epoch_end` to end the
+    fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
+    `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
+    signal interrupted a step: the state may be half-updated and is not saved), `any_rank`
+    (`program.any_rank` when several processes run the fit, else None: a flag or'ed over ranks).
+    """
+
+    def __init__(
+        self, spec: Spec, program: Program, registry: Registry, backend: str, run_dir: Path | None
+    ):
+        self.spec, self.program, self.registry, self.backend = spec, program, registry, backend
+        self.hook = registry.pm.hook
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints" if run_dir else None
+        self.epoch = 0
+        self.global_step = 0
+        self.batch_in_epoch = 0
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+        self.history: list[dict[str, float]] = []
+        self.should_stop = False
+        self.stopped_early = False
+        self.last_checkpoint: Path | None = None
+        self.versions: dict[str, str | None] = {}
+        self.interrupted: str | None = None
+        self.skipped_steps = 0
+        self._device_data: dict[int, Any] = {}
+        self.aborted = False
+        self._halt = False
+        self.any_rank = program.any_rank if program.world_size > 1 else None
+        self.samples_seen = 0
+        self.schedule_steps: int | None = None
+        self.run_length = RunLength(0, None)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def trainer_info(self) -> dict[str, Any]:
+        """What `trainer.json` records (`resume.loop_record`)."""
+        return resume.loop_record(self)
+
+    def save_checkpoint(self) -> Path | None:
+        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`.
+
+        A process that writes no files (rank > 0) returns None, after taking its part in
+        `get_state` when the program's state is sharded (`program.collective_state`).
+        """
+        if self.checkpoint_dir is None:
+            if self.program.collective_state:
+                self.program.get_state()
+            return None
+        state = self.program.get_state()
+        if self.spec.trainer.detect_anomaly:
+            bad = next((n for n, v in state.params.items() if not np.isfinite(v).all()), None)
+            if bad is not None:
+                raise TrainingError(
+                    f"parameter {bad} is not finite at step {self.global_step}; not writing a "
+                    f"poisoned checkpoint (the last good one is {self.last_checkpoint})"
+                )
+        path = write_checkpoint(self.checkpoint_dir, state, self.trainer_info())
+        self.last_checkpoint = path
+        self.hook.on_checkpoint(trainer=self, stage="save", path=path)
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Loads a checkpoint into the program and the loop position (`resume.restore`)."""
+        resume.restore(self, path)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _pull(
+        self, pending: list[Any], count: int, running: _RunningMean, prefix: str
+    ) -> dict[str, float]:
+        values = self.program.metrics_to_host(pending)
+        if (
+            prefix == "train"
+            and self.spec.trainer.detect_anomaly
+            and not math.isfinite(values.get("loss", 0.0))
+        ):
+            where = f"at step {self.global_step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+            kept = (
+                f"; the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint
+                else ""
+            )
+            raise TrainingError(
+                f"the training loss became {values['loss']} {where}{kept}. Lower optimizer.lr or set optimizer.clip_norm."
+            )
+        running.add(values, count)
+        return {f"{prefix}_{k}": v for k, v in values.items()}
+
+    def _run_epoch(
+        self,
+        data: ArrayData | Batches,
+        stage: str,
+        order: np.ndarray | None,
+        batch_size: int,
+        drop_last: bool,
+        start: int = 0,
+    ) -> dict[str, float]:
+        step_fn = self.program.train_step if stage == "train" else self.program.eval_step
+        batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
+        every = self.spec.trainer.log_every_n_steps if stage == "train" else None
+        skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
+        if isinstance(data, Batches):  # a loader or iterable: read once per epoch, as it comes
+            stream = data.epoch(self.epoch, start, array_kind(self.program))
+            units, total = ((1, rows(b[0]), b) for b in stream), data.length
+        else:
+            slices = batch_slices(len(order), batch_size, drop_last)
+            train = stage == "train"
+            units = array_units(
+                order,
+                slices,
+                start,
+                lambda i: self._group_size(slices, i, batch_size) if train else 1,
+                lambda cut, group: self._batch(data, cut, group),
+            )
+            total = len(slices)
+        running, pending, pending_count = _RunningMean(), [], 0
+        index = start
+        for group, count, batch in units:
+            if group > 1:
+                pending.append(self.program.train_steps(batch))
+            else:
+                output = self._skipping_step(batch) if skipping else step_fn(batch)
+                if output is None:
+                    count = 0
+                else:
+                    pending.append(output)
+            pending_count += count
+            index += group
+            logs = None
+            if stage == "train":
+                self.samples_seen += count
+                before, self.global_step = self.global_step, self.global_step + group
+                self.batch_in_epoch = index
+                if self.global_step // every > before // every or index == total:
+                    logs = self._pull(pending, pending_count, running, stage)
+                    logs.update(self._collect("step", logs))
+                    pending, pending_count = [], 0
+            if batch_hooks:
+                self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
+            if stage == "train" and (
+                self._signal_stop(logs is not None)
+                or self.should_stop
+                or self.global_step >= self.total_steps
+            ):
+                break
+        if pending:
+            self._pull(pending, pending_count, running, stage)
+        if stage == "train" and not self.steps_per_epoch and isinstance(data, Batches):
+            # counted by a first pass that ran to the end
+            self._set_length(self.run_length.counted(self.spec, data.length or 0))
+        return running.means(stage)
+
+    def _set_length(self, length: RunLength) -> None:
+        """Batches per epoch (0: a stream's, until its first pass ends) and the run's steps."""
+        self.run_length, self.steps_per_epoch = length, length.steps_per_epoch
+        self.total_steps = length.total_steps or math.inf
+
+    def _collect(self, interval: str, metrics: dict[str, float]) -> dict[str, float]:
+        """What `collect_metrics` implementations add to a train pull or epoch (later win)."""
+        found = self.hook.collect_metrics(
+            trainer=self, stage="train", interval=interval, metrics=dict(metrics)
+        )
+        return {k: v for result in reversed(found) for k, v in (result or {}).items()}
+
+    def _batch(self, data: ArrayData, rows: np.ndarray, group: int = 1) -> tuple[Any, Any]:
+        """The rows as a step's input: `(handle, rows)` when the program caches the data set on
+        its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches."""
+        if id(data) not in self._device_data:
+            self._device_data[id(data)] = self.program.cache_data(data.x, data.y)
+        handle = self._device_data[id(data)]
+        if handle is not None:
+            return handle, rows if group == 1 else rows.reshape(group, -1)
+        x, y = data.x[rows], data.y[rows]
+        if group == 1:
+            return x, y
+        return x.reshape(group, -1, *x.shape[1:]), y.reshape(group, -1, *y.shape[1:])
+
+    def _skipping_step(self, batch: tuple[Any, Any]) -> Any:
+        """`on_nan: skip`: one step that is undone (state restored) if its loss is not finite.
+
+        Costs a state copy and a host sync per step; returns None for a skipped step.
+        """
+        before = self.program.get_state()
+        output = self.program.train_step(batch)
+        if math.isfinite(self.program.metrics_to_host([output]).get("loss", 0.0)):
+            return output
+        self.program.set_state(before)
+        self.skipped_steps += 1
+        return None
+
+    def _group_size(self, slices: list[slice], index: int, batch_size: int) -> int:
+        """How many full batches from `index` on go into one `train_steps` call (1: a plain step)."""
+        k = self.spec.trainer.steps_per_execution
+        if (
+            k == 1
+            or self.spec.trainer.on_nan == "skip"
+            or index + k > len(slices)
+            or self.global_step + k > self.total_steps
+        ):
+            return 1
+        full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
+        return k if full else 1
+
+    def _validate(self, val: ArrayData | Batches) -> dict[str, float]:
+        self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        metrics = self._run_epoch(val, "val", eval_order(val), size, drop_last=False)
+        self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
+        return metrics
+
+    def notify_exception(self, exc: BaseException) -> None:
+        """Calls every plugin's `on_exception` once, even if one of them fails.
+
+        A failing implementation is reported as a warning so the original exception is the one
+        that propagates; a KeyboardInterrupt (a second Ctrl-C) still stops at once.
+        """
+        arguments = {"trainer": self, "exception": exc}
+        for impl in reversed(self.hook.on_exception.get_hookimpls()):
+            try:
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception as err:
+                warnings.warn(
+                    f"crosstrain: {impl.plugin_name}.on_exception failed: {err!r}", stacklevel=2
+                )
+
+    def _signal_stop(self, pulled: bool) -> bool:
+        """Whether a signal stops the fit at this step boundary. One process stops at once;
+        several ranks decide together at metric pulls (`program.any_rank`, one tiny all-reduce
+        where the pull syncs anyway), so all stop after the same step and save one state."""
+        if not self._halt:
+            if self.any_rank is None:
+                self._halt = bool(self.interrupted)
+            elif pulled:
+                self._halt = self.any_rank(bool(self.interrupted))
+        return self._halt
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            self.aborted = True
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.interrupted = signal.Signals(signum).name
+
+    def fit(
+        self,
+        train: ArrayData | Batches,
+        val: ArrayData | Batches | None,
+        resume_from: Path | None = None,
+        length: RunLength | None = None,
+    ) -> FitResult:
+        """Trains until `max_epochs`/`max_steps` or `should_stop`; Ctrl-C stops at a step boundary.
+
+        `length` is the run length the program's schedule was built with (`fit` passes it);
+        by default it is computed here the same way (`crosstrain.train.run_length.run_length`).
+        """
+        data = self.spec.data
+        self._set_length(length or run_length(self.spec, train))
+        self.schedule_steps = schedule_length(self.run_length.total_steps)
+        if not isinstance(train, Batches) and self.steps_per_epoch == 0:
+            raise TrainingError(
+                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+            )
+        if self.checkpoint_dir is not None:
+            clean_temporary(self.checkpoint_dir)
+        if resume_from is not None:
+            self.restore(resume_from)
+        handled = (signal.SIGINT, signal.SIGTERM)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.getsignal(s) for s in handled} if main_thread else {}
+        for signum in previous:
+            signal.signal(signum, self._on_signal)
+        try:
+            self.hook.on_fit_start(trainer=self)
+            self._loop(train, val)
+            if self._signal_stop(pulled=True):
+                raise Terminated if self.interrupted == "SIGTERM" else KeyboardInterrupt
+        except BaseException as exc:
+            failure = hook_failure(self.registry.pm, exc)  # a plugin's hook raised: save, name it
+            if failure is not None:
+                save_before_reporting(self)
+            self.notify_exception(failure or exc)
+            if failure is not None:
+                raise failure from exc
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        result = FitResult(
+            metrics={
+                k: v
+                for k, v in (self.history[-1] if self.history else {}).items()
+                if k not in ("epoch", "step")
+            },
+            history=self.history,
+            state=self.program.get_state(),
+            native_model=self.program.native_model,
+            program=self.program,
+            run_dir=self.run_dir,
+            last_checkpoint=self.last_checkpoint,
+            stopped_early=self.stopped_early,
+            extras={"skipped_steps": self.skipped_steps},
+        )
+        self.hook.on_fit_end(trainer=self, result=result)
+        return result
+
+    def _loop(self, train: ArrayData | Batches, val: ArrayData | Batches | None) -> None:
+        spec, data = self.spec, self.spec.data
+        while (
+            self.epoch < spec.trainer.max_epochs
+            and self.global_step < self.total_steps
+            and not self.should_stop
+        ):
+            resuming = not self.steps_per_epoch or self.batch_in_epoch < self.steps_per_epoch
+            start = self.batch_in_epoch if resuming else 0
+            self.batch_in_epoch = start
+            self.hook.on_epoch_start(trainer=self, stage="train", epoch=self.epoch)
+            order = None
+            if not isinstance(train, Batches):
+                order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
+            metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
+            if self._halt:
+                return
+            if (
+                val is not None
+                and (isinstance(val, Batches) or len(val))
+                and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0
+            ):
+                metrics.update(self._validate(val))
+            metrics.update(self._collect("epoch", metrics))
+            self.history.append({"epoch": self.epoch, "step": self.global_step, **metrics})
+            self.hook.on_epoch_end(trainer=self, stage="train", epoch=self.epoch, metrics=metrics)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if self.should_stop:
+                self.stopped_early = self.global_step < self.total_steps
+
+    def evaluate(self, data: ArrayData | Batches, stage: str = "test") -> dict[str, float]:
+        """Loss and metrics over `data`, keyed `<stage>_<name>`."""
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        try:
+            self.hook.on_epoch_start(trainer=self, stage=stage, epoch=self.epoch)
+            metrics = self._run_epoch(data, stage, eval_order(data), size, drop_last=False)
+            self.hook.on_epoch_end(trainer=self, stage=stage, epoch=self.epoch, metrics=metrics)
+        except BaseException as exc:
+            self.notify_exception(exc)
+            raise
+        return metrics
+
+    def predict(self, x: np.ndarray | Batches) -> np.ndarray:
+        """Model outputs for every row of `x` (arrays, or the inputs of a stream), in order."""
+        size = self.spec.data.eval_batch_size or self.spec.data.batch_size
+        if isinstance(x, Batches):
+            inputs = x.inputs(array_kind(self.program))
+        else:
+            inputs = (x[i : i + size] for i in range(0, len(x), size))
+        try:
+            self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
+            outputs = [self.program.predict_step((chunk, None)) for chunk in inputs]
+            self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
+        except BaseException as exc:
+            self.notify_exception(exc)
+            raise
+        return np.concatenate(outputs) if outputs else np.zeros((0,))
