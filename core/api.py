@@ -11,10 +11,11 @@ import numpy as np
 from crosstrain.checkpoint.format import checkpoint_step, latest_checkpoint, list_checkpoints
 from crosstrain.data.batches import as_inputs, check_streams
 from crosstrain.errors import CheckpointError, CrosstrainError, PluginError
-from crosstrain.plugin.protocol import Program, RunEnv, callback_needs
+from crosstrain.plugin.protocol import Launcher, LaunchRequest, Program, RunEnv, callback_needs
 from crosstrain.plugin.registry import Registry, get_registry, package_version
 from crosstrain.spec.resolve import load_data
 from crosstrain.spec.schema import Spec, load_spec
+from crosstrain.train.remote_run import mirrored, open_remote, remote_result
 from crosstrain.train.resume import announce, plan_resume
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.rundir import locked_run_dir, run_directory
@@ -207,6 +208,8 @@ def fit(
     resume: str | Path | None = None,
     resume_changed: bool = False,
     run_dir: Path | str | bool | None = None,
+    launcher: str | None = None,
+    launcher_options: dict[str, Any] | None = None,
 ) -> FitResult:
     """Trains a spec (path, dict, Spec, `Module`) or a native model on a backend.
 
@@ -220,6 +223,10 @@ def fit(
         resume_changed: resume although the spec differs from the checkpoint's in more than
             run length, devices and reporting (a model with other parameters is always refused).
         run_dir: where files go (default `runs/<name>/<time>/`); False writes nothing.
+        launcher: a registered launcher (`ray`) that runs the fit in `trainer.devices` worker
+            processes it starts; None: this process trains (or the backend's own `launch`
+            from the command line). Ignored inside a worker a launcher started.
+        launcher_options: the launcher's settings (Ray: `address`, `max_failures`).
 
     Returns:
         FitResult with `metrics`, `history`, `state` (canonical) and `native_model`.
@@ -238,31 +245,78 @@ def fit(
     name = backend_name(spec_obj, backend)
     needs = callback_needs(spec_obj, callbacks)
     backend_obj = _checked_backend(registry, name, spec_obj, needs)
-    checkpoint = find_checkpoint(spec_obj, resume) if resume is not None else None
+    # a URL among run_dir, trainer.run_dir and resume: a local staging copy of a remote run
+    remote, checkpoint, staging = open_remote(spec_obj, run_dir, resume, process_rank(spec_obj))
+    if resume is not None and staging is None:
+        checkpoint = find_checkpoint(spec_obj, resume)
     plan = plan_resume(spec_obj, checkpoint, resume_changed) if checkpoint else None
     rank = process_rank(spec_obj)
     if plan is not None and rank == 0:
         announce(plan)
+    if launcher is not None and launcher_environment() is None:
+        if native is not None or callbacks:
+            raise CrosstrainError(
+                f"launcher {launcher!r} runs a spec in its workers: a native model or callback "
+                "objects cannot be sent there (name callbacks in trainer.callbacks)"
+            )
+        if run_dir is False or spec_obj.trainer.checkpoint is None:
+            raise CrosstrainError(
+                f"launcher {launcher!r} needs a run directory with checkpoints: a restarted "
+                "worker resumes from rank 0's latest checkpoint, and the result is read from it"
+            )
+        request = LaunchRequest(
+            name,
+            spec_obj.trainer.devices,
+            data,
+            val_data,
+            checkpoint,
+            resume_changed,
+            run_directory(spec_obj, run_dir, checkpoint, 0),
+            dict(launcher_options or {}),
+        )
+        return _launcher(registry, launcher).fit(spec_obj, request)
     train, val = load_data(spec_obj, data, val_data)
     check_streams(spec_obj, train, val, val_data)
     length = run_length(spec_obj, train)  # the one run length: schedule and loop
     if plan is not None and plan.finished(spec_obj, length):
         return plan.finished_result(spec_obj)
-    directory = run_directory(spec_obj, run_dir, checkpoint, rank)
+    if remote is not None:
+        directory = staging
+    else:  # a remote checkpoint resumed into a new local run, or no URL at all
+        directory = run_directory(spec_obj, run_dir, None if staging else checkpoint, rank)
     env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
     program = backend_obj.build(spec_obj, env)
     if plan is not None:  # before the run directory is locked or written
         plan.check_model(program.get_state(), spec_obj)
-    trainer = Trainer(spec_obj, program, registry, name, directory)
+    trainer = Trainer(spec_obj, program, registry, name, directory, remote=remote)
     trainer.versions = {
         "crosstrain": package_version("crosstrain") or "unknown",
         name.split(":")[0]: backend_obj.version(),
     }
     callback_spec = _quiet(spec_obj) if rank != 0 else spec_obj
-    with locked_run_dir(directory), _Callbacks(registry, callback_spec, directory, list(callbacks)):
+    with (
+        mirrored(remote, staging),
+        locked_run_dir(directory),
+        _Callbacks(registry, callback_spec, directory, list(callbacks)),
+    ):
         if directory is not None:
             write_run_files(directory, spec_obj)
-        return trainer.fit(train, val, resume_from=checkpoint, length=length)
+        result = trainer.fit(train, val, resume_from=checkpoint, length=length)
+    return remote_result(result, remote)
+
+
+def _launcher(registry: Registry, name: str) -> Launcher:
+    """The registered launcher `name`, its library checked to be installed."""
+    from crosstrain.errors import MissingDependency
+
+    try:
+        found = registry.launchers.get(name)
+    except KeyError as err:
+        raise CrosstrainError(f"--launcher: {err.args[0]}") from None
+    available, reason = found.is_available()
+    if not available:
+        raise MissingDependency(f"launcher {name!r}", name, found.extra or name, reason)
+    return found
 
 
 def _load_for_inference(

@@ -17,7 +17,8 @@ LAYERS = ["errors", "plugin", "nn", "data", "spec", "checkpoint", "train", "api"
 """Lowest first: a module may import its own subpackage and those listed before it. The
 package's `__init__` (lazy public names) sits above all of them."""
 
-FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax", "keras", "tensorflow", "tf_keras")
+FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax", "keras", "tensorflow", "tf_keras", "ray")
+"""Libraries core never imports; Ray lives in plugins/ray_launcher.py only."""
 
 
 def _module_name(path: Path) -> str:

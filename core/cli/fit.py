@@ -181,17 +181,39 @@ def check_before_launch(spec: Spec, backend: str) -> None:
     check_streams(spec, train, val, None)
 
 
+def launcher_choice(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """`--launcher NAME` and its options (`--ray-address`, `--max-failures`); (None, {}) when
+    this process trains or the backend launches its own workers (torchrun for torch)."""
+    launcher = getattr(args, "launcher", None)
+    options: dict[str, Any] = {}
+    if getattr(args, "ray_address", None) is not None:
+        options["address"] = args.ray_address
+    if getattr(args, "max_failures", None) is not None:
+        options["max_failures"] = args.max_failures
+    if launcher != "ray" and options:
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in options)
+        flags = flags.replace("--address", "--ray-address")
+        raise CrosstrainError(f"{flags} needs --launcher ray")
+    if launcher in (None, "torchrun") or api.launcher_environment() is not None:
+        return None, {}
+    return launcher, options
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     """Trains the spec; prints the model table, epoch lines, final metrics and where files went."""
     if args.print_config:
         return cmd_config(args)
     spec, backend = resolved_spec(args)
     backend_obj = get_registry().backend(backend)
-    if starts_workers(backend_obj, spec):
+    launcher, launcher_options = launcher_choice(args)
+    if launcher is not None:
         check_before_launch(spec, backend)
-    status = backend_obj.launch(spec, args.argv)
-    if status is not None:
-        return status
+    else:
+        if starts_workers(backend_obj, spec):
+            check_before_launch(spec, backend)
+        status = backend_obj.launch(spec, args.argv)
+        if status is not None:
+            return status
     if api.process_rank(spec) != 0:
         api.fit(spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed)
         return 0
@@ -206,7 +228,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="crosstrain: plugin")
         result = api.fit(
-            spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed
+            spec,
+            backend=args.backend,
+            resume=args.resume,
+            resume_changed=args.resume_changed,
+            launcher=launcher,
+            launcher_options=launcher_options,
         )
     if result.extras.get("already_finished"):
         return 0  # said so; nothing trained, nothing written
@@ -279,6 +306,23 @@ def configure_fit(parser: argparse.ArgumentParser, training: bool = True) -> Non
         metavar="latest|PATH",
         help="continue from the latest checkpoint of this spec, or a checkpoint/run directory "
         "(in that checkpoint's run directory)",
+    )
+    parser.add_argument(
+        "--launcher",
+        metavar="NAME",
+        help="who starts the --devices N workers: the backend's own (torchrun for torch; the "
+        "default) or ray (Ray Train on a local Ray or --ray-address; pip install 'crosstrain[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="with --launcher ray: the Ray cluster to run on (default: a local Ray started here)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        metavar="N",
+        help="with --launcher ray: restart the workers up to N times, from the latest checkpoint",
     )
     parser.add_argument(
         "--resume-changed",

@@ -127,6 +127,18 @@ def crosstrain_add_callbacks(registry: Registry) -> None:
 
 
 @hookspec
+def crosstrain_add_launchers(registry: Registry) -> None:
+    """Add launchers that start a fit's worker processes with `registry.launchers.add(name, launcher)`.
+
+    Args:
+        registry: the registry being built. `launcher` is a `crosstrain.plugin.protocol.Launcher`
+            (`fit(spec, request)` runs the fit in its workers and returns the FitResult);
+            `crosstrain fit --launcher NAME` and `crosstrain.fit(..., launcher=NAME)` pick it.
+    Called by: `registry.build_registry`.
+    """
+
+
+@hookspec
 def crosstrain_make_callbacks(spec: Spec, run_dir: Path | None) -> list[Any]:
     """Return the callbacks this plugin wants registered for one fit of `spec`.
 

@@ -291,6 +291,49 @@ class Backend(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What `crosstrain.fit` hands a `Launcher`: the arguments of the fit, checked by core.
+
+    Attributes:
+        backend: the backend name (engine included).
+        devices: how many worker processes (`trainer.devices`).
+        data, val_data: `(x, y)` arrays given to `fit` instead of `spec.data`, or None.
+        resume: the checkpoint directory to start from, or None.
+        resume_changed: resume although the spec differs from the checkpoint's.
+        run_dir: the run directory rank 0 writes (made by core before launching).
+        options: the launcher's own settings (Ray: `address`, `max_failures`).
+    """
+
+    backend: str
+    devices: int
+    data: Any = None
+    val_data: Any = None
+    resume: Path | None = None
+    resume_changed: bool = False
+    run_dir: Path | None = None
+    options: dict[str, Any] | None = None
+
+
+class Launcher(ABC):
+    """Runs one fit in worker processes that it starts (the built-in `ray`); registered with
+    `registry.launchers.add(name, launcher)` in `crosstrain_add_launchers`. Every worker calls
+    `crosstrain.fit` with the same spec; the process group comes from the launcher's
+    environment (`RANK`, `WORLD_SIZE`, ...), rank 0 writes `request.run_dir`."""
+
+    name: str
+    extra: str = ""  # the pip extra its library comes with
+
+    @abstractmethod
+    def is_available(self) -> tuple[bool, str]:
+        """Whether its library is installed (without importing it) and why not."""
+
+    @abstractmethod
+    def fit(self, spec: Spec, request: LaunchRequest) -> Any:
+        """Runs the fit in `request.devices` workers; the FitResult of rank 0's run (state and
+        history read back from its last checkpoint; no native model in this process)."""
+
+
 NEEDS = frozenset({"grad_norm"})
 """What a callback may need the backend's steps to compute: `grad_norm` (the train step reports
 the global gradient norm before clipping, `RunEnv.report_grad_norm`)."""

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "crosstrain.plugins.mlflow_logger",
     "crosstrain.plugins.wandb_logger",
     "crosstrain.plugins.monitors",
+    "crosstrain.plugins.ray_launcher",
     "crosstrain.backends.torch",
     "crosstrain.backends.jax",
     "crosstrain.backends.keras",
@@ -163,6 +164,7 @@ class Registry:
         self.data_adapters: NameTable[Any] = NameTable("data adapter")
         self.loggers: NameTable[Any] = NameTable("logger", references=True)
         self.callbacks: NameTable[Any] = NameTable("callback", references=True)
+        self.launchers: NameTable[Any] = NameTable("launcher")
         self.broken: list[BrokenPlugin] = []
         self.loaded: list[tuple[str, str]] = []
 
@@ -226,6 +228,7 @@ def _roll_back(registry: Registry, plugin_name: str) -> None:
         registry.data_adapters,
         registry.loggers,
         registry.callbacks,
+        registry.launchers,
     ):
         for name in [n for n, owner in table.owners.items() if owner == plugin_name]:
             del table._entries[name], table.owners[name]
@@ -294,6 +297,7 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     _call_each(registry, "crosstrain_add_data_adapters", [registry.data_adapters])
     _call_each(registry, "crosstrain_add_loggers", [registry.loggers])
     _call_each(registry, "crosstrain_add_callbacks", [registry.callbacks])
+    _call_each(registry, "crosstrain_add_launchers", [registry.launchers])
     for broken in registry.broken:
         if not broken.entry_point:
             broken.entry_point = next((v for n, v in registry.loaded if n == broken.name), "")
