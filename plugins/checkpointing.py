@@ -105,7 +105,12 @@ class ModelCheckpoint(Callback):
             raise
         if ranked is not None and path != expected:
             self.top = [(v, path if p == expected else p) for v, p in self.top]
-        self._prune(trainer)
+
+    def on_checkpoint(self, trainer: Any, stage: str, path: Path) -> None:
+        """Retention acts once a checkpoint is committed (under async saves, when the background
+        write has landed, so the `keep` last are always whole on disk)."""
+        if stage == "save" and trainer.checkpoint_dir is not None:
+            self._prune(trainer)
 
     def on_exception(self, trainer: Any, exception: BaseException) -> None:
         if (

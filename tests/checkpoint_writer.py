@@ -2,10 +2,12 @@
 
 Imports `crosstrain.checkpoint.format` once (no framework), then reads commands on stdin:
 
-- `fork ROOT LOG SEED`: forks a writer that cleans leftovers of the previous one, continues
-  after the latest checkpoint and writes checkpoints in a loop (every fourth one rewrites the
-  step it just wrote), keeping the last three. After each save returns it appends
-  `saved <step>` to LOG and flushes. Replies `pid <pid>`.
+- `fork ROOT LOG SEED [async]`: forks a writer that cleans leftovers of the previous one,
+  continues after the latest checkpoint and writes checkpoints in a loop (every fourth one
+  rewrites the step it just wrote), keeping the last three. After each save returns it appends
+  `saved <step>` to LOG and flushes. With `async` the writes run on the background writer of
+  `trainer.checkpoint.async` (`crosstrain.checkpoint.background`) and a save counts as
+  returned when the writer reports it committed. Replies `pid <pid>`.
 - `wait PID`: reaps that child (the test killed it with SIGKILL). Replies `status <status>`.
 """
 
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from crosstrain.checkpoint.background import BackgroundWriter, host_copy
 from crosstrain.checkpoint.format import (
     CanonicalState,
     clean_temporary,
@@ -36,8 +39,15 @@ def state_for(step: int, version: int) -> CanonicalState:
     return CanonicalState(params, optimizer, step, {"torch": np.arange(32, dtype=np.uint8)})
 
 
-def writer(root: Path, log: Path, seed: int) -> None:
+def _prune(root: Path) -> None:
+    for old in list_checkpoints(root)[:-3]:
+        if old.name.startswith("step-"):
+            remove_checkpoint(old)
+
+
+def writer(root: Path, log: Path, seed: int, background: bool = False) -> None:
     """Writes checkpoints forever (until killed)."""
+    threaded = BackgroundWriter() if background else None
     rng = np.random.default_rng(seed)
     removed = clean_temporary(root)
     latest = latest_checkpoint(root)
@@ -49,11 +59,17 @@ def writer(root: Path, log: Path, seed: int) -> None:
             rewrite = step > 0 and rng.random() < 0.25
             step = step if rewrite else step + 1
             version += 1
-            write(root, state_for(step, version), {"epoch": 0, "batch_in_epoch": step})
-            print(f"saved {step}", file=out, flush=True)
-            for old in list_checkpoints(root)[:-3]:
-                if old.name.startswith("step-"):
-                    remove_checkpoint(old)
+            info = {"epoch": 0, "batch_in_epoch": step}
+            if threaded is None:
+                write(root, state_for(step, version), info)
+                print(f"saved {step}", file=out, flush=True)
+                _prune(root)
+                continue
+            snapshot = host_copy(state_for(step, version))
+            done = threaded.submit(lambda s=snapshot, i=info: write(root, s, i))
+            if done is not None:  # the previous write, committed before this one started
+                print(f"saved {int(done.name.split('-')[1])}", file=out, flush=True)
+                _prune(root)
 
 
 def main() -> None:
@@ -63,7 +79,7 @@ def main() -> None:
             pid = os.fork()
             if pid == 0:
                 try:
-                    writer(Path(args[0]), Path(args[1]), int(args[2]))
+                    writer(Path(args[0]), Path(args[1]), int(args[2]), args[3:] == ["async"])
                 finally:
                     os._exit(1)
             print(f"pid {pid}", flush=True)

@@ -61,7 +61,10 @@ def _saved_steps(log: Path) -> list[int]:
     return [int(line.split()[1]) for line in log.read_text().splitlines() if line[:5] == "saved"]
 
 
-def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path, mode):
+    """`async`: the writer thread of `trainer.checkpoint.async` does the writes; a save counts
+    once the writer reported it committed."""
     root = tmp_path / "checkpoints"
     root.mkdir()
     foreign = {
@@ -79,7 +82,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
     try:
         for kill in range(KILLS):
             log = tmp_path / f"log-{kill}"
-            pid = int(zygote.ask(f"fork {root} {log} {kill}"))
+            pid = int(zygote.ask(f"fork {root} {log} {kill}{' async' if mode == 'async' else ''}"))
             time.sleep(rng.uniform(0.0, 0.12))
             os.kill(pid, signal.SIGKILL)
             status = int(zygote.ask(f"wait {pid}"))

@@ -31,6 +31,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
+    model_validator,
 )
 
 
@@ -112,6 +113,19 @@ class CheckpointSpec(BaseModel):
         None, description="metric for the best checkpoints (default: val_loss, else train_loss)"
     )
     mode: Literal["min", "max"] = "min"
+    async_save: bool = Field(
+        False,
+        description="write checkpoints on a background thread (the state is copied to host "
+        "memory first; at most one write in flight); also spelt `async`",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _async_spelling(cls, data: Any) -> Any:
+        """`async` (a Python keyword, so not a field name) is `async_save`; it wins over both."""
+        if isinstance(data, dict) and "async" in data:
+            data = {k: v for k, v in data.items() if k != "async"} | {"async_save": data["async"]}
+        return data
 
     @property
     def top_k(self) -> int:

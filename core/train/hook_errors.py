@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import pluggy
@@ -68,3 +69,19 @@ def save_before_reporting(trainer: Any) -> None:
         print(f"the interrupt checkpoint was not saved: {err}", file=sys.stderr)
         return
     print(f"\nstopped by a failing plugin: saved {path} (resume with --resume {path})", flush=True)
+
+
+def notify_exception(trainer: Any, exc: BaseException) -> None:
+    """Calls every plugin's `on_exception` once, even if one of them fails.
+
+    A failing implementation is reported as a warning so the original exception is the one
+    that propagates; a KeyboardInterrupt (a second Ctrl-C) still stops at once.
+    """
+    arguments = {"trainer": trainer, "exception": exc}
+    for impl in reversed(trainer.hook.on_exception.get_hookimpls()):
+        try:
+            impl.function(*(arguments[name] for name in impl.argnames))
+        except Exception as err:
+            warnings.warn(
+                f"crosstrain: {impl.plugin_name}.on_exception failed: {err!r}", stacklevel=3
+            )

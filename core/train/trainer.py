@@ -6,12 +6,11 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.checkpoint.format import clean_temporary, write_checkpoint
+from crosstrain.checkpoint.format import clean_temporary
 from crosstrain.data.arrays import ArrayData, batch_slices, epoch_order
 from crosstrain.data.batches import Batches, array_kind, array_units, eval_order, rows
 from crosstrain.errors import Terminated, TrainingError
@@ -20,9 +19,10 @@ from crosstrain.plugin.protocol import Program
 from crosstrain.plugin.registry import Registry
 from crosstrain.spec.schema import Spec
 from crosstrain.train import resume
-from crosstrain.train.hook_errors import hook_failure, save_before_reporting
+from crosstrain.train.hook_errors import hook_failure, notify_exception, save_before_reporting
 from crosstrain.train.result import FitResult  # also importable from here, as before
 from crosstrain.train.run_length import RunLength, run_length
+from crosstrain.train.saving import CheckpointSaver
 
 
 class _RunningMean:
@@ -56,7 +56,13 @@ class Trainer:
     """
 
     def __init__(
-        self, spec: Spec, program: Program, registry: Registry, backend: str, run_dir: Path | None
+        self,
+        spec: Spec,
+        program: Program,
+        registry: Registry,
+        backend: str,
+        run_dir: Path | None,
+        remote: Any = None,
     ):
         self.spec, self.program, self.registry, self.backend = spec, program, registry, backend
         self.hook = registry.pm.hook
@@ -81,6 +87,8 @@ class Trainer:
         self.samples_seen = 0
         self.schedule_steps: int | None = None
         self.run_length = RunLength(0, None)
+        policy = spec.trainer.checkpoint
+        self._saver = CheckpointSaver(policy is not None and policy.async_save, remote)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -89,27 +97,14 @@ class Trainer:
         return resume.loop_record(self)
 
     def save_checkpoint(self) -> Path | None:
-        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`.
+        """Writes the current state under `checkpoint_dir`; fires `on_checkpoint(stage="save")`
+        once it is committed (`crosstrain.train.saving`: at once, or on a background thread
+        with `trainer.checkpoint.async`, then the path is where it will be).
 
         A process that writes no files (rank > 0) returns None, after taking its part in
         `get_state` when the program's state is sharded (`program.collective_state`).
         """
-        if self.checkpoint_dir is None:
-            if self.program.collective_state:
-                self.program.get_state()
-            return None
-        state = self.program.get_state()
-        if self.spec.trainer.detect_anomaly:
-            bad = next((n for n, v in state.params.items() if not np.isfinite(v).all()), None)
-            if bad is not None:
-                raise TrainingError(
-                    f"parameter {bad} is not finite at step {self.global_step}; not writing a "
-                    f"poisoned checkpoint (the last good one is {self.last_checkpoint})"
-                )
-        path = write_checkpoint(self.checkpoint_dir, state, self.trainer_info())
-        self.last_checkpoint = path
-        self.hook.on_checkpoint(trainer=self, stage="save", path=path)
-        return path
+        return self._saver.save(self)
 
     def restore(self, path: Path) -> None:
         """Loads a checkpoint into the program and the loop position (`resume.restore`)."""
@@ -189,6 +184,8 @@ class Trainer:
                     pending, pending_count = [], 0
             if batch_hooks:
                 self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
+            if self._saver.pending:
+                self._saver.poll(self)  # a background save ended: report it, or raise its error
             if stage == "train" and (
                 self._signal_stop(logs is not None)
                 or self.should_stop
@@ -261,19 +258,8 @@ class Trainer:
         return metrics
 
     def notify_exception(self, exc: BaseException) -> None:
-        """Calls every plugin's `on_exception` once, even if one of them fails.
-
-        A failing implementation is reported as a warning so the original exception is the one
-        that propagates; a KeyboardInterrupt (a second Ctrl-C) still stops at once.
-        """
-        arguments = {"trainer": self, "exception": exc}
-        for impl in reversed(self.hook.on_exception.get_hookimpls()):
-            try:
-                impl.function(*(arguments[name] for name in impl.argnames))
-            except Exception as err:
-                warnings.warn(
-                    f"crosstrain: {impl.plugin_name}.on_exception failed: {err!r}", stacklevel=2
-                )
+        """Calls every plugin's `on_exception` once, even if one of them fails (a warning)."""
+        notify_exception(self, exc)
 
     def _signal_stop(self, pulled: bool) -> bool:
         """Whether a signal stops the fit at this step boundary. One process stops at once;
@@ -322,10 +308,15 @@ class Trainer:
             signal.signal(signum, self._on_signal)
         try:
             self.hook.on_fit_start(trainer=self)
+            self._saver.in_loop = True
             self._loop(train, val)
+            self._saver.in_loop = False
+            self._saver.wait(self)
             if self._signal_stop(pulled=True):
                 raise Terminated if self.interrupted == "SIGTERM" else KeyboardInterrupt
         except BaseException as exc:
+            self._saver.in_loop = False
+            self._saver.wait(self, quiet=True)  # then Ctrl-C's or a hook failure's save
             failure = hook_failure(self.registry.pm, exc)  # a plugin's hook raised: save, name it
             if failure is not None:
                 save_before_reporting(self)
