@@ -1,11 +1,11 @@
 """Data generators and the cases the suite runs: seeded inputs, targets, specs, layer cases.
 
-Everything is small so the whole suite runs in minutes on a laptop CPU. Layer types added by
-plugins take part through an optional class attribute on the layer class:
+Everything is small so the whole suite runs in minutes on a laptop CPU. Every layer type, built
+in or a plugin's, takes part through its class attribute `Layer.conformance_cases`:
 
     conformance_cases: ClassVar = [{"layer": {"type": "RMSNorm"}, "input_shape": [3, 6]}]
 
-Without it a plugin layer is tried as `{type: <name>}` on inputs of shape `(3, 6)`.
+Without it a layer is tried as `{type: <name>}` on inputs of shape `(3, 6)`.
 """
 
 from __future__ import annotations
@@ -53,72 +53,6 @@ class LayerCase:
         return found
 
 
-BUILTIN_CASES: list[LayerCase] = [
-    LayerCase("Dense", {"type": "Dense", "units": 4}, (6,)),
-    LayerCase(
-        "Dense-gelu-nobias",
-        {"type": "Dense", "units": 4, "activation": "gelu", "use_bias": False},
-        (3, 5),
-        extended=True,
-    ),
-    LayerCase("Dense-tanh", {"type": "Dense", "units": 4, "activation": "tanh"}, (6,)),
-    LayerCase(
-        "Conv1D-same", {"type": "Conv1D", "filters": 3, "kernel_size": 3, "padding": "same"}, (7, 2)
-    ),
-    LayerCase(
-        "Conv2D-valid",
-        {"type": "Conv2D", "filters": 3, "kernel_size": 3},
-        (6, 6, 2),
-        extended=True,
-    ),
-    LayerCase(
-        "Conv2D-same-stride2",
-        {"type": "Conv2D", "filters": 2, "kernel_size": 3, "strides": 2, "padding": "same"},
-        (5, 5, 2),
-    ),
-    LayerCase("MaxPool2D", {"type": "MaxPool2D", "pool_size": 2}, (6, 6, 2)),
-    LayerCase(
-        "AvgPool2D-same",
-        {"type": "AvgPool2D", "pool_size": 3, "strides": 2, "padding": "same"},
-        (5, 5, 2),
-    ),
-    LayerCase("GlobalAvgPool", {"type": "GlobalAvgPool"}, (4, 4, 3)),
-    LayerCase("BatchNorm", {"type": "BatchNorm"}, (6,)),
-    LayerCase("LayerNorm", {"type": "LayerNorm"}, (3, 6)),
-    LayerCase("Dropout", {"type": "Dropout", "rate": 0.5}, (6,)),
-    LayerCase("Embedding", {"type": "Embedding", "vocab_size": 10, "dim": 4}, (5,), int_inputs=10),
-    LayerCase("Flatten", {"type": "Flatten"}, (3, 2, 2), extended=True),
-    LayerCase("Reshape", {"type": "Reshape", "target_shape": [4, -1]}, (8,)),
-    LayerCase("ReLU", {"type": "ReLU"}, (6,)),
-    LayerCase("GELU", {"type": "GELU"}, (6,)),
-    LayerCase("Tanh", {"type": "Tanh"}, (6,)),
-    LayerCase("Sigmoid", {"type": "Sigmoid"}, (6,), extended=True),
-    LayerCase("Softmax", {"type": "Softmax"}, (6,)),
-    LayerCase(
-        "Residual",
-        {"type": "Residual", "layers": [{"type": "Dense", "units": 6}, {"type": "ReLU"}]},
-        (6,),
-    ),
-    LayerCase(
-        "Sequential",
-        {"type": "Sequential", "layers": [{"type": "Dense", "units": 5}, {"type": "Tanh"}]},
-        (6,),
-        extended=True,
-    ),
-    LayerCase(
-        "MultiHeadSelfAttention",
-        {"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3},
-        (4, 6),
-        extended=True,
-    ),
-    LayerCase(
-        "MultiHeadSelfAttention-causal",
-        {"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3, "causal": True},
-        (4, 6),
-    ),
-]
-
-
 def case_layers(case: LayerCase) -> list[dict[str, Any]]:
     """The layers a case is checked in: the layer alone, after a Dense when it has no
     parameters of its own (so every model has something to train, and its input gradient
@@ -132,34 +66,29 @@ def case_layers(case: LayerCase) -> list[dict[str, Any]]:
     return [{"type": "Dense", "units": case.input_shape[-1]}, case.layer]
 
 
-def plugin_cases(registry: Any, builtin_types: set[str]) -> list[LayerCase]:
-    """Cases for layer types registered by plugins (see the module docstring)."""
+def layer_cases() -> list[LayerCase]:
+    """One case per entry of each registered layer type's `conformance_cases` (built-ins and
+    plugins' layers alike); a type that declares none is tried alone on inputs of shape (3, 6)."""
+    from crosstrain.plugin.registry import get_registry
+
+    layers = get_registry().layers
     cases = []
-    for name in registry.layers.names():
-        if name in builtin_types:
-            continue
-        declared = getattr(registry.layers.get(name), "conformance_cases", None)
-        entries = declared or [{"layer": {"type": name}, "input_shape": [3, 6]}]
+    for name in layers.names():
+        entries = layers.get(name).conformance_cases or [
+            {"layer": {"type": name}, "input_shape": [3, 6]}
+        ]
         for index, entry in enumerate(entries):
-            case_id = name if len(entries) == 1 else f"{name}-{index}"
+            default_id = name if len(entries) == 1 else f"{name}-{index}"
             cases.append(
                 LayerCase(
-                    case_id,
+                    entry.get("id", default_id),
                     dict(entry["layer"]),
                     tuple(entry["input_shape"]),
                     entry.get("int_inputs"),
+                    bool(entry.get("extended", False)),
                 )
             )
     return cases
-
-
-def layer_cases() -> list[LayerCase]:
-    """Built-in cases plus those of every layer type registered by a plugin."""
-    from crosstrain.nn.layers import BUILTIN_LAYERS
-    from crosstrain.plugin.registry import get_registry
-
-    builtin = {cls.model_fields["type"].default for cls in BUILTIN_LAYERS}
-    return BUILTIN_CASES + plugin_cases(get_registry(), builtin)
 
 
 def as_params(cases: list[LayerCase]) -> list[Any]:

@@ -13,10 +13,8 @@ from typing import Literal
 import crosstrain as ct
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import ROOT, run_python
 from crosstrain.nn.layers import Layer
-
-from conftest import ROOT
 
 TRAIN_BOTH_FORMS = """
 import json, sys

@@ -101,7 +101,7 @@ class JaxProgram(Program):
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
         self._grad_norm = env.report_grad_norm
-        self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
+        self.train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         host_params = unnest(nnx.to_pure_dict(params), self._param_names)
         host = {
             "params": host_params,
@@ -287,7 +287,7 @@ class JaxProgram(Program):
         if not outputs:
             return {}
         reports = jax.device_get(self._gather(*outputs))
-        return weighted_means(reports, self.metric_names, self._train_names)
+        return weighted_means(reports, self.metric_names, self.train_names)
 
     # -- state -----------------------------------------------------------------------------
 

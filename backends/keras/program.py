@@ -67,7 +67,7 @@ class KerasProgram(Program):
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
         self._grad_norm = env.report_grad_norm
-        self._train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
+        self.train_names = (*self.metric_names, "grad_norm") if self._grad_norm else None
         self._int_dtype = np.int32 if engine == "jax" else np.int64
         with self._scope():
             self._steps = make_steps(
@@ -132,7 +132,7 @@ class KerasProgram(Program):
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
         if not outputs:
             return {}
-        return weighted_means(self._steps.to_host(outputs), self.metric_names, self._train_names)
+        return weighted_means(self._steps.to_host(outputs), self.metric_names, self.train_names)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -39,8 +39,10 @@ from .model import ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
 from .state import load_params, trainable, whole
 
-StepOutput = dict[str, Any]
-"""`loss` and each metric as 0-d device tensors, plus `batch_size` (a Python int)."""
+StepOutput = torch.Tensor
+"""One device vector `[rows, loss, metric..., (grad_norm), (skipped)]` per step, as on jax and
+keras: `metrics_to_host` reads the values by position (`metric_names`, or `train_names` for a
+train step's longer vector)."""
 
 
 def native_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,6 +114,9 @@ class TorchProgram(Program):
         self._training: bool | None = None
         self._pin = self.device.type == "cuda"
         self._metric_dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
+        self.metric_names = ("loss", *self.metric_fns)
+        extras = ("grad_norm",) * bool(self._grad_norm) + ("skipped",) * (self.scaler is not None)
+        self.train_names = (*self.metric_names, *extras)
         self._compute = (
             torch.compile(self._forward_loss) if spec.trainer.compile else self._forward_loss
         )
@@ -221,16 +226,22 @@ class TorchProgram(Program):
         return self.loss_fn(xp, out, y), out
 
     def _outputs(
-        self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, size: int
+        self,
+        loss: torch.Tensor,
+        out: torch.Tensor,
+        y: torch.Tensor,
+        size: int,
+        extras: tuple[torch.Tensor, ...] = (),
     ) -> StepOutput:
-        values: StepOutput = {"loss": loss.detach()}
+        """The step's vector `[rows, loss, metric..., *extras]` on the device, without a sync."""
+        values = [loss.detach()]
         if self.metric_fns:
             out = out.detach()
             with torch.no_grad():
-                for name, fn in self.metric_fns.items():
-                    values[name] = fn(xp, out, y)
-        values["batch_size"] = size
-        return values
+                values += [fn(xp, out, y) for fn in self.metric_fns.values()]
+        dtype = self._metric_dtype
+        rows = torch.full((), size, dtype=dtype, device=loss.device)
+        return torch.stack([rows, *(v.reshape(()).to(dtype) for v in (*values, *extras))])
 
     def _found_inf(self) -> torch.Tensor:
         """1.0 when the gradient scaler skipped the update just stepped (stays on the device)."""
@@ -261,11 +272,10 @@ class TorchProgram(Program):
             norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
             self.optimizer.step()
         self.step += 1
-        outputs = self._outputs(loss, out, y, size)
-        if self._grad_norm and norm is not None:
-            outputs["grad_norm"] = whole(norm).detach()
+        extras = (whole(norm).detach(),) if self._grad_norm else ()
         if skipped is not None:
-            outputs["skipped"] = skipped
+            extras += (skipped,)
+        outputs = self._outputs(loss, out, y, size, extras)
         if self._sync is not None:
             self._sync()
         return outputs
@@ -276,12 +286,11 @@ class TorchProgram(Program):
         The updates run one after another (no fused kernel), so the backend does not declare
         `steps_per_execution`; the method exists for the Program protocol.
         """
-        outputs = [self.train_step((x, y)) for x, y in zip(batches[0], batches[1], strict=True)]
-        merged: StepOutput = {
-            k: torch.stack([o[k] for o in outputs]).mean() for k in outputs[0] if k != "batch_size"
-        }
-        merged["batch_size"] = sum(o["batch_size"] for o in outputs)
-        return merged
+        table = torch.stack(
+            [self.train_step((x, y)) for x, y in zip(batches[0], batches[1], strict=True)]
+        )
+        rows = table[:, 0]
+        return torch.cat([rows.sum().reshape(1), rows @ table[:, 1:] / rows.sum()])
 
     def eval_step(self, batch: tuple[Any, Any]) -> StepOutput:
         """Loss and metrics on `(x, y)` without an update, dropout off, moving statistics used."""
@@ -312,14 +321,10 @@ class TorchProgram(Program):
         """
         if not outputs:
             return {}
-        keys = [k for k in outputs[0] if k != "batch_size"]
-        rows = [
-            torch.stack([o[k].reshape(()).to(self._metric_dtype) for k in keys]) for o in outputs
-        ]
-        values = torch.stack(rows)
-        weights = torch.tensor(
-            [o["batch_size"] for o in outputs], dtype=values.dtype, device=values.device
-        )
+        table = torch.stack(outputs)
+        keys = self.train_names if table.shape[1] == len(self.train_names) + 1 else None
+        keys = keys or self.metric_names
+        weights, values = table[:, 0], table[:, 1:]
         packed = torch.cat(
             [weights @ values, weights.sum().reshape(1), self._skipped.to(values.dtype).reshape(1)]
         )

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("jax")
 
 import crosstrain as ct
-from crosstrain.backends.jax import JaxBackend
-
 from conftest import ROOT, run_python, tiny_spec
+from crosstrain.backends.jax import JaxBackend
+from crosstrain.nn.model import init_params
 
 QUIET = {"progress": False, "loggers": [], "checkpoint": None}
 CNN = {  # no bias before BatchNorm: its gradient is rounding noise that Adam would amplify
@@ -323,7 +323,7 @@ def test_examples_reach_95_percent(example: str) -> None:
 def test_native_init_draws_on_the_device_with_the_declared_distributions() -> None:
     spec = _cnn_spec().override({"model.init": "native"})
     state = ct.build(spec, backend="jax").get_state()
-    reference = ct.model.init_params(spec.model, spec.seed)
+    reference = init_params(spec.model, spec.seed)
     assert {n: v.shape for n, v in state.params.items()} == {
         n: v.shape for n, v in reference.items()
     }

@@ -11,10 +11,9 @@ import textwrap
 
 import crosstrain as ct
 import pytest
+from conftest import EXAMPLES, ROOT, run_python
 from crosstrain.backends.keras import KerasBackend
 from crosstrain.backends.keras.device import engine_of
-
-from conftest import EXAMPLES, ROOT, run_python
 
 ENGINES = [e for e in ("jax", "tensorflow", "torch") if KerasBackend().engines()[e]]
 if not KerasBackend().is_available()[0] or not ENGINES:

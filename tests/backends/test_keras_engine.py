@@ -15,12 +15,11 @@ from typing import Literal
 import crosstrain as ct
 import numpy as np
 import pytest
+from conftest import EXAMPLES
 from crosstrain.nn.layers import Layer, ParamSpec
 from crosstrain.nn.model import forward, output_shape, param_specs
 from crosstrain.nn.optim import reference_step
 from layer_cases import LAYER_CASES, random_inputs, random_state
-
-from conftest import EXAMPLES
 
 ENGINE = os.environ.get("CROSSTRAIN_KERAS_ENGINE")
 if not ENGINE:

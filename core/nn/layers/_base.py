@@ -51,6 +51,12 @@ class Layer(BaseModel):
     """Whether `forward` works for any array-API `xp` (False: numpy only, as the built-ins'
     references are; those layers run on a backend only through its own implementation)."""
 
+    conformance_cases: ClassVar[list[dict[str, Any]]] = []
+    """What `crosstrain conformance` checks this layer on, each entry `{"layer": {...spec
+    data...}, "input_shape": [...]}` plus optionally `"int_inputs": n` (integer ids below n,
+    as an Embedding takes), `"id"` (the test id) and `"extended": True` (only in the full run,
+    not with `--quick`). Empty: the layer alone, `{type: <name>}`, on inputs of shape (3, 6)."""
+
     type: str
     name: str | None = None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from crosstrain.nn.layers._base import Activation, Layer, ParamSpec, Shape, activate
@@ -15,6 +15,20 @@ class Dense(Layer):
 
     positional: ClassVar = ("units",)
     type: Literal["Dense"] = "Dense"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"id": "Dense", "layer": {"type": "Dense", "units": 4}, "input_shape": [6]},
+        {
+            "id": "Dense-gelu-nobias",
+            "layer": {"type": "Dense", "units": 4, "activation": "gelu", "use_bias": False},
+            "input_shape": [3, 5],
+            "extended": True,
+        },
+        {
+            "id": "Dense-tanh",
+            "layer": {"type": "Dense", "units": 4, "activation": "tanh"},
+            "input_shape": [6],
+        },
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     units: PositiveInt
     activation: Activation | None = None
@@ -47,6 +61,13 @@ class Embedding(Layer):
 
     positional: ClassVar = ("vocab_size", "dim")
     type: Literal["Embedding"] = "Embedding"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "layer": {"type": "Embedding", "vocab_size": 10, "dim": 4},
+            "input_shape": [5],
+            "int_inputs": 10,
+        }
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     vocab_size: PositiveInt
     dim: PositiveInt
@@ -66,6 +87,9 @@ class Dropout(Layer):
 
     positional: ClassVar = ("rate",)
     type: Literal["Dropout"] = "Dropout"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Dropout", "rate": 0.5}, "input_shape": [6]}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     rate: float = Field(ge=0.0, lt=1.0)
 
@@ -82,6 +106,9 @@ class Flatten(Layer):
     """Collapses every per-sample axis into one."""
 
     type: Literal["Flatten"] = "Flatten"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Flatten"}, "input_shape": [3, 2, 2], "extended": True}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
 
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -96,6 +123,9 @@ class Reshape(Layer):
 
     positional: ClassVar = ("target_shape",)
     type: Literal["Reshape"] = "Reshape"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Reshape", "target_shape": [4, -1]}, "input_shape": [8]}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     target_shape: tuple[int, ...]
 
@@ -131,6 +161,9 @@ class _Activation(Layer):
 
 class ReLU(_Activation):
     type: Literal["ReLU"] = "ReLU"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "ReLU"}, "input_shape": [6]}
+    ]
     activation: ClassVar[str] = "relu"
 
 
@@ -138,16 +171,25 @@ class GELU(_Activation):
     """Exact (erf) GELU."""
 
     type: Literal["GELU"] = "GELU"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "GELU"}, "input_shape": [6]}
+    ]
     activation: ClassVar[str] = "gelu"
 
 
 class Tanh(_Activation):
     type: Literal["Tanh"] = "Tanh"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Tanh"}, "input_shape": [6]}
+    ]
     activation: ClassVar[str] = "tanh"
 
 
 class Sigmoid(_Activation):
     type: Literal["Sigmoid"] = "Sigmoid"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Sigmoid"}, "input_shape": [6], "extended": True}
+    ]
     activation: ClassVar[str] = "sigmoid"
 
 
@@ -155,4 +197,7 @@ class Softmax(_Activation):
     """Softmax over the last axis."""
 
     type: Literal["Softmax"] = "Softmax"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "Softmax"}, "input_shape": [6]}
+    ]
     activation: ClassVar[str] = "softmax"

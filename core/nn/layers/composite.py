@@ -100,6 +100,16 @@ class Sequential(Layer):
 
     positional: ClassVar = ("layers",)
     type: Literal["Sequential"] = "Sequential"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "layer": {
+                "type": "Sequential",
+                "layers": [{"type": "Dense", "units": 5}, {"type": "Tanh"}],
+            },
+            "input_shape": [6],
+            "extended": True,
+        }
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     layers: list[AnyLayer] = Field(min_length=1)
 
@@ -117,6 +127,15 @@ class Residual(Sequential):
     """`x + layers(x)`; the layers must keep the shape."""
 
     type: Literal["Residual"] = "Residual"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "layer": {
+                "type": "Residual",
+                "layers": [{"type": "Dense", "units": 6}, {"type": "ReLU"}],
+            },
+            "input_shape": [6],
+        }
+    ]
 
     def output_shape(self, input_shape: Shape) -> Shape:
         inner = sequence_shape(self.layers, input_shape)
@@ -138,6 +157,24 @@ class MultiHeadSelfAttention(Layer):
 
     positional: ClassVar = ("num_heads", "head_dim")
     type: Literal["MultiHeadSelfAttention"] = "MultiHeadSelfAttention"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "id": "MultiHeadSelfAttention",
+            "layer": {"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3},
+            "input_shape": [4, 6],
+            "extended": True,
+        },
+        {
+            "id": "MultiHeadSelfAttention-causal",
+            "layer": {
+                "type": "MultiHeadSelfAttention",
+                "num_heads": 2,
+                "head_dim": 3,
+                "causal": True,
+            },
+            "input_shape": [4, 6],
+        },
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     num_heads: PositiveInt
     head_dim: PositiveInt

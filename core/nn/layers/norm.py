@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
@@ -18,6 +18,9 @@ class BatchNorm(Layer):
     """
 
     type: Literal["BatchNorm"] = "BatchNorm"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "BatchNorm"}, "input_shape": [6]}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     momentum: float = Field(0.99, ge=0.0, lt=1.0)
     epsilon: float = Field(1e-3, gt=0.0)
@@ -45,6 +48,9 @@ class LayerNorm(Layer):
     """Normalises each position over its last axis; `gamma`, `beta` of that size."""
 
     type: Literal["LayerNorm"] = "LayerNorm"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "LayerNorm"}, "input_shape": [3, 6]}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     epsilon: float = Field(1e-3, gt=0.0)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from crosstrain.nn.layers._base import (
@@ -56,6 +56,25 @@ class Conv2D(Layer):
 
     positional: ClassVar = ("filters", "kernel_size")
     type: Literal["Conv2D"] = "Conv2D"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "id": "Conv2D-valid",
+            "layer": {"type": "Conv2D", "filters": 3, "kernel_size": 3},
+            "input_shape": [6, 6, 2],
+            "extended": True,
+        },
+        {
+            "id": "Conv2D-same-stride2",
+            "layer": {
+                "type": "Conv2D",
+                "filters": 2,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+            },
+            "input_shape": [5, 5, 2],
+        },
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     filters: PositiveInt
     kernel_size: SizeOption
@@ -101,6 +120,13 @@ class Conv1D(Layer):
 
     positional: ClassVar = ("filters", "kernel_size")
     type: Literal["Conv1D"] = "Conv1D"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "id": "Conv1D-same",
+            "layer": {"type": "Conv1D", "filters": 3, "kernel_size": 3, "padding": "same"},
+            "input_shape": [7, 2],
+        }
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     filters: PositiveInt
     kernel_size: PositiveInt
@@ -166,6 +192,9 @@ class MaxPool2D(_Pool2D):
     """Max over windows; `same` padding never picks a padded value."""
 
     type: Literal["MaxPool2D"] = "MaxPool2D"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "MaxPool2D", "pool_size": 2}, "input_shape": [6, 6, 2]}
+    ]
 
     def forward(self, xp, params, x, training=False, rng=None):
         pool, strides = self._geometry()
@@ -177,6 +206,13 @@ class AvgPool2D(_Pool2D):
     """Mean over windows; with `same` padding the padded cells are not counted (as Keras)."""
 
     type: Literal["AvgPool2D"] = "AvgPool2D"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "id": "AvgPool2D-same",
+            "layer": {"type": "AvgPool2D", "pool_size": 3, "strides": 2, "padding": "same"},
+            "input_shape": [5, 5, 2],
+        }
+    ]
 
     def forward(self, xp, params, x, training=False, rng=None):
         pool, strides = self._geometry()
@@ -194,6 +230,9 @@ class GlobalAvgPool(Layer):
     """Mean over every axis but the channels: `(H, W, C)` or `(L, C)` to `(C,)`."""
 
     type: Literal["GlobalAvgPool"] = "GlobalAvgPool"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "GlobalAvgPool"}, "input_shape": [4, 4, 3]}
+    ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
 
     def output_shape(self, input_shape: Shape) -> Shape:
