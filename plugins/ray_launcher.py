@@ -26,7 +26,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from crosstrain.errors import CrosstrainError, TrainingError, UnsupportedFeature
+from crosstrain.errors import (
+    CrosstrainError,
+    TrainingError,
+    UnsupportedFeature,
+    import_optional,
+)
 from crosstrain.plugin.hookspecs import hookimpl
 from crosstrain.plugin.protocol import Launcher, LaunchRequest
 from crosstrain.train.callbacks import Callback
@@ -83,8 +88,7 @@ def connect(address: str | None, devices: int) -> None:
     Raises:
         CrosstrainError: `address` names no reachable Ray cluster.
     """
-    import ray
-
+    ray = import_optional("ray", "launcher 'ray'", "ray")
     if ray.is_initialized():
         return
     quiet = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
@@ -122,6 +126,7 @@ def _check_reachable(address: str) -> None:
 
 
 def _trainer(config: dict[str, Any], devices: int, options: dict[str, Any], storage: str) -> Any:
+    import_optional("ray.train.torch", "launcher 'ray'", "ray")  # ray without its train extra
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
