@@ -25,7 +25,7 @@ from crosstrain.errors import (
 )
 
 if TYPE_CHECKING:
-    from crosstrain.api import build, evaluate, fit, predict
+    from crosstrain.api import build, evaluate, explain, fit, predict
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.data.batches import Batches
     from crosstrain.nn import layers, losses, metrics, optim
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "layers": "nn.layers", "losses": "nn.losses", "metrics": "nn.metrics", "optim": "nn.optim",
-    "build": "api", "evaluate": "api", "fit": "api", "predict": "api",
+    "build": "api", "evaluate": "api", "explain": "api", "fit": "api", "predict": "api",
     "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
     "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
@@ -98,6 +98,7 @@ __all__ = [
     "UnsupportedFeature",
     "build",
     "evaluate",
+    "explain",
     "fit",
     "get_registry",
     "hookimpl",

@@ -8,17 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.checkpoint.format import checkpoint_step, latest_checkpoint, list_checkpoints
 from crosstrain.data.batches import as_inputs, check_streams
 from crosstrain.errors import CheckpointError, CrosstrainError, PluginError
 from crosstrain.plugin.protocol import Launcher, LaunchRequest, Program, RunEnv, callback_needs
 from crosstrain.plugin.registry import Registry, get_registry, package_version
 from crosstrain.spec.resolve import load_data
 from crosstrain.spec.schema import Spec, load_spec
+from crosstrain.train.explain import fit_plan
 from crosstrain.train.remote_run import mirrored, open_remote, remote_result
 from crosstrain.train.resume import announce, plan_resume
 from crosstrain.train.run_length import RunLength, run_length
-from crosstrain.train.rundir import locked_run_dir, run_directory
+from crosstrain.train.rundir import (  # noqa: F401 (find_checkpoint, write_run_files: re-exported)
+    find_checkpoint,
+    locked_run_dir,
+    run_directory,
+    write_run_files,
+)
 from crosstrain.train.trainer import FitResult, Trainer
 
 DEFAULT_BACKEND = "torch"
@@ -98,6 +103,43 @@ def build(
     return _checked_backend(get_registry(), name, spec_obj).build(spec_obj, env)
 
 
+def explain(
+    target: Any,
+    backend: str | None = None,
+    data: Any = None,
+    val_data: Any = None,
+    *,
+    spec: Any = None,
+    launcher: str | None = None,
+) -> str:
+    """The plan of `fit` with the same arguments, as text, without training or writing
+    anything (what `crosstrain fit --explain` prints and every run's `summary.txt` starts
+    with): backend, devices, processes, launcher, precision, compilation, sharding, run
+    length, lr schedule, checkpoint policy and the hooks in the order they fire.
+
+    Example:
+        >>> print(explain("examples/digits_mlp.yaml", backend="jax"))  # doctest: +SKIP
+    """
+    import tempfile
+
+    registry = get_registry()
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
+    needs = callback_needs(spec_obj)
+    backend_obj = _checked_backend(registry, name, spec_obj, needs)
+    train, val = load_data(spec_obj, data, val_data)
+    check_streams(spec_obj, train, val, val_data)
+    length = run_length(spec_obj, train)
+    env = make_env(spec_obj, native, None, name, length=length, needs=needs)
+    backend_obj.check(spec_obj, env)
+    scratch = tempfile.TemporaryDirectory()  # loggers are made as a fit makes them
+    with scratch, _Callbacks(registry, spec_obj, Path(scratch.name), []):
+        return fit_plan(
+            spec_obj, name, backend_obj, env, length, registry.pm,
+            launcher=launcher, launched=launcher_environment(),
+        )  # fmt: skip
+
+
 DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
 """Set by a backend in a process that joined a multi-process group; the command line then ends
 the process without interpreter finalization (`crosstrain.cli.main.end_worker`)."""
@@ -137,36 +179,6 @@ def _quiet(spec: Spec) -> Spec:
     (`Trainer.save_checkpoint`)."""
     trainer = spec.trainer.model_copy(update={"progress": False, "loggers": []})
     return spec.model_copy(update={"trainer": trainer})
-
-
-def write_run_files(path: Path, spec: Spec) -> None:
-    """The resolved spec (`spec.yaml`) and the model table (`summary.txt`) of a run."""
-    from crosstrain.spec.summary import model_summary_text
-
-    (path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    table = model_summary_text(spec)
-    if table is not None:
-        (path / "summary.txt").write_text(table + "\n", encoding="utf-8")
-
-
-def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
-    """A checkpoint directory from `latest`, a checkpoint dir, a checkpoints dir or a run dir."""
-    if str(resume) == "latest":
-        runs = Path(spec.trainer.run_dir) / spec.name
-        found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
-        if not found:
-            raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
-        return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
-    path = Path(resume)
-    if (path / "trainer.json").is_file():
-        return path
-    for candidate in (path, path / "checkpoints"):
-        latest = latest_checkpoint(candidate)
-        if latest is not None:
-            return latest
-    raise CheckpointError(
-        f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside"
-    )
 
 
 class _Callbacks:
@@ -300,7 +312,12 @@ def fit(
         _Callbacks(registry, callback_spec, directory, list(callbacks)),
     ):
         if directory is not None:
-            write_run_files(directory, spec_obj)
+            where = remote.url if remote is not None else directory
+            plan_text = fit_plan(
+                spec_obj, name, backend_obj, env, length, registry.pm,
+                launched=launcher_environment(), checkpoints=f"{where}/checkpoints",
+            )  # fmt: skip
+            write_run_files(directory, spec_obj, plan_text)
         result = trainer.fit(train, val, resume_from=checkpoint, length=length)
     return remote_result(result, remote)
 

@@ -86,6 +86,12 @@ class JaxBackend(Backend):
 
         return found_accelerators()
 
+    def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
+        """Its lines of the fit plan (`crosstrain fit --explain`), from `explain.py`."""
+        from .explain import explain
+
+        return explain(spec, env)
+
     def build(self, spec: Spec, env: RunEnv) -> JaxProgram:
         """A JaxProgram for the spec.
 

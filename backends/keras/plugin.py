@@ -103,6 +103,12 @@ class KerasBackend(Backend):
 
         return found_accelerators(engine_of(self.name))
 
+    def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
+        """Its lines of the fit plan (`crosstrain fit --explain`), from `explain.py`."""
+        from .explain import explain
+
+        return explain(spec, env)
+
     def build(self, spec: Spec, env: RunEnv) -> KerasProgram:
         """A KerasProgram for the spec on the engine named in `env.backend`.
 

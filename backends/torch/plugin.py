@@ -154,6 +154,12 @@ class TorchBackend(Backend):
                     sorted(LAYER_BUILDERS),
                 )
 
+    def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
+        """Its lines of the fit plan (`crosstrain fit --explain`), from `explain.py`."""
+        from .explain import explain
+
+        return explain(spec, env)
+
     def build(self, spec: Spec, env: RunEnv) -> TorchProgram:
         """A `TorchProgram` for the spec (or for `env.native_model`, an `nn.Module`).
 

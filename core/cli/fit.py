@@ -8,6 +8,8 @@ that fully resolved spec as YAML, which `crosstrain fit` accepts as it is, and t
 Example:
     $ crosstrain fit examples/digits_mlp.yaml --set trainer.max_epochs=3 optimizer.lr=3e-4
     $ crosstrain fit examples/digits_mlp.yaml --backend jax --print-config
+    $ crosstrain fit examples/digits_mlp.yaml --devices 2 --strategy fsdp --explain
+    $ crosstrain fit examples/digits_mlp.yaml --run-dir file:///data/runs   # any fsspec URL
 """
 
 from __future__ import annotations
@@ -140,12 +142,24 @@ def save_curves(result: Any) -> None:
     """Writes `curves.png` into the run directory; without matplotlib says so in one line."""
     if result.run_dir is None or not result.history:
         return
-    path = Path(result.run_dir) / CURVES_FILE
+    remote = isinstance(result.run_dir, str)  # a URL: drawn here, then uploaded
+    if remote:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory()
+        path = Path(scratch.name) / CURVES_FILE
+    else:
+        path = Path(result.run_dir) / CURVES_FILE
     try:
         result.plot(path)
     except MissingDependency as err:
         print(f"{CURVES_FILE} skipped: {err}")
         return
+    if remote:
+        from crosstrain.train.remote_run import upload_file
+
+        with scratch:
+            path = upload_file(result.run_dir, path, CURVES_FILE)
     print(f"curves: {path}")
 
 
@@ -206,6 +220,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     spec, backend = resolved_spec(args)
     backend_obj = get_registry().backend(backend)
     launcher, launcher_options = launcher_choice(args)
+    if args.explain:  # the plan, before any launcher or worker starts; nothing is written
+        print(api.explain(spec, backend=backend, launcher=launcher), end="", flush=True)
+        return 0
     if launcher is not None:
         check_before_launch(spec, backend)
     else:
@@ -328,6 +345,12 @@ def configure_fit(parser: argparse.ArgumentParser, training: bool = True) -> Non
         "--resume-changed",
         action="store_true",
         help="resume although the spec differs from the checkpoint's (seed, data, optimizer ...)",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the plan (backend, devices, processes, precision, sharding, run length, lr "
+        "schedule, checkpoints, hooks in order) and exit without training or writing files",
     )
     parser.add_argument(
         "--print-config",

@@ -290,6 +290,14 @@ class Backend(ABC):
         default) when this process trains by itself."""
         return None
 
+    def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
+        """This backend's lines of the fit plan (`crosstrain fit --explain`, the top of
+        `summary.txt`): `{topic: text}`. A topic core already prints (`engine`, `processes`,
+        `launcher`, `precision`, `execution`, `sharding`) is replaced by this text; a new one
+        is added after them. Decided from the spec and `env` alone: no build, no framework
+        import needed. Default: none (core's lines stand)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class LaunchRequest:

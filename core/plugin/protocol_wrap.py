@@ -25,7 +25,7 @@ BACKEND_REQUIRED = (
     "accelerators_found",
     "build",
 )
-BACKEND_OPTIONAL = ("note", "check", "accelerator_details", "launch")
+BACKEND_OPTIONAL = ("note", "check", "accelerator_details", "launch", "explain")
 PROGRAM_REQUIRED = (
     "native_model",
     "train_step",

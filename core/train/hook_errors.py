@@ -18,7 +18,7 @@ import pluggy
 from crosstrain.errors import CrosstrainError, PluginHookError
 
 
-def _plugin_label(pm: pluggy.PluginManager, impl: Any) -> str:
+def plugin_label(pm: pluggy.PluginManager, impl: Any) -> str:
     """The plugin's registered name; a callback object registered without one by its class."""
     name = impl.plugin_name
     if name.isdigit():  # pluggy names an object registered without a name by its id()
@@ -39,7 +39,7 @@ def hook_failure(pm: pluggy.PluginManager, exc: BaseException) -> PluginHookErro
         for impl in caller.get_hookimpls():
             code = getattr(impl.function, "__code__", None)
             if code is not None:
-                owners.setdefault(code, (_plugin_label(pm, impl), hook_name))
+                owners.setdefault(code, (plugin_label(pm, impl), hook_name))
     found = None
     for frame, _ in traceback.walk_tb(exc.__traceback__):
         found = owners.get(frame.f_code, found)

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from crosstrain.errors import CrosstrainError
+from crosstrain.checkpoint.format import checkpoint_step, latest_checkpoint, list_checkpoints
+from crosstrain.errors import CheckpointError, CrosstrainError
 
 LOCK_FILE = ".crosstrain.lock"
 _MAX_SUFFIX = 1000
@@ -100,3 +101,35 @@ def locked_run_dir(path: Path | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_run_files(path: Path, spec: Any, plan: str = "") -> None:
+    """The resolved spec (`spec.yaml`) and `summary.txt`: the fit's plan (`explain`) and the
+    model table."""
+    from crosstrain.spec.summary import model_summary_text
+
+    (path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    table = model_summary_text(spec)
+    text = plan + ("\n" if plan and table is not None else "") + (table + "\n" if table else "")
+    if text:
+        (path / "summary.txt").write_text(text, encoding="utf-8")
+
+
+def find_checkpoint(spec: Any, resume: str | Path) -> Path:
+    """A checkpoint directory from `latest`, a checkpoint dir, a checkpoints dir or a run dir."""
+    if str(resume) == "latest":
+        runs = Path(spec.trainer.run_dir) / spec.name
+        found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
+        if not found:
+            raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
+        return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
+    path = Path(resume)
+    if (path / "trainer.json").is_file():
+        return path
+    for candidate in (path, path / "checkpoints"):
+        latest = latest_checkpoint(candidate)
+        if latest is not None:
+            return latest
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside"
+    )
