@@ -57,7 +57,8 @@ FIELD_NOTES: dict[str, str] = {
     "writes into the run directory",
     "TrainerSpec.early_stopping": "stop when a metric stops improving; none: never",
     "TrainerSpec.checkpoint": "checkpoint policy; null: write no checkpoints",
-    "TrainerSpec.run_dir": "root of the run directories",
+    "TrainerSpec.run_dir": "root of the run directories: a path, or any fsspec URL (`s3://`, "
+    "`gs://`, `file://`, `memory://` ...; staged locally, uploaded as checkpoints commit)",
     "EarlyStoppingSpec.monitor": "metric to watch, e.g. `val_loss`",
     "EarlyStoppingSpec.mode": "`min`: lower is better; `max`: higher is better",
     "EarlyStoppingSpec.patience": "epochs without improvement before stopping",
