@@ -18,6 +18,7 @@ REGISTRATION_TABLES = (
     "data_adapters",
     "loggers",
     "callbacks",
+    "launchers",
 )
 
 
