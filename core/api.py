@@ -271,6 +271,11 @@ def fit(
                 f"launcher {launcher!r} runs a spec in its workers: a native model or callback "
                 "objects cannot be sent there (name callbacks in trainer.callbacks)"
             )
+        if remote is not None or staging is not None:
+            raise CrosstrainError(
+                f"launcher {launcher!r}: the run directory must be a local path (on a filesystem "
+                "every node reads); a remote run directory or checkpoint URL is not supported yet"
+            )
         if run_dir is False or spec_obj.trainer.checkpoint is None:
             raise CrosstrainError(
                 f"launcher {launcher!r} needs a run directory with checkpoints: a restarted "
