@@ -12,12 +12,12 @@ from typing import Any
 
 import array_api_compat.numpy as xp
 import numpy as np
+from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.nn.model import init_params, param_specs, plan
 from crosstrain.nn.optim import reference_step, schedule_length, slot_names
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
-from crosstrain.checkpoint.format import CanonicalState, check_compatible
 
 from .layers import loss_gradient, make_layer
 
