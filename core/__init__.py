@@ -25,7 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import layers, losses, metrics, optim
+    from . import layers, losses, metrics, optim, summary  # summary: a callable module
     from .api import build, evaluate, fit, predict
     from .batches import Batches
     from .callbacks import Callback
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from .spec import Spec, load_spec
     from .state import CanonicalState
+    from .summary import ModelSummary
     from .trainer import FitResult
 
 _LAZY = {
@@ -53,7 +54,7 @@ _LAZY = {
     "Module": "module", "Backend": "protocol", "Capabilities": "protocol",
     "Program": "protocol", "RunEnv": "protocol", "get_registry": "registry",
     "Spec": "spec", "load_spec": "spec", "CanonicalState": "state", "FitResult": "trainer",
-    "Batches": "batches",
+    "Batches": "batches", "summary": None, "ModelSummary": "summary",
     "register_layer": "registry", "register_loss": "registry", "register_metric": "registry",
     "register_callback": "registry", "register_logger": "registry",
     "register_data_source": "registry", "Logger": "loggers",
@@ -89,6 +90,7 @@ __all__ = [
     "FitResult",
     "Logger",
     "Module",
+    "ModelSummary",
     "PluginError",
     "Program",
     "RunEnv",
@@ -114,4 +116,5 @@ __all__ = [
     "register_logger",
     "register_loss",
     "register_metric",
+    "summary",
 ]

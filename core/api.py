@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,9 @@ def find_checkpoint(spec: Spec, resume: str | Path) -> Path:
         runs = Path(spec.trainer.run_dir) / spec.name
         found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
         if not found:
-            raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
+            raise CheckpointError(
+                f"latest: no checkpoint under {runs}/*/checkpoints (trainer.run_dir, --run-dir)"
+            )
         return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
     path = Path(resume)
     if (path / "trainer.json").is_file():
@@ -264,12 +267,14 @@ def fit(
     with locked_run_dir(directory), _Callbacks(registry, callback_spec, directory, list(callbacks)):
         if directory is not None:
             write_run_files(directory, spec_obj)
-        return trainer.fit(train, val, resume_from=checkpoint, length=length)
+        result = trainer.fit(train, val, resume_from=checkpoint, length=length)
+    result.spec, result.backend = spec_obj, name  # for result.evaluate()/predict() in memory
+    return result
 
 
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
-) -> Trainer:
+) -> tuple[Trainer, Path, int]:
     from .resume import check_fits_model, precision_changed
     from .state import read_checkpoint
 
@@ -288,7 +293,86 @@ def _load_for_inference(
         raise
     except Exception as err:
         raise CheckpointError(f"{path}: cannot load into the {name} model: {err}") from err
-    return Trainer(spec_obj, program, registry, name, None)
+    return Trainer(spec_obj, program, registry, name, None), path, state.step
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_checkpoint` scored: the metrics, keyed `<split>_<name>`, the checkpoint
+    (None for an in-memory program), its step, and which data (`split`, `described`)."""
+
+    metrics: dict[str, float]
+    split: str
+    described: str
+    checkpoint: Path | None = None
+    step: int | None = None
+
+
+def evaluation_data(spec: Spec, data: Any = None) -> tuple[Any, str, str]:
+    """The data `evaluate` scores, its split name and a description for people.
+
+    `data` given: all of it, split `test`. Else the spec's data: its validation split (`val`)
+    when `data.validation_split` holds one out, else all of it — the data trained on (`train`).
+    """
+    from .batches import as_data
+    from .resolve import check_finite
+
+    if data is not None:
+        given = check_finite(as_data(data, "data", spec), "data")
+        return given, "test", f"the data given ({_rows(given)})"
+    train, val = load_data(spec)
+    source = spec.data.source
+    if val is not None and len(val):
+        part = f"{spec.data.validation_split:g} of {source}"
+        return val, "val", f"the validation split ({part}, {_rows(val)})"
+    return (
+        train,
+        "train",
+        f"all of {source}, the training data: no validation split ({_rows(train)})",
+    )
+
+
+def _rows(data: Any) -> str:
+    try:
+        return f"{len(data):,} samples"
+    except TypeError:
+        return "a stream"
+
+
+def evaluate_program(
+    spec: Spec, program: Program, backend: str, data: Any = None
+) -> tuple[dict[str, float], str, str]:
+    """Scores a built program (`evaluation_data` picks the data); returns the metrics keyed
+    `<split>_<name>`, the split and its description. `FitResult.evaluate` calls this."""
+    trainer = Trainer(spec, program, get_registry(), backend, None)
+    target_data, split, described = evaluation_data(spec, data)
+    with _Callbacks(get_registry(), spec, None, []):
+        return trainer.evaluate(target_data, stage=split), split, described
+
+
+def predict_program(spec: Spec, program: Program, backend: str, x: Any = None) -> np.ndarray:
+    """Outputs of a built program for inputs `x` (default every input of `spec.data`)."""
+    trainer = Trainer(spec, program, get_registry(), backend, None)
+    if x is None:
+        train, val = load_data(spec)
+        x = train.x if val is None else np.concatenate([train.x, val.x])
+    return trainer.predict(as_inputs(x, "predict data", spec))
+
+
+def evaluate_checkpoint(
+    target: Any,
+    checkpoint: str | Path,
+    backend: str | None = None,
+    data: Any = None,
+    *,
+    spec: Any = None,
+) -> Evaluation:
+    """`evaluate` with what was scored: the checkpoint path and step, the split and its data."""
+    trainer, path, step = _load_for_inference(target, checkpoint, backend, spec)
+    metrics, split, described = evaluate_program(
+        trainer.spec, trainer.program, trainer.backend, data
+    )
+    return Evaluation(metrics, split, described, path, step)
 
 
 def evaluate(
@@ -299,15 +383,10 @@ def evaluate(
     *,
     spec: Any = None,
 ) -> dict[str, float]:
-    """Test loss and metrics (`test_loss`, `test_accuracy` ...) of a checkpoint on data.
-
-    Without `data`, evaluates on the validation part of `spec.data` (or all of it if no split).
-    """
-    trainer = _load_for_inference(target, checkpoint, backend, spec)
-    train, val = load_data(trainer.spec, data)
-    target_data = val if (val is not None and data is None) else train
-    with _Callbacks(get_registry(), trainer.spec, None, []):
-        return trainer.evaluate(target_data, stage="test")
+    """Loss and metrics of a checkpoint, keyed by the split scored (`evaluation_data`):
+    `test_loss`, `test_accuracy` ... on `data`; without `data`, `val_...` on the validation
+    split of `spec.data`, or `train_...` on all of it when it holds none out."""
+    return evaluate_checkpoint(target, checkpoint, backend, data, spec=spec).metrics
 
 
 def predict(
@@ -321,8 +400,5 @@ def predict(
     """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
     whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
     DataLoader, tf.data, grain...); default every input of `spec.data`."""
-    trainer = _load_for_inference(target, checkpoint, backend, spec)
-    if x is None:
-        train, val = load_data(trainer.spec)
-        x = train.x if val is None else np.concatenate([train.x, val.x])
-    return trainer.predict(as_inputs(x, "predict data", trainer.spec))
+    trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
+    return predict_program(trainer.spec, trainer.program, trainer.backend, x)

@@ -92,9 +92,24 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
 # -- subcommands --------------------------------------------------------------------------------
 
 
+SPLIT_TITLES = {"test": "test", "val": "validation", "train": "training"}
+
+
+def inference_spec(args: argparse.Namespace) -> Spec:
+    """The spec of `evaluate`/`predict`/`compare`: the file with `--set` and `--run-dir` applied
+    (`--run-dir` is where `--checkpoint latest` looks: `<run dir>/<name>/*/checkpoints`)."""
+    spec = read_spec(args.spec)
+    changes: dict[str, Any] = parse_sets(args.set or [])
+    if args.run_dir is not None:
+        changes["trainer.run_dir"] = json.dumps(args.run_dir)
+    return spec.override(changes) if changes else spec
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    metrics = api.evaluate(read_spec(args.spec), args.checkpoint, backend=args.backend)
-    print_metrics("test metrics:", metrics)
+    done = api.evaluate_checkpoint(inference_spec(args), args.checkpoint, backend=args.backend)
+    print(f"checkpoint: {done.checkpoint} (step {done.step})")
+    print(f"data: {done.described}")
+    print_metrics(f"{SPLIT_TITLES[done.split]} metrics:", done.metrics)
     return 0
 
 
@@ -122,7 +137,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     inputs = None if args.input is None else read_inputs(args.input)
-    outputs = api.predict(read_spec(args.spec), args.checkpoint, inputs, backend=args.backend)
+    spec = inference_spec(args)
+    checkpoint = api.find_checkpoint(spec, args.checkpoint)
+    outputs = api.predict(spec, checkpoint, inputs, backend=args.backend)
+    print(f"checkpoint: {checkpoint}")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, outputs)
@@ -153,6 +171,23 @@ def _backend_option(parser: argparse.ArgumentParser) -> None:
         "--backend",
         metavar="NAME",
         help="torch, jax, keras[:engine] or a plugin's (default: $CROSSTRAIN_BACKEND, the spec's, torch)",
+    )
+
+
+def inference_options(parser: argparse.ArgumentParser) -> None:
+    """`--set` (as `fit` takes it: several per flag, repeatable) and `--run-dir`."""
+    parser.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="override spec fields, e.g. --set data.validation_split=0.3 data.batch_size=256 "
+        "(repeatable; values are YAML; put the spec file before --set)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="root of the run directories, where latest looks (sets trainer.run_dir; default runs)",
     )
 
 
@@ -216,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="a step-N checkpoint, a run directory, or latest",
         )
         _backend_option(command)
+        inference_options(command)
     predict.add_argument(
         "--input",
         metavar="FILE",

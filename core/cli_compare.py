@@ -32,10 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends", default="torch,jax", metavar="A,B", help="backends (default torch,jax)"
     )
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a spec field (repeatable)"
-    )
     parser.add_argument("--max-epochs", type=int, metavar="N", help="sets trainer.max_epochs")
+    from .cli import inference_options
+
+    inference_options(parser)  # --set (several per flag) and --run-dir, as evaluate/predict
     parser.add_argument(
         "--plot", metavar="FILE", help="loss curves PNG (default runs/<name>/compare-<time>.png)"
     )
@@ -155,10 +155,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `compare`; 1 when any backend failed."""
-    from .cli import parse_sets, read_spec
+    from .cli import inference_spec
 
-    spec = read_spec(args.spec)
-    changes: dict[str, Any] = parse_sets(args.set or [])
+    spec = inference_spec(args)
+    changes: dict[str, Any] = {}
     if args.max_epochs is not None:
         changes["trainer.max_epochs"] = args.max_epochs
     changes.update({"trainer.progress": False, "trainer.loggers": [], "trainer.checkpoint": None})

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from .errors import import_optional
 
 if TYPE_CHECKING:
+    import numpy as np
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
     from .protocol import Program
+    from .spec import Spec
     from .state import CanonicalState
 
 SPLITS = ("train", "val", "test")
@@ -82,6 +84,8 @@ class FitResult:
         run_dir, last_checkpoint: where the run's files went (None when nothing was written).
         stopped_early: an early-stopping callback (or `trainer.should_stop`) ended the fit.
         extras: backend- or trainer-specific facts, e.g. `skipped_steps`.
+        spec, backend: the spec trained and the backend's name, which `evaluate` and `predict`
+            use to score the trained program in memory (no checkpoint needed).
     """
 
     metrics: dict[str, float]
@@ -93,10 +97,40 @@ class FitResult:
     last_checkpoint: Path | None = None
     stopped_early: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    spec: Spec | None = None
+    backend: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, History):
             self.history = History(self.history)
+
+    def _trained(self, action: str) -> tuple[Spec, Program]:
+        from .errors import CrosstrainError
+
+        if self.spec is None or self.program is None:
+            raise CrosstrainError(
+                f"FitResult.{action}: this result holds no trained program (a resumed run that "
+                f"was already finished); use crosstrain.{action}(spec, checkpoint) instead"
+            )
+        return self.spec, self.program
+
+    def evaluate(self, data: Any = None) -> dict[str, float]:
+        """Loss and metrics of the trained model, in memory (`fit(..., run_dir=False)` is
+        enough): on `data` (`(x, y)` arrays or a loader) keyed `test_...`; without it on the
+        spec's validation split (`val_...`), or all of its data when it holds none out
+        (`train_...`). Same as `crosstrain.evaluate` on a checkpoint of this state."""
+        from .api import evaluate_program
+
+        spec, program = self._trained("evaluate")
+        return evaluate_program(spec, program, self.backend, data)[0]
+
+    def predict(self, x: Any = None) -> np.ndarray:
+        """Outputs of the trained model for inputs `x` (an array or a loader), in memory;
+        default every input of the spec's data. Same as `crosstrain.predict`."""
+        from .api import predict_program
+
+        spec, program = self._trained("predict")
+        return predict_program(spec, program, self.backend, x)
 
     def plot(self, path: str | Path | None = None) -> Figure:
         """Loss and each metric per epoch, train against val (and test), one panel each.
