@@ -22,10 +22,15 @@ from pydantic import (
     GetJsonSchemaHandler,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     model_serializer,
+    model_validator,
 )
 
 from ._spec_errors import issues_from_validation_error
@@ -44,6 +49,31 @@ Precision = Annotated[
     Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"], BeforeValidator(_number_as_text)
 ]
 Accelerator = Literal["auto", "cpu", "cuda", "mps", "tpu"]
+
+
+def _batch_limit(least: int) -> Callable[[float], float]:
+    def check(value: float) -> float:
+        if isinstance(value, int) and value < least:
+            raise ValueError(f"a count of batches must be >= {least}, got {value}")
+        if isinstance(value, float) and not 0.0 < value <= 1.0:
+            raise ValueError(
+                f"a fraction of the epoch must be in (0, 1], got {value} (an integer is a count)"
+            )
+        return value
+
+    return check
+
+
+TrainLimit = Annotated[StrictInt | StrictFloat, AfterValidator(_batch_limit(1))]
+"""Batches per epoch: an integer count >= 1 or a float fraction in (0, 1]."""
+ValLimit = Annotated[StrictInt | StrictFloat, AfterValidator(_batch_limit(0))]
+"""Validation batches per pass: an integer count (0: none) or a float fraction in (0, 1]."""
+
+
+def _dev_run(value: bool | int) -> bool | int:
+    if not isinstance(value, bool) and value < 1:
+        raise ValueError(f"true, false or a number of batches >= 1, got {value}")
+    return value
 
 
 def name_problem(name: Any) -> str | None:
@@ -97,6 +127,18 @@ class EarlyStoppingSpec(BaseModel):
     mode: Literal["min", "max"] = "min"
     patience: NonNegativeInt = 3
     min_delta: NonNegativeFloat = 0.0
+    baseline: float | None = Field(
+        None,
+        description="stop unless `monitor` beats this value within `patience` epochs (Keras)",
+    )
+    restore_best_weights: bool = Field(
+        False,
+        description="when stopping, put back the weights of the best epoch (Keras); the state "
+        "is kept in host memory",
+    )
+    check_finite: bool = Field(
+        True, description="stop as soon as `monitor` is NaN or infinite (Lightning)"
+    )
 
 
 class CheckpointSpec(BaseModel):
@@ -113,6 +155,16 @@ class CheckpointSpec(BaseModel):
         None, description="metric for the best checkpoints (default: val_loss, else train_loss)"
     )
     mode: Literal["min", "max"] = "min"
+    every_n_steps: PositiveInt | None = Field(
+        None,
+        description="also write a checkpoint every N optimizer steps, mid-epoch included "
+        "(resumes exactly)",
+    )
+    every_minutes: PositiveFloat | None = Field(
+        None,
+        description="also write a checkpoint when this many minutes passed since the last one "
+        "(checked at step boundaries)",
+    )
 
     @property
     def top_k(self) -> int:
@@ -191,6 +243,35 @@ class TrainerSpec(BaseModel):
         None, description="float32 matmuls: high/medium allow TF32 on NVIDIA GPUs; unset: default"
     )
     steps_per_execution: PositiveInt = 1
+    accumulate_grad_batches: PositiveInt = Field(
+        1,
+        description="micro-batches of `data.batch_size` per optimizer step: the same update as "
+        "one batch N times larger (Lightning's `accumulate_grad_batches`); steps, schedules and "
+        "checkpoints count optimizer steps",
+    )
+    fast_dev_run: Annotated[StrictBool | StrictInt, AfterValidator(_dev_run)] = Field(
+        False,
+        description="true or N: run 1 (or N) training and validation batches, one epoch, no "
+        "checkpoints or loggers, then stop (a smoke test, as in Lightning)",
+    )
+    limit_train_batches: TrainLimit | None = Field(
+        None,
+        description="training batches per epoch: a count, or a fraction (0, 1] of the epoch",
+    )
+    limit_val_batches: ValLimit | None = Field(
+        None,
+        description="validation batches per pass: a count (0: no validation), or a fraction",
+    )
+    val_check_interval: PositiveInt | None = Field(
+        None,
+        description="also validate every N optimizer steps inside an epoch (the epoch's end "
+        "still validates)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="reproducible kernels: torch deterministic algorithms, XLA/TF op "
+        "determinism; slower (see design.md)",
+    )
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     progress: bool = True
@@ -208,6 +289,19 @@ class TrainerSpec(BaseModel):
         "raise", description="skip: undo and count steps whose loss is not finite"
     )
     run_dir: str = "runs"
+
+    @model_validator(mode="after")
+    def _accumulation_alone(self) -> TrainerSpec:
+        """Gradient accumulation groups micro-batches itself; fused steps and `on_nan: skip`
+        (which undo single steps) would cut its groups."""
+        if self.accumulate_grad_batches > 1:
+            if self.steps_per_execution > 1:
+                raise ValueError(
+                    "accumulate_grad_batches > 1 cannot be combined with steps_per_execution > 1"
+                )
+            if self.on_nan == "skip":
+                raise ValueError("accumulate_grad_batches > 1 cannot be combined with on_nan: skip")
+        return self
 
 
 class Spec(BaseModel):

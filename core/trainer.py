@@ -7,13 +7,14 @@ import math
 import signal
 import threading
 import warnings
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import resume
-from .batches import Batches, array_kind, array_units, eval_order, rows
+from .batches import Batches, accumulation_groups, array_kind, array_units, eval_order, rows
 from .data import ArrayData, batch_slices, epoch_order
 from .errors import Terminated, TrainingError
 from .hook_errors import hook_failure, save_before_reporting
@@ -21,7 +22,7 @@ from .optim import schedule_length
 from .protocol import Program
 from .registry import Registry
 from .result import FitResult  # also importable from here, as before
-from .run_length import RunLength, run_length
+from .run_length import RunLength, limited, run_length
 from .spec import Spec
 from .state import clean_temporary, write_checkpoint
 
@@ -147,25 +148,34 @@ class Trainer:
         batch_size: int,
         drop_last: bool,
         start: int = 0,
+        limit: int | float | None = None,
     ) -> dict[str, float]:
         step_fn = self.program.train_step if stage == "train" else self.program.eval_step
         batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
         skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
+        micro = self.spec.trainer.accumulate_grad_batches if stage == "train" else 1
+        first = start * micro  # batches of this pass already run (a mid-epoch resume)
         if isinstance(data, Batches):  # a loader or iterable: read once per epoch, as it comes
-            stream = data.epoch(self.epoch, start, array_kind(self.program))
-            units, total = ((1, rows(b[0]), b) for b in stream), data.length
+            stream = data.epoch(self.epoch, first, array_kind(self.program))
+            units, total = ((1, rows(b[0]), b) for b in stream), limited(limit, data.length)
+            if total is not None and total != data.length:
+                units = islice(units, max(0, total - first))
         else:
             slices = batch_slices(len(order), batch_size, drop_last)
+            slices = slices[: limited(limit, len(slices))]
             train = stage == "train"
             units = array_units(
                 order,
                 slices,
-                start,
+                first,
                 lambda i: self._group_size(slices, i, batch_size) if train else 1,
                 lambda cut, group: self._batch(data, cut, group),
             )
             total = len(slices)
+        if micro > 1:  # one optimizer step per `micro` batches
+            units, step_fn = accumulation_groups(units, micro), self._accumulate_step
+            total = None if total is None else -(-total // micro)
         running, pending, pending_count = _RunningMean(), [], 0
         index = start
         for group, count, batch in units:
@@ -228,6 +238,13 @@ class Trainer:
             return x, y
         return x.reshape(group, -1, *x.shape[1:]), y.reshape(group, -1, *y.shape[1:])
 
+    def _accumulate_step(self, batches: list[Any]) -> Any:
+        """One optimizer step on several micro-batches (`trainer.accumulate_grad_batches`); a
+        group of one (the end of a pass) is a plain step, which is the same update."""
+        if len(batches) == 1:
+            return self.program.train_step(batches[0])
+        return self.program.accumulate_step(batches)
+
     def _skipping_step(self, batch: tuple[Any, Any]) -> Any:
         """`on_nan: skip`: one step that is undone (state restored) if its loss is not finite.
 
@@ -257,7 +274,8 @@ class Trainer:
     def _validate(self, val: ArrayData | Batches) -> dict[str, float]:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
-        metrics = self._run_epoch(val, "val", eval_order(val), size, drop_last=False)
+        limit = self.spec.trainer.limit_val_batches
+        metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 
@@ -369,12 +387,16 @@ class Trainer:
             order = None
             if not isinstance(train, Batches):
                 order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
-            metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
+            limit = spec.trainer.limit_train_batches
+            metrics = self._run_epoch(
+                train, "train", order, data.batch_size, data.drop_last, start, limit
+            )
             if self._halt:
                 return
             if (
                 val is not None
                 and (isinstance(val, Batches) or len(val))
+                and spec.trainer.limit_val_batches != 0
                 and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0
             ):
                 metrics.update(self._validate(val))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crosstrain.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.metrics import weighted_means
 from crosstrain.model import init_params
@@ -117,6 +118,18 @@ class KerasProgram(Program):
         """K steps in one compiled call: `(x, y)` stacked with a leading axis of K."""
         with self._scope():
             return self._steps.train_many(self._host(batches[0]), self._host(batches[1]))
+
+    def accumulate_step(self, batches: list[tuple[Any, Any]]) -> Any:
+        """One update from several micro-batches in one compiled call: the equal-sized ones
+        stacked (scanned on jax, an unrolled graph on tensorflow, eager on torch), a shorter
+        last one after them; gradients weighted by rows."""
+        equal, tail = split_micro_batches(batches)
+        xs = np.stack([self._host(b[0]) for b in equal])
+        ys = np.stack([self._host(b[1]) for b in equal])
+        if tail is not None:
+            tail = (self._host(tail[0]), self._host(tail[1]))
+        with self._scope():
+            return self._steps.accumulate(xs, ys, tail)
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
         """Loss and metrics on a batch, without an update or dropout."""

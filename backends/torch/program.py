@@ -241,14 +241,49 @@ class TorchProgram(Program):
         """One optimizer update on `(x, y)` numpy arrays; returns device values without syncing."""
         x, y, weight, size = self._local(batch)
         self._mode(True)
-        self.schedule.apply(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, out = self._compute(x, y)
-        objective = loss if weight == 1.0 else loss * weight
+        self._backward(loss if weight == 1.0 else loss * weight)
+        return self._update(self._outputs(loss, out, y, size))
+
+    def accumulate_step(self, batches: list[tuple[Any, Any]]) -> StepOutput:
+        """One update on several micro-batches: each backward adds its gradient times its
+        (global) rows, the sum is divided by all rows before clipping and the step, so the
+        update equals one step on the rows joined. One output counts every row."""
+        self._mode(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs, total = [], 0
+        for batch in batches:
+            x, y, weight, size = self._local(batch)
+            rows = len(batch[0])
+            loss, out = self._compute(x, y)
+            self._backward(loss * (weight * rows))
+            outputs.append(self._outputs(loss, out, y, size))
+            total += rows
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / total)
+        merged: StepOutput = {
+            k: sum(o[k] * o["batch_size"] for o in outputs) / sum(o["batch_size"] for o in outputs)
+            for k in outputs[0]
+            if k != "batch_size"
+        }
+        merged["batch_size"] = sum(o["batch_size"] for o in outputs)
+        return self._update(merged)
+
+    def _backward(self, objective: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+        else:
+            objective.backward()
+
+    def _update(self, outputs: StepOutput) -> StepOutput:
+        """Clips, steps the optimizer (through the gradient scaler under 16-mixed) at this
+        update's learning rate and adds `grad_norm`/`skipped` to `outputs`."""
+        self.schedule.apply(self.step)
         clip = self.spec.optimizer.clip_norm
         skipped = None
         if self.scaler is not None:
-            self.scaler.scale(objective).backward()
             if clip is not None or self._grad_norm:
                 self.scaler.unscale_(self.optimizer)
             norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
@@ -257,11 +292,9 @@ class TorchProgram(Program):
             self.scaler.update()
             self._skipped += skipped
         else:
-            objective.backward()
             norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
             self.optimizer.step()
         self.step += 1
-        outputs = self._outputs(loss, out, y, size)
         if self._grad_norm and norm is not None:
             outputs["grad_norm"] = whole(norm).detach()
         if skipped is not None:
