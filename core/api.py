@@ -17,7 +17,7 @@ from .protocol import Program, RunEnv
 from .registry import Registry, get_registry, package_version
 from .resolve import load_data
 from .resume import announce, plan_resume
-from .run_length import RunLength, run_length
+from .run_length import RunLength, dev_run_spec, run_length
 from .rundir import locked_run_dir, run_directory
 from .spec import Spec, load_spec
 from .state import checkpoint_step, latest_checkpoint, list_checkpoints
@@ -240,6 +240,8 @@ def fit(
             stacklevel=2,
         )
     spec_obj, native = _split_target(target, spec)
+    if spec_obj.trainer.fast_dev_run is not False:  # a smoke test: writes no files
+        spec_obj, run_dir = dev_run_spec(spec_obj), False
     name = backend_name(spec_obj, backend)
     needs = callback_needs(spec_obj, callbacks)
     backend_obj = _checked_backend(registry, name, spec_obj, needs)

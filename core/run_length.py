@@ -79,3 +79,26 @@ def run_length(spec: Any, train: Any) -> RunLength:
     return RunLength.of(
         spec.trainer.max_epochs, spec.trainer.max_steps, epoch_steps(spec.trainer, batches)
     )
+
+
+def dev_run_spec(spec: Any) -> Any:
+    """`spec` as `trainer.fast_dev_run` runs it (unchanged when it is off): 1 (or N) training
+    and validation batches in one epoch, with no checkpoints, loggers, early stopping or
+    mid-epoch validation (`fit` also writes no run directory), as Lightning's `fast_dev_run`."""
+    wanted = spec.trainer.fast_dev_run
+    if wanted is False:
+        return spec
+    batches = 1 if wanted is True else wanted
+    trainer = spec.trainer.model_copy(
+        update={
+            "max_epochs": 1,
+            "max_steps": None,
+            "limit_train_batches": batches,
+            "limit_val_batches": batches,
+            "val_check_interval": None,
+            "checkpoint": None,
+            "loggers": [],
+            "early_stopping": None,
+        }
+    )
+    return spec.model_copy(update={"trainer": trainer})

@@ -291,9 +291,9 @@ class TrainerSpec(BaseModel):
     run_dir: str = "runs"
 
     @model_validator(mode="after")
-    def _accumulation_alone(self) -> TrainerSpec:
+    def _compatible(self) -> TrainerSpec:
         """Gradient accumulation groups micro-batches itself; fused steps and `on_nan: skip`
-        (which undo single steps) would cut its groups."""
+        (which undo single steps) would cut its groups. Determinism excludes autotuning."""
         if self.accumulate_grad_batches > 1:
             if self.steps_per_execution > 1:
                 raise ValueError(
@@ -301,6 +301,11 @@ class TrainerSpec(BaseModel):
                 )
             if self.on_nan == "skip":
                 raise ValueError("accumulate_grad_batches > 1 cannot be combined with on_nan: skip")
+        if self.deterministic and self.cudnn_benchmark:
+            raise ValueError(
+                "deterministic: true cannot be combined with cudnn_benchmark: true "
+                "(autotuning picks kernels by timing)"
+            )
         return self
 
 

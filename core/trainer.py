@@ -83,6 +83,7 @@ class Trainer:
         self.samples_seen = 0
         self.schedule_steps: int | None = None
         self.run_length = RunLength(0, None)
+        self._val_data: ArrayData | Batches | None = None
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -198,6 +199,8 @@ class Trainer:
                     logs = self._pull(pending, pending_count, running, stage)
                     logs.update(self._collect("step", logs))
                     pending, pending_count = [], 0
+            if stage == "train" and self._validates_at(before, index, total):
+                logs = {**(logs or {}), **self._validate(self._val_data)}
             if batch_hooks:
                 self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
             if stage == "train" and (
@@ -212,6 +215,19 @@ class Trainer:
             # counted by a first pass that ran to the end
             self._set_length(self.run_length.counted(self.spec, data.length or 0))
         return running.means(stage)
+
+    def _validates_at(self, before: int, index: int, total: int | None) -> bool:
+        """Whether `trainer.val_check_interval` validates after this step: when the step count
+        crossed a multiple of it, except on a pass's last step (the epoch's own validation)."""
+        interval = self.spec.trainer.val_check_interval
+        return (
+            interval is not None
+            and self.global_step // interval > before // interval
+            and index != total
+            and self._val_data is not None
+            and (isinstance(self._val_data, Batches) or len(self._val_data) > 0)
+            and self.spec.trainer.limit_val_batches != 0
+        )
 
     def _set_length(self, length: RunLength) -> None:
         """Batches per epoch (0: a stream's, until its first pass ends) and the run's steps."""
@@ -323,7 +339,7 @@ class Trainer:
         `length` is the run length the program's schedule was built with (`fit` passes it);
         by default it is computed here the same way (`crosstrain.run_length.run_length`).
         """
-        data = self.spec.data
+        data, self._val_data = self.spec.data, val
         self._set_length(length or run_length(self.spec, train))
         self.schedule_steps = schedule_length(self.run_length.total_steps)
         if not isinstance(train, Batches) and self.steps_per_epoch == 0:

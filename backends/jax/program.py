@@ -41,7 +41,7 @@ from crosstrain.state import CanonicalState
 from flax import nnx
 
 from . import state as state_io
-from .device import Placement, precision_policy, select_devices
+from .device import Placement, deterministic_xla, precision_policy, select_devices
 from .model import Model, flat_names, nest, unnest
 from .optim import make_optimizer
 from .state import native_initial_values, seed_key_data
@@ -89,6 +89,8 @@ class JaxProgram(Program):
         if spec.model is None:
             raise CrosstrainError("backend 'jax' builds models from spec.model; this spec has none")
         self.spec = spec
+        if spec.trainer.deterministic:
+            deterministic_xla()
         self.policy = precision_policy(env.precision)
         self.placement = Placement(select_devices(env.accelerator, env.devices))
         with jax.default_device(self.placement.devices[0]):

@@ -22,7 +22,13 @@ from crosstrain.resolve import metric_functions, resolve_function
 from crosstrain.state import CanonicalState
 
 from . import state as state_io
-from .device import data_parallel, precision_policy, select_devices, use_engine
+from .device import (
+    data_parallel,
+    deterministic_engine,
+    precision_policy,
+    select_devices,
+    use_engine,
+)
 from .model import build_model
 from .optim import make_optimizer
 from .steps import make_steps
@@ -47,7 +53,11 @@ class KerasProgram(Program):
                 "backend 'keras' builds models from spec.model; this spec has none"
             )
         self.spec, self.engine, self.backend = spec, engine, f"keras:{engine}"
+        if spec.trainer.deterministic:
+            deterministic_engine(engine, before_import=True)
         self.keras = keras = use_engine(engine)
+        if spec.trainer.deterministic:
+            deterministic_engine(engine, before_import=False)
         self.precision = precision_policy(env.precision)
         devices = select_devices(keras, engine, env.accelerator, env.devices)
         self.distribution = data_parallel(keras, devices)
