@@ -33,6 +33,7 @@ from .cli_fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too
 )
 from .cli_registry import cmd_backends, cmd_plugins
 from .errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated, TrainingError
+from .output import LOG, configure_output
 from .registry import Registry, build_registry, get_registry, set_registry
 from .spec import Spec
 from .summary import summary
@@ -107,8 +108,8 @@ def inference_spec(args: argparse.Namespace) -> Spec:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     done = api.evaluate_checkpoint(inference_spec(args), args.checkpoint, backend=args.backend)
-    print(f"checkpoint: {done.checkpoint} (step {done.step})")
-    print(f"data: {done.described}")
+    LOG.info(f"checkpoint: {done.checkpoint} (step {done.step})")
+    LOG.info(f"data: {done.described}")
     print_metrics(f"{SPLIT_TITLES[done.split]} metrics:", done.metrics)
     return 0
 
@@ -140,7 +141,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = inference_spec(args)
     checkpoint = api.find_checkpoint(spec, args.checkpoint)
     outputs = api.predict(spec, checkpoint, inputs, backend=args.backend)
-    print(f"checkpoint: {checkpoint}")
+    LOG.info(f"checkpoint: {checkpoint}")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, outputs)
@@ -148,7 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def cmd_summary(args: argparse.Namespace) -> int:  # the table is the result: printed even with -q
     print(summary(read_spec(args.spec)))
     return 0
 
@@ -209,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        default=0,
+        help="only results, warnings and errors (no model table, progress or file notes)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=1,
+        help="debug lines too, and the frameworks' own log lines (TensorFlow/XLA C++ logs)",
     )
     common.add_argument(
         "--plugins",
@@ -316,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    configure_output(args.verbosity)
     try:
         if args.plugins or args.no_plugin:
             _use_plugins(args.plugins, args.no_plugin)

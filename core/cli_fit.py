@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from . import api
+from .callbacks import Callback
 from .config import ENV_ACCELERATOR, ENV_BACKEND
 from .errors import CrosstrainError, MissingDependency, SpecError, SpecIssue
+from .output import LOG
 from .registry import get_registry
 from .spec import Spec, load_spec
 from .summary import summary
@@ -78,7 +80,7 @@ def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             # a JSON string is a quoted YAML scalar: `--precision 32` stays the string "32"
             changes[key] = json.dumps(value) if isinstance(value, str) else value
-    if args.no_progress:
+    if args.no_progress or getattr(args, "verbosity", 0) < 0:  # -q: no progress either
         changes["trainer.progress"] = False
     if getattr(args, "logger", None):
         changes["trainer.loggers"] = list(args.logger)
@@ -136,17 +138,40 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
         print(f"  {key:<{width}}  {value:.6g}")
 
 
-def save_curves(result: Any) -> None:
-    """Writes `curves.png` into the run directory; without matplotlib says so in one line."""
+class StepCurves(Callback):
+    """Collects `{"step", "train_loss", "lr"}` at each training metric pull (no extra sync: the
+    loss is the pulled one, the lr is computed on the host as `lr_monitor` does) for the
+    per-step panels of curves.png."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+
+    def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
+        if stage != "train" or not logs or "train_loss" not in logs:
+            return
+        from .optim import applied_lr
+
+        record = {"step": trainer.global_step, "train_loss": logs["train_loss"]}
+        updates = trainer.global_step - trainer.skipped_steps
+        if updates > 0:
+            total = trainer.schedule_steps or trainer.total_steps
+            spec = trainer.spec
+            record["lr"] = applied_lr(spec.optimizer, spec.schedule, updates - 1, total)
+        self.records.append(record)
+
+
+def save_curves(result: Any, steps: list[dict[str, float]] | None = None) -> None:
+    """Writes `curves.png` into the run directory (per epoch, and per step when `steps` are
+    given); without matplotlib says so in one line."""
     if result.run_dir is None or not result.history:
         return
     path = Path(result.run_dir) / CURVES_FILE
     try:
-        result.plot(path)
+        result.plot(path, steps=steps)
     except MissingDependency as err:
         print(f"{CURVES_FILE} skipped: {err}")
         return
-    print(f"curves: {path}")
+    LOG.info(f"curves: {path}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -196,28 +221,33 @@ def cmd_fit(args: argparse.Namespace) -> int:
         api.fit(spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed)
         return 0
     if spec.model is not None:
-        print(summary(spec), end="\n\n")
-    print(f'training "{spec.name}" on {backend}', flush=True)
+        LOG.info(summary(spec) + "\n")
+    LOG.info(f'training "{spec.name}" on {backend}')
+    LOG.debug(f"crosstrain {api.package_version('crosstrain')}, {backend} {backend_obj.version()}")
     for broken in get_registry().broken:
-        print(
-            f"warning: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
-            file=sys.stderr,
+        LOG.warning(
+            f"plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}"
         )
+    curves = StepCurves()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="crosstrain: plugin")
         result = api.fit(
-            spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed
+            spec,
+            backend=args.backend,
+            resume=args.resume,
+            resume_changed=args.resume_changed,
+            callbacks=[curves],
         )
     if result.extras.get("already_finished"):
         return 0  # said so; nothing trained, nothing written
-    print()
+    LOG.info("")
     if result.stopped_early:
-        print(f"stopped early after epoch {len(result.history)}")
+        LOG.info(f"stopped early after epoch {len(result.history)}")
     print_metrics("final metrics:", result.metrics)
     if result.last_checkpoint is not None:
-        print(f"last checkpoint: {result.last_checkpoint}")
-    save_curves(result)
-    print(f"run directory: {result.run_dir}")
+        LOG.info(f"last checkpoint: {result.last_checkpoint}")
+    save_curves(result, curves.records)
+    LOG.info(f"run directory: {result.run_dir}")
     return 0
 
 

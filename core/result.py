@@ -132,8 +132,12 @@ class FitResult:
         spec, program = self._trained("predict")
         return predict_program(spec, program, self.backend, x)
 
-    def plot(self, path: str | Path | None = None) -> Figure:
-        """Loss and each metric per epoch, train against val (and test), one panel each.
+    def plot(
+        self, path: str | Path | None = None, steps: list[dict[str, float]] | None = None
+    ) -> Figure:
+        """Loss and each metric per epoch, train against val (and test), one panel each; with
+        `steps` (records `{"step", "train_loss", "lr"}` at each metric pull, what `crosstrain
+        fit` collects for curves.png) two more panels: training loss and learning rate per step.
 
         The figure is built without pyplot, so no window opens and no display is needed; it is
         saved as PNG when `path` is given (parent directories are created).
@@ -142,8 +146,16 @@ class FitResult:
         _enable_notebook_display()
         ticker = import_optional("matplotlib.ticker", "FitResult.plot()", "notebook")
         names = self.history.metric_names()
-        figure = figure_module.Figure(figsize=(4.5 * max(1, len(names)), 3.5), layout="tight")
-        axes = figure.subplots(1, max(1, len(names)), squeeze=False)[0]
+        step_panels = [k for k in ("train_loss", "lr") if any(k in r for r in steps or [])]
+        panels = max(1, len(names)) + len(step_panels)
+        figure = figure_module.Figure(figsize=(4.5 * panels, 3.5), layout="tight")
+        axes = figure.subplots(1, panels, squeeze=False)[0]
+        for ax, key in zip(axes[panels - len(step_panels) :], step_panels, strict=True):
+            points = [(r["step"], r[key]) for r in steps or [] if key in r]
+            ax.plot(*zip(*points, strict=True), linewidth=1, label=key)
+            title = "loss per step" if key == "train_loss" else "learning rate per step"
+            ax.set(xlabel="step", ylabel=key, title=title)
+            ax.grid(alpha=0.3)
         for ax, name in zip(axes, names, strict=False):
             for split in SPLITS:
                 key = f"{split}_{name}"
