@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     )
     from crosstrain.spec.module import Module
     from crosstrain.spec.schema import Spec, load_spec
+    from crosstrain.spec.summary import ModelSummary, summary
     from crosstrain.train.callbacks import Callback
     from crosstrain.train.loggers import Logger
     from crosstrain.train.trainer import FitResult
@@ -53,11 +54,13 @@ _LAZY = {
     "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
     "Spec": "spec.schema", "load_spec": "spec.schema", "CanonicalState": "checkpoint.format",
+    "summary": "spec.summary", "ModelSummary": "spec.summary",
     "FitResult": "train.trainer", "Batches": "data.batches", "Logger": "train.loggers",
     "register_layer": "plugin.registry", "register_loss": "plugin.registry",
     "register_metric": "plugin.registry", "register_callback": "plugin.registry",
     "register_logger": "plugin.registry", "register_data_source": "plugin.registry",
 }  # fmt: skip
+_SUBMODULES = {"layers", "losses", "metrics", "optim"}
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
 
@@ -66,7 +69,7 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'crosstrain' has no attribute {name!r}")
     module = importlib.import_module(f".{_LAZY[name]}", __name__)
-    value = module if _LAZY[name].endswith(f".{name}") else getattr(module, name)
+    value = module if name in _SUBMODULES else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -89,6 +92,7 @@ __all__ = [
     "FitResult",
     "Logger",
     "Module",
+    "ModelSummary",
     "PluginError",
     "Program",
     "RunEnv",
@@ -115,4 +119,5 @@ __all__ = [
     "register_logger",
     "register_loss",
     "register_metric",
+    "summary",
 ]

@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from crosstrain.data.batches import as_inputs, check_streams
-from crosstrain.errors import CheckpointError, CrosstrainError, PluginError
+from crosstrain.data.batches import check_streams
+from crosstrain.errors import CheckpointError, CrosstrainError
 from crosstrain.plugin.protocol import Launcher, LaunchRequest, Program, RunEnv, callback_needs
 from crosstrain.plugin.registry import Registry, get_registry, package_version
 from crosstrain.spec.resolve import load_data
 from crosstrain.spec.schema import Spec, load_spec
+from crosstrain.train.callbacks import FitCallbacks
 from crosstrain.train.explain import fit_plan
+from crosstrain.train.inference import Evaluation, evaluate_program, predict_program
 from crosstrain.train.remote_run import mirrored, open_remote, remote_result
 from crosstrain.train.resume import announce, plan_resume
-from crosstrain.train.run_length import RunLength, run_length
+from crosstrain.train.run_length import RunLength, dev_run_spec, run_length
 from crosstrain.train.rundir import (  # noqa: F401 (find_checkpoint, write_run_files: re-exported)
     find_checkpoint,
     locked_run_dir,
@@ -133,7 +135,7 @@ def explain(
     env = make_env(spec_obj, native, None, name, length=length, needs=needs)
     backend_obj.check(spec_obj, env)
     scratch = tempfile.TemporaryDirectory()  # loggers are made as a fit makes them
-    with scratch, _Callbacks(registry, spec_obj, Path(scratch.name), []):
+    with scratch, FitCallbacks(registry, spec_obj, Path(scratch.name), []):
         return fit_plan(
             spec_obj, name, backend_obj, env, length, registry.pm,
             launcher=launcher, launched=launcher_environment(),
@@ -181,34 +183,6 @@ def _quiet(spec: Spec) -> Spec:
     return spec.model_copy(update={"trainer": trainer})
 
 
-class _Callbacks:
-    """Registers a fit's callbacks with the PluginManager and removes them afterwards."""
-
-    def __init__(self, registry: Registry, spec: Spec, run_dir: Path | None, extra: list[Any]):
-        self.pm = registry.pm
-        made = self.pm.hook.crosstrain_make_callbacks(spec=spec, run_dir=run_dir)
-        self.callbacks = [c for group in made for c in group] + list(extra)
-
-    def __enter__(self) -> list[Any]:
-        registered = []
-        try:
-            for callback in self.callbacks:
-                self.pm.register(callback)
-                registered.append(callback)
-            self.pm.check_pending()
-        except Exception as err:
-            for callback in registered:
-                self.pm.unregister(callback)
-            name = type(self.callbacks[len(registered) - 1 if registered else 0]).__name__
-            raise PluginError(name, "callback", str(err)) from None
-        return self.callbacks
-
-    def __exit__(self, *exc: Any) -> None:
-        for callback in self.callbacks:
-            if self.pm.is_registered(callback):
-                self.pm.unregister(callback)
-
-
 def fit(
     target: Any,
     backend: str | None = None,
@@ -254,6 +228,8 @@ def fit(
             stacklevel=2,
         )
     spec_obj, native = _split_target(target, spec)
+    if spec_obj.trainer.fast_dev_run is not False:  # a smoke test: writes no files
+        spec_obj, run_dir = dev_run_spec(spec_obj), False
     name = backend_name(spec_obj, backend)
     needs = callback_needs(spec_obj, callbacks)
     backend_obj = _checked_backend(registry, name, spec_obj, needs)
@@ -314,7 +290,7 @@ def fit(
     with (
         mirrored(remote, staging),
         locked_run_dir(directory),
-        _Callbacks(registry, callback_spec, directory, list(callbacks)),
+        FitCallbacks(registry, callback_spec, directory, list(callbacks)),
     ):
         if directory is not None:
             where = remote.url if remote is not None else directory
@@ -324,6 +300,7 @@ def fit(
             )  # fmt: skip
             write_run_files(directory, spec_obj, plan_text)
         result = trainer.fit(train, val, resume_from=checkpoint, length=length)
+    result.spec, result.backend = spec_obj, name  # for result.evaluate()/predict() in memory
     return remote_result(result, remote)
 
 
@@ -343,7 +320,7 @@ def _launcher(registry: Registry, name: str) -> Launcher:
 
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
-) -> Trainer:
+) -> tuple[Trainer, Path, int]:
     from crosstrain.checkpoint.format import read_checkpoint
     from crosstrain.train.resume import check_fits_model, precision_changed
 
@@ -362,7 +339,23 @@ def _load_for_inference(
         raise
     except Exception as err:
         raise CheckpointError(f"{path}: cannot load into the {name} model: {err}") from err
-    return Trainer(spec_obj, program, registry, name, None)
+    return Trainer(spec_obj, program, registry, name, None), path, state.step
+
+
+def evaluate_checkpoint(
+    target: Any,
+    checkpoint: str | Path,
+    backend: str | None = None,
+    data: Any = None,
+    *,
+    spec: Any = None,
+) -> Evaluation:
+    """`evaluate` with what was scored: the checkpoint path and step, the split and its data."""
+    trainer, path, step = _load_for_inference(target, checkpoint, backend, spec)
+    metrics, split, described = evaluate_program(
+        trainer.spec, trainer.program, trainer.backend, data
+    )
+    return Evaluation(metrics, split, described, path, step)
 
 
 def evaluate(
@@ -373,15 +366,10 @@ def evaluate(
     *,
     spec: Any = None,
 ) -> dict[str, float]:
-    """Test loss and metrics (`test_loss`, `test_accuracy` ...) of a checkpoint on data.
-
-    Without `data`, evaluates on the validation part of `spec.data` (or all of it if no split).
-    """
-    trainer = _load_for_inference(target, checkpoint, backend, spec)
-    train, val = load_data(trainer.spec, data)
-    target_data = val if (val is not None and data is None) else train
-    with _Callbacks(get_registry(), trainer.spec, None, []):
-        return trainer.evaluate(target_data, stage="test")
+    """Loss and metrics of a checkpoint, keyed by the split scored (`evaluation_data`):
+    `test_loss`, `test_accuracy` ... on `data`; without `data`, `val_...` on the validation
+    split of `spec.data`, or `train_...` on all of it when it holds none out."""
+    return evaluate_checkpoint(target, checkpoint, backend, data, spec=spec).metrics
 
 
 def predict(
@@ -395,8 +383,5 @@ def predict(
     """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
     whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
     DataLoader, tf.data, grain...); default every input of `spec.data`."""
-    trainer = _load_for_inference(target, checkpoint, backend, spec)
-    if x is None:
-        train, val = load_data(trainer.spec)
-        x = train.x if val is None else np.concatenate([train.x, val.x])
-    return trainer.predict(as_inputs(x, "predict data", trainer.spec))
+    trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
+    return predict_program(trainer.spec, trainer.program, trainer.backend, x)

@@ -33,7 +33,7 @@ def crosstrain_add_metrics(registry: Any) -> None:
 def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     from crosstrain.plugin.registry import get_registry
 
-    from .checkpointing import ModelCheckpoint
+    from .checkpointing import ModelCheckpoint, StepCheckpoint
     from .early_stopping import EarlyStopping
     from .progress import ProgressBar
 
@@ -50,7 +50,10 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     if trainer.checkpoint is not None:
         # without a run directory it writes nothing, but still takes part in gathering a
         # sharded (FSDP) state on ranks > 0
-        callbacks.append(ModelCheckpoint(trainer.checkpoint))
+        checkpoints = ModelCheckpoint(trainer.checkpoint)
+        callbacks.append(checkpoints)
+        if trainer.checkpoint.every_n_steps or trainer.checkpoint.every_minutes:
+            callbacks.append(StepCheckpoint(checkpoints))  # a per-step hook only when asked
     if trainer.early_stopping is not None:
         callbacks.append(EarlyStopping(trainer.early_stopping))
     named = get_registry().callbacks

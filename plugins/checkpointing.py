@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,50 @@ class ModelCheckpoint(Callback):
         for old in found[: -self.options.keep]:
             if old.resolve() not in best:
                 remove_checkpoint(old)
+
+
+class StepCheckpoint(Callback):
+    """`trainer.checkpoint.every_n_steps` / `every_minutes`: checkpoints inside an epoch, at
+    step boundaries, through its `ModelCheckpoint` (same directory, same retention of the
+    `keep` last; a mid-epoch checkpoint is never one of the best, it has no epoch metrics).
+
+    A step that ends an epoch is left to the epoch's own checkpoint when that epoch writes
+    one. The minutes are measured from the fit's start or the last checkpoint written. Such a
+    checkpoint records the position in the epoch, so a resume continues exactly there.
+    """
+
+    def __init__(self, checkpoints: ModelCheckpoint):
+        self.checkpoints = checkpoints
+        self.options = checkpoints.options
+        self.last_save = time.monotonic()
+        self.seen = 0
+
+    def on_fit_start(self, trainer: Any) -> None:
+        if self.options.every_minutes and trainer.program.collective_state:
+            raise CrosstrainError(
+                "trainer.checkpoint.every_minutes cannot be used with a sharded state (fsdp): "
+                "ranks would decide at different steps; use every_n_steps"
+            )
+        self.last_save, self.seen = time.monotonic(), trainer.global_step
+
+    def on_checkpoint(self, trainer: Any, stage: str) -> None:
+        if stage == "save":
+            self.last_save = time.monotonic()
+
+    def on_batch_end(self, trainer: Any, stage: str) -> None:
+        if stage != "train" or trainer.global_step == 0:
+            return
+        every, minutes = self.options.every_n_steps, self.options.every_minutes
+        step, before, self.seen = trainer.global_step, self.seen, trainer.global_step
+        due = bool(every) and step // every > before // every  # a fused call may pass N
+        due = due or (bool(minutes) and time.monotonic() - self.last_save >= minutes * 60)
+        if not due:
+            return
+        ends_epoch = bool(trainer.steps_per_epoch) and (
+            trainer.batch_in_epoch >= trainer.steps_per_epoch
+        )
+        if ends_epoch and (trainer.epoch + 1) % self.options.every_n_epochs == 0:
+            return
+        trainer.save_checkpoint()
+        if trainer.checkpoint_dir is not None:
+            self.checkpoints._prune(trainer)

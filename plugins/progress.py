@@ -138,7 +138,9 @@ class LiveProgressBar(ProgressBar):
         super().__init__(live)
         self.progress: Any = None
         self.task: Any = None
+        self.task_total: int | None = None
         self.last_refresh = 0.0
+        self.console: Any = None  # a rich Console to draw on (None: rich's default, stdout)
 
     def _open(self) -> None:
         if self.progress is not None:
@@ -161,6 +163,7 @@ class LiveProgressBar(ProgressBar):
             TimeRemainingColumn(),
             transient=True,
             refresh_per_second=REFRESH_PER_SECOND,
+            console=self.console,
         )
         self.progress.start()
 
@@ -179,10 +182,13 @@ class LiveProgressBar(ProgressBar):
     def on_epoch_start(self, trainer: Any, stage: str, epoch: int) -> None:
         super().on_epoch_start(trainer, stage, epoch)
         if stage == "val":
-            if self.task is not None:
+            if self.task is not None:  # the training bar stays, full, while validation runs
                 self.progress.update(
-                    self.task, description=f"epoch {epoch + 1}/{self._epochs(trainer)} validating"
+                    self.task,
+                    description=f"epoch {epoch + 1}/{self._epochs(trainer)} validating",
+                    completed=self.task_total or trainer.batch_in_epoch,
                 )
+                self.progress.refresh()
             return
         if stage not in ("train", "test"):
             return
@@ -190,6 +196,7 @@ class LiveProgressBar(ProgressBar):
         if self.task is not None:
             self.progress.remove_task(self.task)
         total = (trainer.steps_per_epoch or None) if stage == "train" else None  # None: unknown
+        self.task_total = total
         title = f"epoch {epoch + 1}/{self._epochs(trainer)}" if stage == "train" else "test"
         self.task = self.progress.add_task(
             title, total=total, completed=self.first_batch, loss="", rate=""
@@ -202,7 +209,8 @@ class LiveProgressBar(ProgressBar):
         if self.task is None or stage not in ("train", "test"):
             return
         now = time.perf_counter()
-        if logs is None and now - self.last_refresh < REFRESH_SECONDS:
+        last = self.task_total is not None and batch_index + 1 >= self.task_total
+        if logs is None and not last and now - self.last_refresh < REFRESH_SECONDS:
             return
         self.last_refresh = now
         fields: dict[str, Any] = {}
@@ -217,11 +225,14 @@ class LiveProgressBar(ProgressBar):
         if steps > 0 and elapsed > 0:
             fields["rate"] = f"{steps * batch_size / elapsed:,.0f} samples/s"
         self.progress.update(self.task, completed=batch_index + 1, **fields)
+        if last:  # drawn at N/N now: the 5 Hz redraw may not come before the epoch line
+            self.progress.refresh()
 
     def on_epoch_end(self, trainer: Any, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         if stage == "train" and self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
+            self.progress.refresh()  # no stale bar of the finished epoch under its line
         elif stage == "test":
             self.close()
         super().on_epoch_end(trainer, stage, epoch, metrics)

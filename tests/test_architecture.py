@@ -13,7 +13,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 
-LAYERS = ["errors", "plugin", "nn", "data", "spec", "checkpoint", "train", "api", "cli"]
+LAYERS = ["errors", "output", "plugin", "nn", "data", "spec", "checkpoint", "train", "api", "cli"]
 """Lowest first: a module may import its own subpackage and those listed before it. The
 package's `__init__` (lazy public names) sits above all of them."""
 

@@ -91,7 +91,7 @@ def _setup(case: str, cwd: Path, outside: Path, victim: Path, trained: tuple) ->
     if case == "output_is_a_directory":  # the default file name is taken by a directory
         (cwd / f"tiny-step-{step}.safetensors").mkdir()
     if case == "unknown_format":
-        return line.replace("--to torch", "--to onnx")
+        return line.replace("--to torch", "--to tflite")
     return line
 
 
@@ -120,7 +120,7 @@ CASES = {
     "symlink_default_file": _refused("outside", "symbolic link", "only inside"),
     "symlink_output_file": _refused("symbolic link", "only inside"),
     "output_is_a_directory": _refused("is a directory"),
-    "unknown_format": _refused("no backend exports 'onnx'", "torch", "flax", "keras"),
+    "unknown_format": _refused("no backend exports 'tflite'", "torch", "flax", "keras"),
 }
 
 

@@ -301,8 +301,10 @@ def test_evaluate_a_checkpoint(trained):
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "test metrics:" in out and "test_loss" in out and "test_accuracy" in out
-    assert any(line.startswith("test  test_loss") for line in out.splitlines())
+    assert f"checkpoint: {trained.run}/checkpoints/step-12 (step 12)" in out
+    assert "data: the validation split (0.25 of random:classification, 64 samples)" in out
+    assert "validation metrics:" in out and "val_loss" in out and "val_accuracy" in out
+    assert "test_loss" not in out
 
 
 def test_predict_a_checkpoint(trained):

@@ -123,7 +123,7 @@ def test_numpy_backend_trains_from_the_cli_and_torch_reads_its_checkpoint(tmp_pa
         site=site,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert abs(float(evaluated.stdout.split("test_accuracy")[1].split()[0]) - accuracy) < 1e-6
+    assert abs(float(evaluated.stdout.split("val_accuracy")[1].split()[0]) - accuracy) < 1e-6
     spec["optimizer"] = {"name": "rmsprop"}
     path.write_text(yaml.safe_dump(spec))
     refused = cli("fit", str(path), "--backend", "numpy", cwd=tmp_path, site=site)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from crosstrain.cli.main import spec_json_schema
+from crosstrain.cli.schema import spec_json_schema
 from crosstrain.nn.layers import Layer
 from crosstrain.plugin.registry import DEFAULT_PLUGINS, build_registry
 from crosstrain.spec.reference import FIELD_NOTES, render_spec_reference, slug

@@ -161,3 +161,17 @@ class Placement:
         if not self.multi_process:
             return array
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
+"""The XLA flag `trainer.deterministic` adds: deterministic reductions/scatters on GPU (XLA on
+CPU is deterministic already)."""
+
+
+def deterministic_xla() -> None:
+    """Adds `XLA_DETERMINISTIC` to `XLA_FLAGS`. XLA reads the variable when its GPU backend
+    starts, so it takes effect when the fit is the process's first JAX computation (the
+    command line; a notebook that already ran JAX on the GPU must set it itself)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISTIC}".strip()

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import init_params
@@ -40,7 +41,7 @@ from crosstrain.spec.resolve import metric_functions, resolve_function
 from flax import nnx
 
 from . import state as state_io
-from .device import Placement, precision_policy, select_devices
+from .device import Placement, deterministic_xla, precision_policy, select_devices
 from .model import Model, flat_names, nest, unnest
 from .optim import make_optimizer
 from .state import native_initial_values, seed_key_data
@@ -55,6 +56,11 @@ def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args)
 
     return traced
+
+
+def _stack(arrays: list[Any]) -> Any:
+    """Equal-sized batch arrays (numpy, or jax from a stream) stacked on a new leading axis."""
+    return np.stack(arrays) if all(isinstance(a, np.ndarray) for a in arrays) else jnp.stack(arrays)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class JaxProgram(Program):
         if spec.model is None:
             raise CrosstrainError("backend 'jax' builds models from spec.model; this spec has none")
         self.spec = spec
+        if spec.trainer.deterministic:
+            deterministic_xla()
         self.policy = precision_policy(env.precision)
         self.placement = Placement(select_devices(env.accelerator, env.devices))
         with jax.default_device(self.placement.devices[0]):
@@ -150,29 +158,70 @@ class JaxProgram(Program):
             [jnp.asarray(out.shape[0], jnp.float32), *(jnp.asarray(v, jnp.float32) for v in values)]
         )
 
-    def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
-        key = None
-        if self._uses_rng:
-            key = jax.random.fold_in(jax.random.wrap_key_data(carry["key"]), carry["step"])
+    def _step_key(self, carry: dict[str, Any]) -> Any:
+        if not self._uses_rng:
+            return None
+        return jax.random.fold_in(jax.random.wrap_key_data(carry["key"]), carry["step"])
+
+    def _grads(
+        self, carry: dict[str, Any], rest: dict[str, Any], x: Any, y: Any, key: Any
+    ) -> tuple[Any, dict[str, Any], Any]:
+        """Gradients of the batch's mean loss, the updated statistics and the report."""
 
         def objective(params: dict[str, Any]) -> tuple[Any, tuple[Any, dict[str, Any]]]:
-            out, rest = self._apply(params, carry["rest"], x, True, key)
-            return self._loss(array_api_compat.array_namespace(out), out, y), (out, rest)
+            out, new_rest = self._apply(params, rest, x, True, key)
+            return self._loss(array_api_compat.array_namespace(out), out, y), (out, new_rest)
 
-        (loss, (out, rest)), grads = jax.value_and_grad(objective, has_aux=True)(carry["params"])
+        (loss, (out, new_rest)), grads = jax.value_and_grad(objective, has_aux=True)(
+            carry["params"]
+        )
+        return grads, new_rest, self._report(loss, out, y)
+
+    def _update(self, carry: dict[str, Any], grads: Any, rest: dict[str, Any]) -> dict[str, Any]:
         updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
         params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
-        new = {
+        return {
             "params": params,
             "rest": rest,
             "opt": opt,
             "step": carry["step"] + 1,
             "key": carry["key"],
         }
-        report = self._report(loss, out, y)
+
+    def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
+        grads, rest, report = self._grads(carry, carry["rest"], x, y, self._step_key(carry))
         if self._grad_norm:  # the norm before clipping; XLA shares it with the clip's own norm
             report = jnp.append(report, optax.tree.norm(grads).astype(jnp.float32))
-        return new, report
+        return self._update(carry, grads, rest), report
+
+    def _accumulate_body(
+        self, carry: dict[str, Any], xs: Any, ys: Any, tail: Any
+    ) -> tuple[dict[str, Any], Any]:
+        """One update from micro-batches stacked `(k, B, ...)` (a `lax.scan`) plus an optional
+        shorter `tail` batch: the gradients summed times their rows, divided by all rows."""
+        key = self._step_key(carry)
+
+        def micro(state: Any, batch: Any) -> tuple[Any, Any]:
+            total, rest, index = state
+            x, y = batch
+            micro_key = None if key is None else jax.random.fold_in(key, index)
+            grads, rest, report = self._grads(carry, rest, x, y, micro_key)
+            total = jax.tree.map(lambda t, g: t + g * x.shape[0], total, grads)
+            return (total, rest, index + 1), report
+
+        zeros = jax.tree.map(jnp.zeros_like, carry["params"])
+        state, reports = jax.lax.scan(micro, (zeros, carry["rest"], 0), (xs, ys))
+        count = xs.shape[0] * xs.shape[1]
+        if tail is not None:
+            state, report = micro(state, tail)
+            reports = jnp.concatenate([reports, report[None]])
+            count += tail[0].shape[0]
+        total, rest, _ = state
+        grads = jax.tree.map(lambda t: t / count, total)
+        if self._grad_norm:
+            norm = optax.tree.norm(grads).astype(jnp.float32)
+            reports = jnp.concatenate([reports, jnp.full((reports.shape[0], 1), norm)], axis=1)
+        return self._update(carry, grads, rest), reports
 
     def _scan_body(self, carry: dict[str, Any], xs: Any, ys: Any) -> tuple[dict[str, Any], Any]:
         return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
@@ -252,6 +301,59 @@ class JaxProgram(Program):
         `(DeviceData, rows)` with rows of shape `(K, batch)`."""
         self.carry, reports = self._call("scan", (self.carry,), batches)
         return reports
+
+    def accumulate_step(self, batches: list[tuple[Any, Any]]) -> Any:
+        """One update from several micro-batches in one compiled call (`_accumulate_body`):
+        the equal-sized ones stacked and scanned, a shorter last one after them."""
+        equal, tail = split_micro_batches(batches)
+        cached = isinstance(equal[0][0], DeviceData)
+        fn = self._accumulator(cached)
+        if cached:
+            stack = np.stack([np.asarray(rows, np.int32) for _, rows in equal])
+            last = None if tail is None else np.asarray(tail[1], np.int32)
+            data = (equal[0][0].x, equal[0][0].y, self._put(stack, True), self._put(last))
+        else:
+            xs = self._put(_stack([b[0] for b in equal]), True)
+            ys = self._put(_stack([b[1] for b in equal]), True)
+            last = None if tail is None else (self._put(tail[0]), self._put(tail[1]))
+            data = (xs, ys, last)
+        self.carry, reports = fn(self.carry, *data)
+        return reports
+
+    def _put(self, array: Any, stacked: bool = False) -> Any:
+        """A batch array (or None) placed with the data sharding when a mesh splits batches."""
+        if array is None or self.placement.mesh is None:
+            return array
+        rows = array.shape[1 if stacked else 0]
+        sharding = self.placement.batch_sharding(rows, stacked=stacked)
+        if self.placement.multi_process:
+            return self.placement.global_batch(np.asarray(array), sharding)
+        return jax.device_put(array, sharding)
+
+    def _accumulator(self, cached: bool) -> Callable[..., Any]:
+        """The jitted `_accumulate_body` (the carry donated); with `cached`, its data arguments
+        are the cached arrays and row indices, gathered inside the step."""
+        cache_key = ("accumulate", None, cached)
+        if cache_key not in self._jitted:
+            precision = self.policy.matmul_precision
+
+            def traced(carry: Any, *data: Any) -> Any:
+                if cached:
+                    x_all, y_all, index, last = data
+                    xs, ys = jnp.take(x_all, index, axis=0), jnp.take(y_all, index, axis=0)
+                    tail = None
+                    if last is not None:
+                        tail = (jnp.take(x_all, last, axis=0), jnp.take(y_all, last, axis=0))
+                else:
+                    xs, ys, tail = data
+                with jax.default_matmul_precision(precision) if precision else nullcontext():
+                    return self._accumulate_body(carry, xs, ys, tail)
+
+            options: dict[str, Any] = {"donate_argnums": 0}
+            if self.placement.mesh is not None:
+                options["out_shardings"] = self.placement.replicated
+            self._jitted[cache_key] = jax.jit(_quiet(traced), **options)
+        return self._jitted[cache_key]
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
         """Loss and metrics on a batch without an update or dropout."""

@@ -84,9 +84,12 @@ def use_engine(engine: str) -> Any:
         if not available:
             raise BackendUnavailable(f"keras:{engine}", reason, engine)
         os.environ["KERAS_BACKEND"] = engine
-        if engine == "tensorflow":
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from crosstrain.output import native_stderr_silenced
+
+    # TensorFlow's C++ start-up lines (and later the cuInit error on a machine without a GPU)
+    # unless `crosstrain -v` or the user's own TF_CPP_MIN_LOG_LEVEL
+    with native_stderr_silenced():
+        import keras
 
     return keras
 
@@ -190,3 +193,21 @@ def data_parallel(keras: Any, devices: list[str]) -> Any:
     if len(devices) < 2:
         return None
     return keras.distribution.DataParallel(devices=devices)
+
+
+def deterministic_engine(engine: str, before_import: bool) -> None:
+    """`trainer.deterministic` on a Keras engine: the XLA flag before jax starts (jax),
+    `tf.config.experimental.enable_op_determinism()` (tensorflow), deterministic torch kernels
+    (torch), each as the engine's own backend does it."""
+    if before_import and engine == "jax":
+        from crosstrain.backends.jax.device import deterministic_xla
+
+        deterministic_xla()
+    elif not before_import and engine == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif not before_import and engine == "torch":
+        from crosstrain.backends.torch.device import deterministic_torch
+
+        deterministic_torch()

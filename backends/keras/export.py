@@ -7,6 +7,8 @@ whatever the training precision, without the optimizer.
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,6 @@ def export(program: KerasProgram, path: Path, format: str) -> Path:
 
     Raises:
         UnsupportedFeature: `format` is not one of `FORMATS`.
-        CrosstrainError: `path` does not end in `.keras`.
     """
     if format != "keras":
         raise UnsupportedFeature(program.backend, f"export to {format!r}", ["keras"])
@@ -49,17 +50,15 @@ def export_keras(
     Args:
         spec: a validated Spec with a `model` section.
         state: canonical state from any backend (a checkpoint's, or `program.get_state()`).
-        path: the file to write.
+        path: the file to write, any name (`.keras` or not: the file is a `.keras` zip either way).
         backend: `keras` or `keras:<engine>`: the engine that writes the file.
 
     Raises:
-        CrosstrainError: the spec has no model or the path does not end in `.keras`.
+        CrosstrainError: the spec has no model.
         CheckpointError: the state does not fit the model.
         EngineConflict: Keras is already imported here with another engine.
     """
     path = Path(path)
-    if path.suffix != ".keras":
-        raise CrosstrainError(f"{path}: a native Keras file must end in .keras")
     if spec.model is None:
         raise CrosstrainError("export needs a spec with a model section")
     use_engine(engine_of(backend))
@@ -70,5 +69,15 @@ def export_keras(
     for ref in refs:
         ref.write(state.params[ref.name])
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    if path.suffix == ".keras":
+        model.save(path)
+        return path
+    # Keras saves only to names ending in .keras: write a temporary one beside the target (in
+    # the same directory, so export still writes only there) and rename it to the name asked for
+    temporary = path.parent / f".tmp-{secrets.token_hex(8)}-{path.name}.keras"
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path

@@ -91,6 +91,7 @@ class KerasBackend(Backend):
             strategies=frozenset({"auto", "data_parallel"}),
             optimizers=frozenset({"sgd", "adam", "adamw", "rmsprop"}),
             steps_per_execution=True,
+            accumulate_grad_batches=True,
             compile=True,
             native_models=False,
             grad_norm=True,

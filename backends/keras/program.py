@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import init_params
@@ -21,7 +22,13 @@ from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 
 from . import state as state_io
-from .device import data_parallel, precision_policy, select_devices, use_engine
+from .device import (
+    data_parallel,
+    deterministic_engine,
+    precision_policy,
+    select_devices,
+    use_engine,
+)
 from .model import build_model
 from .optim import make_optimizer
 from .steps import make_steps
@@ -46,7 +53,11 @@ class KerasProgram(Program):
                 "backend 'keras' builds models from spec.model; this spec has none"
             )
         self.spec, self.engine, self.backend = spec, engine, f"keras:{engine}"
+        if spec.trainer.deterministic:
+            deterministic_engine(engine, before_import=True)
         self.keras = keras = use_engine(engine)
+        if spec.trainer.deterministic:
+            deterministic_engine(engine, before_import=False)
         self.precision = precision_policy(env.precision)
         devices = select_devices(keras, engine, env.accelerator, env.devices)
         self.distribution = data_parallel(keras, devices)
@@ -117,6 +128,18 @@ class KerasProgram(Program):
         """K steps in one compiled call: `(x, y)` stacked with a leading axis of K."""
         with self._scope():
             return self._steps.train_many(self._host(batches[0]), self._host(batches[1]))
+
+    def accumulate_step(self, batches: list[tuple[Any, Any]]) -> Any:
+        """One update from several micro-batches in one compiled call: the equal-sized ones
+        stacked (scanned on jax, an unrolled graph on tensorflow, eager on torch), a shorter
+        last one after them; gradients weighted by rows."""
+        equal, tail = split_micro_batches(batches)
+        xs = np.stack([self._host(b[0]) for b in equal])
+        ys = np.stack([self._host(b[1]) for b in equal])
+        if tail is not None:
+            tail = (self._host(tail[0]), self._host(tail[1]))
+        with self._scope():
+            return self._steps.accumulate(xs, ys, tail)
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
         """Loss and metrics on a batch, without an update or dropout."""

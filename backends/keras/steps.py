@@ -77,6 +77,7 @@ class JaxSteps(_Steps):
             options = {"out_shardings": (shardings, None)}
         self._train = jax.jit(self._train_body, donate_argnums=0, **options)
         self._scan = jax.jit(self._scan_body, donate_argnums=0, **options)
+        self._accumulate = jax.jit(self._accumulate_body, donate_argnums=0, **options)
         self._eval = jax.jit(self._eval_body)
         self._predict = jax.jit(self._predict_body)
 
@@ -117,6 +118,61 @@ class JaxSteps(_Steps):
 
     def _scan_body(self, state: Any, xs: Any, ys: Any) -> tuple[Any, Any]:
         return self.jax.lax.scan(lambda s, batch: self._train_body(s, *batch), state, (xs, ys))
+
+    def _grads(self, state: Any, non_trainable: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+        """Gradients of the (scaled) loss of one batch, its report and the new statistics."""
+        from keras import StatelessScope
+
+        trainable, _, opt_vars = state
+
+        def objective(values: list[Any]) -> tuple[Any, tuple[Any, Any]]:
+            out, new_non_trainable = self.model.stateless_call(
+                values, non_trainable, x, training=True
+            )
+            loss, report = self.objective(out, y)
+            with StatelessScope(
+                state_mapping=list(zip(self.optimizer.variables, opt_vars, strict=True))
+            ):
+                scaled = self.optimizer.scale_loss(loss)
+            return scaled, (report, new_non_trainable)
+
+        grads, (report, non_trainable) = self.jax.grad(objective, has_aux=True)(trainable)
+        return grads, report, non_trainable
+
+    def _accumulate_body(self, state: Any, xs: Any, ys: Any, tail: Any) -> tuple[Any, Any]:
+        """One update from stacked micro-batches (a `lax.scan`) and an optional shorter one:
+        gradients summed times their rows, divided by all rows (`accumulate_step`)."""
+        jnp = self.jax.numpy
+        trainable, non_trainable, opt_vars = state
+
+        def micro(carry: Any, batch: Any) -> tuple[Any, Any]:
+            total, non_trainable = carry
+            grads, report, non_trainable = self._grads(state, non_trainable, *batch)
+            total = [t + g * batch[0].shape[0] for t, g in zip(total, grads, strict=True)]
+            return (total, non_trainable), report
+
+        zeros = [jnp.zeros_like(v) for v in trainable]
+        carry, reports = self.jax.lax.scan(micro, (zeros, non_trainable), (xs, ys))
+        count = xs.shape[0] * xs.shape[1]
+        if tail is not None:
+            carry, report = micro(carry, tail)
+            reports = jnp.concatenate([reports, report[None]])
+            count += tail[0].shape[0]
+        total, non_trainable = carry
+        grads = [t / count for t in total]
+        if self.grad_norm:
+            norm = with_grad_norm(reports[0], grads)[-1]
+            reports = jnp.concatenate([reports, jnp.full((reports.shape[0], 1), norm)], axis=1)
+        trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
+        return (trainable, non_trainable, opt_vars), reports
+
+    def accumulate(self, xs: np.ndarray, ys: np.ndarray, tail: Any) -> Any:
+        if tail is not None:
+            tail = (self._shard(tail[0]), self._shard(tail[1]))
+        self.state, reports = self._accumulate(
+            self.state, self._shard(xs, True), self._shard(ys, True), tail
+        )
+        return reports
 
     def _eval_body(self, trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
         out, _ = self.model.stateless_call(trainable, non_trainable, x, training=False)
@@ -175,6 +231,10 @@ class TensorflowSteps(_Steps):
         options = {"jit_compile": jit, "reduce_retracing": True, "autograph": False}
         self._train = tf.function(self._train_body, **options)
         self._scan = tf.function(self._scan_body, **options)
+        # the micro-batch count is unrolled, so shapes stay exact (no relaxed retracing)
+        self._accumulate = tf.function(
+            self._accumulate_body, **{**options, "reduce_retracing": False}
+        )
         self._eval = tf.function(self._eval_body, **options)
         self._predict = tf.function(
             lambda x: ops.cast(self.model(x, training=False), "float32"), **options
@@ -206,6 +266,38 @@ class TensorflowSteps(_Steps):
 
     def _eval_body(self, x: Any, y: Any) -> Any:
         return self.objective(self.model(x, training=False), self._targets(y))[1]
+
+    def _accumulate_body(self, xs: Any, ys: Any, tail: Any) -> Any:
+        """One update from stacked micro-batches and an optional shorter one, in one graph:
+        each gradient times its rows, summed (a loop unrolled over the static count), then
+        divided by all rows before `optimizer.apply`."""
+        tf = self.tf
+        variables = self.model.trainable_variables
+        batches = [(xs[i], ys[i]) for i in range(xs.shape[0])]
+        if tail is not None:
+            batches.append(tail)
+        total: list[Any] = [tf.zeros_like(v) for v in variables]
+        reports, count = [], 0
+        for x, y in batches:
+            with tf.GradientTape() as tape:
+                out = self.model(x, training=True)
+                loss, report = self.objective(out, self._targets(y))
+                scaled = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            rows = int(x.shape[0])
+            total = [t + tf.convert_to_tensor(g) * rows for t, g in zip(total, grads, strict=True)]
+            reports.append(report)
+            count += rows
+        grads = [t / count for t in total]
+        self.optimizer.apply(grads, variables)
+        reports = tf.stack(reports)
+        if self.grad_norm:
+            norm = with_grad_norm(reports[0], grads)[-1]
+            reports = tf.concat([reports, tf.fill((tf.shape(reports)[0], 1), norm)], axis=1)
+        return reports
+
+    def accumulate(self, xs: np.ndarray, ys: np.ndarray, tail: Any) -> Any:
+        return self._accumulate(xs, ys, tail)
 
     def train(self, x: np.ndarray, y: np.ndarray) -> Any:
         return self._train(x, y)
@@ -253,6 +345,33 @@ class TorchSteps(_Steps):
 
     def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
         return self.torch.stack([self.train(x, y) for x, y in zip(xs, ys, strict=True)])
+
+    def accumulate(self, xs: np.ndarray, ys: np.ndarray, tail: Any) -> Any:
+        """Eager: each micro-batch's gradients times its rows, summed, divided by all rows."""
+        variables = self.model.trainable_variables
+        batches = list(zip(xs, ys, strict=True)) + ([tail] if tail is not None else [])
+        total: list[Any] | None = None
+        reports, count = [], 0
+        for x, y in batches:
+            out = self.model(self._tensor(x), training=True)
+            loss, report = self.objective(out, self._tensor(y))
+            grads = self.torch.autograd.grad(
+                self.optimizer.scale_loss(loss), [v.value for v in variables]
+            )
+            rows = len(x)
+            scaled = [g * rows for g in grads]
+            total = scaled if total is None else [t + g for t, g in zip(total, scaled, strict=True)]
+            reports.append(report.detach())
+            count += rows
+        grads = [t / count for t in total or []]
+        reports_tensor = self.torch.stack(reports)
+        with self.torch.no_grad():
+            self.optimizer.apply(grads, variables)
+            if self.grad_norm:
+                norm = with_grad_norm(reports_tensor[0], grads)[-1]
+                column = norm.reshape(1, 1).expand(len(reports), 1)
+                reports_tensor = self.torch.cat([reports_tensor, column], dim=1)
+        return reports_tensor
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
         with self.torch.no_grad():

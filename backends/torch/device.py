@@ -8,6 +8,7 @@ whether a gradient scaler is needed.
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -194,6 +195,18 @@ def configure_backends(trainer: Any, device: torch.device) -> None:
     if precision is not None:
         torch.set_float32_matmul_precision(precision)
         torch.backends.cudnn.allow_tf32 = precision != "highest"
+    if getattr(trainer, "deterministic", False):
+        deterministic_torch()
+
+
+def deterministic_torch() -> None:
+    """`trainer.deterministic`: deterministic kernels or an error naming the op that has none
+    (`torch.use_deterministic_algorithms`), cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG`,
+    read when cuBLAS starts, so a user's own value wins) and no cuDNN autotuning."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def step_marker(device: torch.device) -> Callable[[], None] | None:

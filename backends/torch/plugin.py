@@ -77,6 +77,7 @@ class TorchBackend(Backend):
             strategies=STRATEGIES,
             optimizers=OPTIMIZERS,
             steps_per_execution=False,
+            accumulate_grad_batches=True,
             compile=True,
             native_models=True,
             grad_norm=True,

@@ -226,14 +226,9 @@ class TorchProgram(Program):
         return self.loss_fn(xp, out, y), out
 
     def _outputs(
-        self,
-        loss: torch.Tensor,
-        out: torch.Tensor,
-        y: torch.Tensor,
-        size: int,
-        extras: tuple[torch.Tensor, ...] = (),
+        self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, size: int
     ) -> StepOutput:
-        """The step's vector `[rows, loss, metric..., *extras]` on the device, without a sync."""
+        """The step's vector `[rows, loss, metric...]` on the device, without a sync."""
         values = [loss.detach()]
         if self.metric_fns:
             out = out.detach()
@@ -241,7 +236,7 @@ class TorchProgram(Program):
                 values += [fn(xp, out, y) for fn in self.metric_fns.values()]
         dtype = self._metric_dtype
         rows = torch.full((), size, dtype=dtype, device=loss.device)
-        return torch.stack([rows, *(v.reshape(()).to(dtype) for v in (*values, *extras))])
+        return torch.stack([rows, *(v.reshape(()).to(dtype) for v in values)])
 
     def _found_inf(self) -> torch.Tensor:
         """1.0 when the gradient scaler skipped the update just stepped (stays on the device)."""
@@ -252,14 +247,46 @@ class TorchProgram(Program):
         """One optimizer update on `(x, y)` numpy arrays; returns device values without syncing."""
         x, y, weight, size = self._local(batch)
         self._mode(True)
-        self.schedule.apply(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, out = self._compute(x, y)
-        objective = loss if weight == 1.0 else loss * weight
+        self._backward(loss if weight == 1.0 else loss * weight)
+        return self._update(self._outputs(loss, out, y, size))
+
+    def accumulate_step(self, batches: list[tuple[Any, Any]]) -> StepOutput:
+        """One update on several micro-batches: each backward adds its gradient times its
+        (global) rows, the sum is divided by all rows before clipping and the step, so the
+        update equals one step on the rows joined. One output counts every row."""
+        self._mode(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs, total = [], 0
+        for batch in batches:
+            x, y, weight, size = self._local(batch)
+            rows = len(batch[0])
+            loss, out = self._compute(x, y)
+            self._backward(loss * (weight * rows))
+            outputs.append(self._outputs(loss, out, y, size))
+            total += rows
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / total)
+        table = torch.stack(outputs)
+        rows = table[:, 0]
+        means = (table[:, 1:] * rows[:, None]).sum(0) / rows.sum()
+        return self._update(torch.cat([rows.sum().reshape(1), means]))
+
+    def _backward(self, objective: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+        else:
+            objective.backward()
+
+    def _update(self, outputs: StepOutput) -> StepOutput:
+        """Clips, steps the optimizer (through the gradient scaler under 16-mixed) at this
+        update's learning rate and appends `grad_norm`/`skipped` to the step's vector `outputs`."""
+        self.schedule.apply(self.step)
         clip = self.spec.optimizer.clip_norm
         skipped = None
         if self.scaler is not None:
-            self.scaler.scale(objective).backward()
             if clip is not None or self._grad_norm:
                 self.scaler.unscale_(self.optimizer)
             norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
@@ -268,14 +295,15 @@ class TorchProgram(Program):
             self.scaler.update()
             self._skipped += skipped
         else:
-            objective.backward()
             norm = clip_gradients(self.params, clip, self.device, self._grad_norm)
             self.optimizer.step()
         self.step += 1
-        extras = (whole(norm).detach(),) if self._grad_norm else ()
+        extras = (whole(norm).detach(),) if self._grad_norm and norm is not None else ()
         if skipped is not None:
             extras += (skipped,)
-        outputs = self._outputs(loss, out, y, size, extras)
+        if extras:
+            dtype = outputs.dtype
+            outputs = torch.cat([outputs, torch.stack([v.reshape(()).to(dtype) for v in extras])])
         if self._sync is not None:
             self._sync()
         return outputs

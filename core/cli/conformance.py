@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crosstrain.plugin.command import Command
+
 NAME = "conformance"
 HELP = "check a backend against the contract (runs the conformance suite)"
 COLUMNS = ("passed", "failed", "skipped", "xfailed")
@@ -42,9 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="every section, fewer variants (leaves out tests marked `extended`)",
     )
     parser.add_argument("-k", dest="keyword", metavar="EXPR", help="only tests matching EXPR")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show pytest's output (default: failures only)"
-    )
+    # -v/--verbose (every command's) shows pytest's output; default: failures only
 
 
 def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
@@ -67,7 +67,7 @@ def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
         "addopts=",
         "-rfE",
         "--tb=short",
-        "-q" if args.verbose else "-qq",
+        "-q" if getattr(args, "verbosity", 0) > 0 else "-qq",
     ]
     if args.known_failures:
         command += ["--crosstrain-known-failures", str(Path(args.known_failures).resolve())]
@@ -240,3 +240,6 @@ def run(args: argparse.Namespace) -> int:
     if failed or done.returncode not in (0, 1):
         return 1
     return 0
+
+
+COMMANDS = (Command(NAME, HELP, configure, run),)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from crosstrain.errors import CheckpointError, CrosstrainError, SpecError
+from crosstrain.plugin.command import Command
 
 NAME = "export"
 HELP = "write the model of a checkpoint in a framework's native format"
@@ -161,3 +162,6 @@ def export(
     program.set_state(state)
     out.parent.mkdir(parents=True, exist_ok=True)
     return program.export(out, to)
+
+
+COMMANDS = (Command(NAME, HELP, configure, run),)

@@ -25,10 +25,13 @@ from typing import Any
 
 from crosstrain import api
 from crosstrain.errors import CrosstrainError, MissingDependency, SpecError, SpecIssue
+from crosstrain.output import LOG
+from crosstrain.plugin.command import Command
 from crosstrain.plugin.registry import get_registry
 from crosstrain.spec.compose import ENV_ACCELERATOR, ENV_BACKEND
 from crosstrain.spec.schema import Spec, load_spec
 from crosstrain.spec.summary import summary
+from crosstrain.train.callbacks import Callback
 
 CURVES_FILE = "curves.png"
 """The loss and metric curves `fit` saves into the run directory."""
@@ -80,7 +83,7 @@ def fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             # a JSON string is a quoted YAML scalar: `--precision 32` stays the string "32"
             changes[key] = json.dumps(value) if isinstance(value, str) else value
-    if args.no_progress:
+    if args.no_progress or getattr(args, "verbosity", 0) < 0:  # -q: no progress either
         changes["trainer.progress"] = False
     if getattr(args, "logger", None):
         changes["trainer.loggers"] = list(args.logger)
@@ -138,8 +141,31 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
         print(f"  {key:<{width}}  {value:.6g}")
 
 
-def save_curves(result: Any) -> None:
-    """Writes `curves.png` into the run directory; without matplotlib says so in one line."""
+class StepCurves(Callback):
+    """Collects `{"step", "train_loss", "lr"}` at each training metric pull (no extra sync: the
+    loss is the pulled one, the lr is computed on the host as `lr_monitor` does) for the
+    per-step panels of curves.png."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+
+    def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
+        if stage != "train" or not logs or "train_loss" not in logs:
+            return
+        from crosstrain.nn.optim import applied_lr
+
+        record = {"step": trainer.global_step, "train_loss": logs["train_loss"]}
+        updates = trainer.global_step - trainer.skipped_steps
+        if updates > 0:
+            total = trainer.schedule_steps or trainer.total_steps
+            spec = trainer.spec
+            record["lr"] = applied_lr(spec.optimizer, spec.schedule, updates - 1, total)
+        self.records.append(record)
+
+
+def save_curves(result: Any, steps: list[dict[str, float]] | None = None) -> None:
+    """Writes `curves.png` into the run directory (per epoch, and per step when `steps` are
+    given); without matplotlib says so in one line."""
     if result.run_dir is None or not result.history:
         return
     remote = isinstance(result.run_dir, str)  # a URL: drawn here, then uploaded
@@ -151,7 +177,7 @@ def save_curves(result: Any) -> None:
     else:
         path = Path(result.run_dir) / CURVES_FILE
     try:
-        result.plot(path)
+        result.plot(path, steps=steps)
     except MissingDependency as err:
         print(f"{CURVES_FILE} skipped: {err}")
         return
@@ -160,7 +186,7 @@ def save_curves(result: Any) -> None:
 
         with scratch:
             path = upload_file(result.run_dir, path, CURVES_FILE)
-    print(f"curves: {path}")
+    LOG.info(f"curves: {path}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -235,13 +261,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         api.fit(spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed)
         return 0
     if spec.model is not None:
-        print(summary(spec), end="\n\n")
-    print(f'training "{spec.name}" on {backend}', flush=True)
+        LOG.info(summary(spec) + "\n")
+    LOG.info(f'training "{spec.name}" on {backend}')
+    LOG.debug(f"crosstrain {api.package_version('crosstrain')}, {backend} {backend_obj.version()}")
     for broken in get_registry().broken:
-        print(
-            f"warning: plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}",
-            file=sys.stderr,
+        LOG.warning(
+            f"plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}"
         )
+    curves = StepCurves()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="crosstrain: plugin")
         result = api.fit(
@@ -251,17 +278,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
             resume_changed=args.resume_changed,
             launcher=launcher,
             launcher_options=launcher_options,
+            callbacks=[curves],
         )
     if result.extras.get("already_finished"):
         return 0  # said so; nothing trained, nothing written
-    print()
+    LOG.info("")
     if result.stopped_early:
-        print(f"stopped early after epoch {len(result.history)}")
+        LOG.info(f"stopped early after epoch {len(result.history)}")
     print_metrics("final metrics:", result.metrics)
     if result.last_checkpoint is not None:
-        print(f"last checkpoint: {result.last_checkpoint}")
-    save_curves(result)
-    print(f"run directory: {result.run_dir}")
+        LOG.info(f"last checkpoint: {result.last_checkpoint}")
+    save_curves(result, curves.records)
+    if result.run_dir is not None:
+        LOG.info(f"run directory: {result.run_dir}")
+    elif spec.trainer.fast_dev_run is not False:
+        LOG.info("fast_dev_run: nothing written (no run directory, no checkpoint)")
     return 0
 
 
@@ -357,3 +388,16 @@ def configure_fit(parser: argparse.ArgumentParser, training: bool = True) -> Non
         action="store_true",
         help="print the fully resolved spec (extends, environment, overrides) as YAML and exit",
     )
+
+
+def configure_config(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `config`: those of `fit` that resolve the spec."""
+    configure_fit(parser, training=False)
+
+
+COMMANDS = (
+    Command("fit", "train a spec (--print-config: show it resolved)", configure_fit, cmd_fit),
+    Command(
+        "config", "print the fully resolved spec, as fit would run it", configure_config, cmd_config
+    ),
+)

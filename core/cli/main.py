@@ -14,28 +14,17 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from crosstrain import api
-from crosstrain.cli.fit import (  # noqa: F401 (fit_overrides, parse_sets: public here too)
-    cmd_config,
-    cmd_fit,
-    configure_fit,
-    fit_overrides,
-    parse_sets,
-    print_metrics,
-    read_spec,
-)
-from crosstrain.cli.plugins import cmd_backends, cmd_plugins
+from crosstrain.cli.fit import fit_overrides, parse_sets  # noqa: F401 (public here too)
 from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated, TrainingError
-from crosstrain.plugin.registry import Registry, build_registry, get_registry, set_registry
-from crosstrain.spec.schema import Spec
-from crosstrain.spec.summary import summary
+from crosstrain.output import configure_output
+from crosstrain.plugin.command import Command
+from crosstrain.plugin.registry import Registry, build_registry, set_registry
 
 EXIT_ERROR = 2
 EXIT_TRAINING_FAILED = 1
@@ -46,134 +35,57 @@ EXIT_TERMINATED = 143
 # -- spec handling ------------------------------------------------------------------------------
 
 
-def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
-    """The JSON Schema of a spec, with every registered layer type spelled out for editors.
-
-    Python callables (`fn` of a loss given in code) have no JSON form and are left out.
-    """
-    from pydantic.json_schema import GenerateJsonSchema, models_json_schema
-    from pydantic_core import PydanticOmit
-
-    class Generator(GenerateJsonSchema):
-        def callable_schema(self, schema: Any) -> Any:
-            raise PydanticOmit
-
-        def get_default_value(self, schema: Any) -> Any:
-            # defaults made by a factory (`loggers: [csv]`, the Adam optimizer) are shown too
-            factory = schema.get("default_factory")
-            if factory is not None and not schema.get("default_factory_takes_data"):
-                return factory()
-            return super().get_default_value(schema)
-
-    schema = Spec.model_json_schema(schema_generator=Generator)
-    registry = registry or get_registry()
-    layer_classes = [registry.layers.get(name) for name in registry.layers.names()]
-    if not layer_classes:
-        return schema
-    _, layers = models_json_schema(
-        [(cls, "validation") for cls in layer_classes],
-        schema_generator=Generator,
-        ref_template="#/$defs/{model}",
-    )
-    definitions = schema.setdefault("$defs", {})
-    for name, definition in layers.get("$defs", {}).items():
-        definitions.setdefault(name, definition)
-    definitions["AnyLayer"] = {
-        "description": "one layer: its `type` picks the layer and its options",
-        "oneOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in layer_classes],
-    }
-    for definition in definitions.values():
-        field = definition.get("properties", {}).get("layers")
-        if isinstance(field, dict) and field.get("items") == {}:
-            field["items"] = {"$ref": "#/$defs/AnyLayer"}
-    return schema
-
-
 # -- subcommands --------------------------------------------------------------------------------
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    metrics = api.evaluate(read_spec(args.spec), args.checkpoint, backend=args.backend)
-    print_metrics("test metrics:", metrics)
-    return 0
-
-
-def read_inputs(path: str) -> Any:
-    """The inputs of `crosstrain predict --input`: a `.npy` array, or the `x` array of an `.npz`
-    (its only array when it has one)."""
-    import numpy as np
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--input {path}: no such file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--input {path}: not a .npy or .npz file ({err})") from err
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        names = list(loaded.files)
-        if "x" in names or len(names) == 1:
-            return loaded["x" if "x" in names else names[0]]
-    raise ValueError(f"--input {path}: an .npz with arrays {names} and no 'x'; name it x")
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    inputs = None if args.input is None else read_inputs(args.input)
-    outputs = api.predict(read_spec(args.spec), args.checkpoint, inputs, backend=args.backend)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, outputs)
-    print(f"predictions: shape {tuple(outputs.shape)}, {outputs.dtype} -> {output}")
-    return 0
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    print(summary(read_spec(args.spec)))
-    return 0
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    if args.markdown:
-        from crosstrain.spec.reference import render_spec_reference
-
-        print(render_spec_reference(spec_json_schema()), end="")
-        return 0
-    print(json.dumps(spec_json_schema(), indent=2))
-    return 0
 
 
 # -- parser -------------------------------------------------------------------------------------
 
 
-def _backend_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        metavar="NAME",
-        help="torch, jax, keras[:engine] or a plugin's (default: $CROSSTRAIN_BACKEND, the spec's, torch)",
-    )
-
-
-EXTRA_COMMANDS: tuple[str, ...] = (
+BUILTIN_COMMANDS = (
+    "crosstrain.cli.fit",
+    "crosstrain.cli.inference",
+    "crosstrain.cli.summary",
+    "crosstrain.cli.plugins",
+    "crosstrain.cli.schema",
     "crosstrain.cli.export",
     "crosstrain.cli.conformance",
     "crosstrain.cli.compare",
 )
-"""Modules that each add one subcommand: `NAME`, `HELP`, `configure(parser)`, `run(args) -> int`.
-
-They must import no framework at module level (`crosstrain --help` imports them all).
-"""
+"""Modules that each expose `COMMANDS`, a tuple of `crosstrain.plugin.command.Command`: the
+built-in subcommands, in `crosstrain --help` order. They import no framework at module level."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `crosstrain` command."""
+def builtin_commands() -> list[Command]:
+    """The `COMMANDS` of every module in `BUILTIN_COMMANDS`, in order."""
+    return [c for name in BUILTIN_COMMANDS for c in importlib.import_module(name).COMMANDS]
+
+
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `crosstrain` command: the built-in commands, then those of
+    `registry.commands` (plugins' `crosstrain_add_commands`) when a registry is given."""
     from crosstrain import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        default=0,
+        help="only results, warnings and errors (no model table, progress or file notes)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=1,
+        help="debug lines too, and the frameworks' own log lines (TensorFlow/XLA C++ logs)",
     )
     common.add_argument(
         "--plugins",
@@ -192,60 +104,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crosstrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(
-        name: str, handler: Callable[[argparse.Namespace], int], text: str
-    ) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, parents=[common], help=text, description=text)
-        command.set_defaults(handler=handler)
-        return command
-
-    configure_fit(add("fit", cmd_fit, "train a spec (--print-config: show it resolved)"))
-    configure_fit(
-        add("config", cmd_config, "print the fully resolved spec, as fit would run it"),
-        training=False,
-    )
-
-    evaluate = add("evaluate", cmd_evaluate, "test loss and metrics of a checkpoint")
-    predict = add("predict", cmd_predict, "model outputs of a checkpoint, saved as .npy")
-    for command in (evaluate, predict):
-        command.add_argument("spec", help="spec file (YAML or JSON)")
-        command.add_argument(
-            "--checkpoint",
-            required=True,
-            metavar="PATH",
-            help="a step-N checkpoint, a run directory, or latest",
+    def add(command: Command) -> None:
+        parser = sub.add_parser(
+            command.name, parents=[common], help=command.help, description=command.help
         )
-        _backend_option(command)
-    predict.add_argument(
-        "--input",
-        metavar="FILE",
-        help="inputs as .npy, or .npz with an x array (default: every input of the spec's data)",
-    )
-    predict.add_argument(
-        "--output",
-        default="predictions.npy",
-        metavar="FILE",
-        help="where to write the outputs (default predictions.npy)",
-    )
+        parser.set_defaults(handler=command.run)
+        command.configure(parser)
 
-    add("summary", cmd_summary, "the model of a spec as a table of layers").add_argument(
-        "spec", help="spec file (YAML or JSON)"
-    )
-    add("backends", cmd_backends, "registered backends: installed, version, accelerators")
-    add("plugins", cmd_plugins, "loaded plugins, what each registered, and broken ones")
-    add("schema", cmd_schema, "the JSON Schema of a spec, for editors").add_argument(
-        "--markdown",
-        action="store_true",
-        help="the spec reference as Markdown tables instead (docs/spec-reference.md)",
-    )
-    for module_name in EXTRA_COMMANDS:
-        module = importlib.import_module(module_name)
-        command = add(module.NAME, module.run, module.HELP)
-        module.configure(command)
+    taken: set[str] = set()
+    for command in builtin_commands():
+        add(command)
+        taken.add(command.name)
+    for name in registry.commands.names() if registry is not None else []:
+        command = registry.commands.get(name)
+        if name in taken:
+            owner = registry.commands.owners.get(name, "?")
+            print(
+                f"warning: plugin {owner!r}: command {name!r} is built in; the plugin's is skipped",
+                file=sys.stderr,
+            )
+            continue
+        add(command)
     return parser
 
 
-def _use_plugins(names: str | None, blocked: list[str] | None = None) -> None:
+def _builtin_command(words: list[str]) -> bool:
+    """Whether the command word is a built-in one: plugins then load only when used (or when
+    `--plugins`/`--no-plugin` ask), as before; any other word may be a plugin's command."""
+    first = next((w for w in words if not w.startswith("-")), None)
+    return first in {command.name for command in builtin_commands()}
+
+
+def _plugin_options(words: list[str]) -> tuple[str | None, list[str] | None]:
+    """`--plugins` and `--no-plugin` read before the parser exists (plugins add commands)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugins")
+    early.add_argument("--no-plugin", action="append")
+    known, _ = early.parse_known_args(words)
+    return known.plugins, known.no_plugin
+
+
+def _use_plugins(names: str | None, blocked: list[str] | None = None) -> Registry:
     only = [n.strip() for n in names.split(",") if n.strip()] if names else None
     registry = build_registry(only=only, blocked=blocked)
     set_registry(registry)
@@ -253,6 +152,7 @@ def _use_plugins(names: str | None, blocked: list[str] | None = None) -> None:
     for wanted in only or []:
         if not any(wanted in (name, name.rsplit(".", 1)[-1]) for name in known):
             print(f"warning: --plugins: no plugin named {wanted!r} was found", file=sys.stderr)
+    return registry
 
 
 def _report(err: BaseException) -> None:
@@ -274,14 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: the arguments after the program name (default `sys.argv[1:]`).
     """
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    registry = None if _builtin_command(words) else _use_plugins(*_plugin_options(words))
+    parser = build_parser(registry)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = words
+    configure_output(args.verbosity)
     try:
-        if args.plugins or args.no_plugin:
+        if registry is None and (args.plugins or args.no_plugin):
             _use_plugins(args.plugins, args.no_plugin)
         return args.handler(args)
     except KeyboardInterrupt as err:
@@ -316,7 +219,7 @@ def end_worker(status: int) -> None:
 
 
 def run() -> None:
-    """The `crosstrain` command (console script and `python -m crosstrain.cli`)."""
+    """The `crosstrain` command (console script and `python -m crosstrain.cli.main`)."""
     status = main()
     if os.environ.get(api.DISTRIBUTED_WORKER_ENV):
         end_worker(status)

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from crosstrain.plugin.command import Command, no_arguments
 from crosstrain.plugin.registry import Registry, get_registry
 from crosstrain.spec.summary import format_table
 
@@ -19,6 +20,7 @@ REGISTRATION_TABLES = (
     "loggers",
     "callbacks",
     "launchers",
+    "commands",
 )
 
 
@@ -101,3 +103,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  {broken.name}  {broken.entry_point or '-'}")
             print(_indented(broken.error))
     return 0
+
+
+COMMANDS = (
+    Command(
+        "backends",
+        "registered backends: installed, version, accelerators",
+        no_arguments,
+        cmd_backends,
+    ),
+    Command(
+        "plugins",
+        "loaded plugins, what each registered, and broken ones",
+        no_arguments,
+        cmd_plugins,
+    ),
+)

@@ -330,3 +330,36 @@ def as_data(value: Any, where: str, spec: Spec) -> Any:
         check_input_shape(data.x, spec, where)
         check_targets(data.y, spec, where)
     return data
+
+
+def accumulation_groups(
+    units: Iterator[tuple[int, int, Any]], size: int
+) -> Iterator[tuple[int, int, Any]]:
+    """Micro-batch units `(1, rows, batch)` grouped `size` at a time (the last group of a pass
+    may be shorter) as `(1, rows of the group, [batch, ...])`: one optimizer step each
+    (`trainer.accumulate_grad_batches`)."""
+    group: list[Any] = []
+    count = 0
+    for _, micro_rows, batch in units:
+        group.append(batch)
+        count += micro_rows
+        if len(group) == size:
+            yield 1, count, group
+            group, count = [], 0
+    if group:
+        yield 1, count, group
+
+
+def split_micro_batches(batches: list[Any]) -> tuple[list[Any], Any]:
+    """The micro-batches of one accumulated step as `(equal, last)`: the leading batches that
+    all have the first one's rows (to be stacked and scanned in one compiled call) and the last
+    batch when it is shorter (else None). Any other mix of sizes is a DataError."""
+    sizes = [rows(b[1]) for b in batches]
+    if all(size == sizes[0] for size in sizes):
+        return batches, None
+    if all(size == sizes[0] for size in sizes[:-1]) and sizes[-1] < sizes[0]:
+        return batches[:-1], batches[-1]
+    raise DataError(
+        f"trainer.accumulate_grad_batches: the micro-batches of one optimizer step have "
+        f"{sizes} rows; all but a shorter last one must be equal"
+    )

@@ -139,6 +139,21 @@ def crosstrain_add_launchers(registry: Registry) -> None:
 
 
 @hookspec
+def crosstrain_add_commands(registry: Registry) -> None:
+    """Add subcommands of the `crosstrain` command line with `registry.commands.add(name, command)`.
+
+    Args:
+        registry: the registry being built. `command` is a `crosstrain.plugin.command.Command`
+            (`name`, `help`, `configure(parser)`, `run(args) -> exit status`), the same record
+            every built-in command module exposes in `COMMANDS`. A name a built-in command has
+            is skipped with a warning. `configure` runs for `crosstrain --help`, so it must not
+            import an ML framework.
+    Called by: `registry.build_registry`; the command line builds its parser from the table
+    when the command word is not a built-in one (and for `crosstrain --help`).
+    """
+
+
+@hookspec
 def crosstrain_make_callbacks(spec: Spec, run_dir: Path | None) -> list[Any]:
     """Return the callbacks this plugin wants registered for one fit of `spec`.
 

@@ -62,6 +62,8 @@ class Capabilities:
     strategies: frozenset[str] = frozenset({"auto"})
     optimizers: frozenset[str] = frozenset({"sgd", "adam", "adamw", "rmsprop"})
     steps_per_execution: bool = False
+    accumulate_grad_batches: bool = False
+    """`Program.accumulate_step` exists: several micro-batches per optimizer update."""
     compile: bool = False
     native_models: bool = False
     losses: frozenset[str] | None = None
@@ -112,6 +114,10 @@ class Capabilities:
         need(
             t.steps_per_execution == 1 or self.steps_per_execution,
             "trainer.steps_per_execution > 1",
+        )
+        need(
+            t.accumulate_grad_batches == 1 or self.accumulate_grad_batches,
+            "trainer.accumulate_grad_batches > 1",
         )
         need(not t.compile or self.compile, "trainer.compile")
         if needs is None:
@@ -214,6 +220,20 @@ class Program(ABC):
         """
         raise NotImplementedError(
             f"{type(self).__name__} declares steps_per_execution but defines no train_steps"
+        )
+
+    def accumulate_step(self, batches: list[Batch]) -> StepOutput:
+        """One optimizer update from several micro-batches (`trainer.accumulate_grad_batches`),
+        called only if `Capabilities.accumulate_grad_batches`.
+
+        `batches` holds 2 or more `(x, y)` batches (or `(handle, rows)` from `cache_data`);
+        the update uses the gradient of the mean loss over all their rows, i.e. each
+        micro-batch's gradient weighted by its rows, so it equals one step on the rows joined
+        (`crosstrain.batches.split_micro_batches` gives the equal-sized stack and the shorter
+        last batch). The output counts every row in `metrics_to_host`. Default: refuses.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} declares accumulate_grad_batches but defines no accumulate_step"
         )
 
     def cache_data(self, x: np.ndarray, y: np.ndarray) -> Any:

@@ -165,6 +165,7 @@ class Registry:
         self.loggers: NameTable[Any] = NameTable("logger", references=True)
         self.callbacks: NameTable[Any] = NameTable("callback", references=True)
         self.launchers: NameTable[Any] = NameTable("launcher")
+        self.commands: NameTable[Any] = NameTable("command")
         self.broken: list[BrokenPlugin] = []
         self.loaded: list[tuple[str, str]] = []
 
@@ -219,17 +220,7 @@ def _call_each(registry: Registry, hook_name: str, tables: list[NameTable[Any]])
 
 def _roll_back(registry: Registry, plugin_name: str) -> None:
     """Removes everything a half-registered plugin added, and the plugin itself."""
-    for table in (
-        registry.backends,
-        registry.layers,
-        registry.losses,
-        registry.metrics,
-        registry.data_sources,
-        registry.data_adapters,
-        registry.loggers,
-        registry.callbacks,
-        registry.launchers,
-    ):
+    for table in [t for t in vars(registry).values() if isinstance(t, NameTable)]:
         for name in [n for n, owner in table.owners.items() if owner == plugin_name]:
             del table._entries[name], table.owners[name]
     entry_point = next((v for n, v in registry.loaded if n == plugin_name), "")
@@ -298,6 +289,7 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     _call_each(registry, "crosstrain_add_loggers", [registry.loggers])
     _call_each(registry, "crosstrain_add_callbacks", [registry.callbacks])
     _call_each(registry, "crosstrain_add_launchers", [registry.launchers])
+    _call_each(registry, "crosstrain_add_commands", [registry.commands])
     for broken in registry.broken:
         if not broken.entry_point:
             broken.entry_point = next((v for n, v in registry.loaded if n == broken.name), "")

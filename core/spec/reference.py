@@ -9,7 +9,7 @@ Descriptions come from the schema (`Field(description=...)` or a model's docstri
 fields that have none yet, `FIELD_NOTES` supplies one; a description in the schema wins.
 
 Example:
-    >>> from crosstrain.cli.main import spec_json_schema
+    >>> from crosstrain.cli.schema import spec_json_schema
     >>> print(render_spec_reference(spec_json_schema()))  # doctest: +SKIP
 """
 
@@ -358,6 +358,6 @@ def render_spec_reference(schema: dict[str, Any]) -> str:
     """The spec reference as Markdown, from the JSON Schema `crosstrain schema` prints.
 
     Args:
-        schema: the output of `crosstrain.cli.main.spec_json_schema()`.
+        schema: the output of `crosstrain.cli.schema.spec_json_schema()`.
     """
     return _Renderer(schema).render()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from crosstrain.data.arrays import DataSpec
@@ -18,32 +18,22 @@ from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
 from crosstrain.nn.optim import Adam, OptimizerSpec, ScheduleSpec
 from crosstrain.spec.messages import issues_from_validation_error
+from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
+    Accelerator,
+    CheckpointSpec,
+    EarlyStoppingSpec,
+    LoggerSpec,
+    Precision,
+    TrainerSpec,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveInt,
-    SerializerFunctionWrapHandler,
     ValidationError,
-    model_serializer,
-    model_validator,
 )
-
-
-def _number_as_text(value: Any) -> Any:
-    """`precision: 32` in YAML (or `--set trainer.precision=32`) means the string "32"."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-Precision = Annotated[
-    Literal["32", "64", "16-mixed", "bf16-mixed", "bf16-true"], BeforeValidator(_number_as_text)
-]
-Accelerator = Literal["auto", "cpu", "cuda", "mps", "tpu"]
 
 
 def name_problem(name: Any) -> str | None:
@@ -89,138 +79,6 @@ class FunctionSpec(BaseModel):
 
 
 NamedFunction = Annotated[FunctionSpec, BeforeValidator(_named)]
-
-
-class EarlyStoppingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    monitor: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    patience: NonNegativeInt = 3
-    min_delta: NonNegativeFloat = 0.0
-
-
-class CheckpointSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    every_n_epochs: PositiveInt = 1
-    keep: PositiveInt = 3
-    keep_best: bool = True
-    save_top_k: NonNegativeInt | None = Field(
-        None,
-        description="keep the k best checkpoints by monitor/mode besides the `keep` last "
-        "(default: 1 with keep_best, else 0)",
-    )
-    monitor: str | None = Field(
-        None, description="metric for the best checkpoints (default: val_loss, else train_loss)"
-    )
-    mode: Literal["min", "max"] = "min"
-    async_save: bool = Field(
-        False,
-        description="write checkpoints on a background thread (the state is copied to host "
-        "memory first; at most one write in flight); also spelt `async`",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _async_spelling(cls, data: Any) -> Any:
-        """`async` (a Python keyword, so not a field name) is `async_save`; it wins over both."""
-        if isinstance(data, dict) and "async" in data:
-            data = {k: v for k, v in data.items() if k != "async"} | {"async_save": data["async"]}
-        return data
-
-    @property
-    def top_k(self) -> int:
-        """How many best checkpoints are kept: `save_top_k`, else 1 with `keep_best`, else 0."""
-        if self.save_top_k is not None:
-            return self.save_top_k
-        return 1 if self.keep_best else 0
-
-
-def _callback_item(value: Any) -> Any:
-    """`timer` is short for `{name: timer}`."""
-    return {"name": value} if isinstance(value, str) else value
-
-
-class CallbackSpec(BaseModel):
-    """One entry of `trainer.callbacks`: a registered name plus that callback's own options,
-    written flat (`{name: timer, max_time: "00:10:00"}`) and checked by the callback's model."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The keys besides `name`."""
-        return dict(self.model_extra or {})
-
-
-NamedCallback = Annotated[CallbackSpec, BeforeValidator(_callback_item)]
-
-
-class LoggerSpec(BaseModel):
-    """One entry of `trainer.loggers`: a registered name (`csv`), or a mapping of the name and
-    that logger's own options written flat (`{name: jsonl, every_n_epochs: 2}`), checked by
-    the logger's `options_model` (`crosstrain.Logger`)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(description="a registered logger (`crosstrain plugins` lists them)")
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The keys besides `name`."""
-        return dict(self.model_extra or {})
-
-    @model_serializer(mode="wrap")
-    def _name_alone(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """A logger without options is written as its bare name, as a spec names it."""
-        data = handler(self)
-        return self.name if not self.model_extra else data
-
-
-class _NameOrMapping:
-    """JSON Schema of an item that a spec writes as a bare name or a mapping with `name`."""
-
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> Any:
-        return {"anyOf": [{"type": "string"}, handler(core_schema)]}
-
-
-NamedLogger = Annotated[LoggerSpec, BeforeValidator(_callback_item), _NameOrMapping()]
-
-
-class TrainerSpec(BaseModel):
-    """`trainer:` — the engineering: how long, where, in which precision, what to report."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_epochs: PositiveInt = 10
-    max_steps: PositiveInt | None = None
-    precision: Precision = "32"
-    accelerator: Accelerator = "auto"
-    devices: PositiveInt = 1
-    strategy: Literal["auto", "ddp", "fsdp", "data_parallel"] = "auto"
-    compile: bool = False
-    cudnn_benchmark: bool | None = Field(
-        None, description="cuDNN autotuning for fixed input shapes (torch on CUDA); unset: default"
-    )
-    matmul_precision: Literal["highest", "high", "medium"] | None = Field(
-        None, description="float32 matmuls: high/medium allow TF32 on NVIDIA GPUs; unset: default"
-    )
-    steps_per_execution: PositiveInt = 1
-    log_every_n_steps: PositiveInt = 50
-    val_every_n_epochs: PositiveInt = 1
-    progress: bool = True
-    loggers: list[NamedLogger] = Field(default_factory=lambda: [LoggerSpec(name="csv")])
-    early_stopping: EarlyStoppingSpec | None = None
-    callbacks: list[NamedCallback] = Field(
-        default_factory=list,
-        description="registered callbacks by name, e.g. [lr_monitor, {name: timer, max_time: 60}]",
-    )
-    checkpoint: CheckpointSpec | None = Field(default_factory=CheckpointSpec)
-    detect_anomaly: bool = Field(
-        True, description="stop on a non-finite loss and never save non-finite parameters"
-    )
-    on_nan: Literal["raise", "skip"] = Field(
-        "raise", description="skip: undo and count steps whose loss is not finite"
-    )
-    run_dir: str = "runs"
 
 
 class Spec(BaseModel):

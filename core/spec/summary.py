@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from crosstrain.errors import SpecError, SpecIssue
@@ -67,19 +68,66 @@ def _size(shape: Sequence[int]) -> int:
     return total
 
 
-def _rows(nodes: list[LayerNode], depth: int = 0) -> list[list[str]]:
+@dataclass(frozen=True)
+class SummaryRow:
+    """One layer of a `ModelSummary`: its canonical path (`residual_2/dense_0`), type, per-sample
+    output shape (no batch axis), parameter count (its children's included) and nesting depth."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    params: int
+    depth: int
+
+
+class ModelSummary(str):
+    """What `summary` returns: the table as text (a `str`, so `print` shows it) plus the data.
+
+    Attributes:
+        rows: one `SummaryRow` per layer, nested layers after their parent.
+        total_params, trainable_params, non_trainable_params: the totals of the table.
+    """
+
+    rows: tuple[SummaryRow, ...]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+
+    def __new__(
+        cls, text: str, rows: Sequence[SummaryRow], trainable: int, frozen: int
+    ) -> ModelSummary:
+        made = super().__new__(cls, text)
+        made.rows = tuple(rows)
+        made.trainable_params, made.non_trainable_params = trainable, frozen
+        made.total_params = trainable + frozen
+        return made
+
+    def __repr__(self) -> str:  # a notebook cell shows the table, not a quoted string
+        return str(self)
+
+    def row(self, name: str) -> SummaryRow:
+        """The row of the layer named `name` (a canonical path such as `residual_2/dense_0`).
+
+        Raises:
+            KeyError: no layer has that name; the message lists the names.
+        """
+        for found in self.rows:
+            if found.name == name:
+                return found
+        raise KeyError(f"no layer {name!r}; layers: {', '.join(r.name for r in self.rows)}")
+
+
+def _summary_rows(nodes: list[LayerNode], depth: int = 0) -> list[SummaryRow]:
     rows = []
     for node in nodes:
-        rows.append(
-            [
-                "  " * depth + node.name,
-                node.layer.type,
-                shape_text(node.output_shape),
-                f"{_params_of(node):,}",
-            ]
-        )
-        rows += _rows(node.children, depth + 1)
+        shape = tuple(int(d) for d in node.output_shape)
+        rows.append(SummaryRow(node.name, node.layer.type, shape, _params_of(node), depth))
+        rows += _summary_rows(node.children, depth + 1)
     return rows
+
+
+def _cells(row: SummaryRow) -> list[str]:
+    return ["  " * row.depth + row.name, row.type, shape_text(row.output_shape), f"{row.params:,}"]
 
 
 def megabytes(params: int) -> str:
@@ -94,7 +142,7 @@ def model_summary_text(spec: Spec) -> str | None:
     return None if spec.model is None else summary(spec)
 
 
-def summary(spec: Spec | Any) -> str:
+def summary(spec: Spec | Any) -> ModelSummary:
     """The model of a spec as a table: layer, type, output shape, parameters, then totals.
 
     Nested layers (inside Residual or Sequential) are indented under their parent, whose
@@ -104,7 +152,8 @@ def summary(spec: Spec | Any) -> str:
         spec: a Spec or anything `load_spec` accepts (path, dict, YAML text, Module).
 
     Returns:
-        Fixed-width text, no trailing newline.
+        A `ModelSummary`: the fixed-width text (no trailing newline) as a `str`, with
+        `.rows` (`SummaryRow`: name, type, output_shape, params, depth) and the totals.
 
     Raises:
         SpecError: the spec has no model, or its layer shapes do not fit together.
@@ -115,7 +164,9 @@ def summary(spec: Spec | Any) -> str:
     nodes = plan(spec.model)
     trainable, frozen = count_params(spec.model)
     total = trainable + frozen
-    table = format_table(["Layer", "Type", "Output shape", "Params"], _rows(nodes), right=(3,))
+    rows = _summary_rows(nodes)
+    cells = [_cells(r) for r in rows]
+    table = format_table(["Layer", "Type", "Output shape", "Params"], cells, right=(3,))
     width = len(table.splitlines()[0])
     title = f'Model "{spec.name}"  input {shape_text(spec.model.input_shape)}'
     counts = {
@@ -127,4 +178,4 @@ def summary(spec: Spec | Any) -> str:
     totals = [
         f"{label:<22}{count:>{digits},}  ({megabytes(count)})" for label, count in counts.items()
     ]
-    return "\n".join([title, table, "─" * width, *totals])
+    return ModelSummary("\n".join([title, table, "─" * width, *totals]), rows, trainable, frozen)

@@ -7,13 +7,21 @@ Example:
     ...             print(metrics["train_loss"])
 
 A misspelled hook name (`on_epoch_ned`) fails when the fit starts, not silently.
+`FitCallbacks` registers one fit's callbacks (the spec's, the plugins', the caller's) and
+removes them when it ends.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from crosstrain.errors import PluginError
 from crosstrain.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from crosstrain.plugin.registry import Registry
+    from crosstrain.spec.schema import Spec
 
 
 class Callback:
@@ -32,3 +40,31 @@ class Callback:
             hook = name.startswith("on_") or name == "collect_metrics"
             if hook and callable(value) and not hasattr(value, "crosstrain_impl"):
                 setattr(cls, name, hookimpl(value))
+
+
+class FitCallbacks:
+    """Registers a fit's callbacks with the PluginManager and removes them afterwards."""
+
+    def __init__(self, registry: Registry, spec: Spec, run_dir: Path | None, extra: list[Any]):
+        self.pm = registry.pm
+        made = self.pm.hook.crosstrain_make_callbacks(spec=spec, run_dir=run_dir)
+        self.callbacks = [c for group in made for c in group] + list(extra)
+
+    def __enter__(self) -> list[Any]:
+        registered = []
+        try:
+            for callback in self.callbacks:
+                self.pm.register(callback)
+                registered.append(callback)
+            self.pm.check_pending()
+        except Exception as err:
+            for callback in registered:
+                self.pm.unregister(callback)
+            name = type(self.callbacks[len(registered) - 1 if registered else 0]).__name__
+            raise PluginError(name, "callback", str(err)) from None
+        return self.callbacks
+
+    def __exit__(self, *exc: Any) -> None:
+        for callback in self.callbacks:
+            if self.pm.is_registered(callback):
+                self.pm.unregister(callback)

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from crosstrain.errors import import_optional
 
 if TYPE_CHECKING:
+    import numpy as np
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.plugin.protocol import Program
+    from crosstrain.spec.schema import Spec
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
@@ -81,6 +83,8 @@ class FitResult:
         run_dir, last_checkpoint: where the run's files went (None when nothing was written).
         stopped_early: an early-stopping callback (or `trainer.should_stop`) ended the fit.
         extras: backend- or trainer-specific facts, e.g. `skipped_steps`.
+        spec, backend: the spec trained and the backend's name, which `evaluate` and `predict`
+            use to score the trained program in memory (no checkpoint needed).
     """
 
     metrics: dict[str, float]
@@ -92,13 +96,47 @@ class FitResult:
     last_checkpoint: Path | None = None
     stopped_early: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    spec: Spec | None = None
+    backend: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, History):
             self.history = History(self.history)
 
-    def plot(self, path: str | Path | None = None) -> Figure:
-        """Loss and each metric per epoch, train against val (and test), one panel each.
+    def _trained(self, action: str) -> tuple[Spec, Program]:
+        from crosstrain.errors import CrosstrainError
+
+        if self.spec is None or self.program is None:
+            raise CrosstrainError(
+                f"FitResult.{action}: this result holds no trained program (a resumed run that "
+                f"was already finished); use crosstrain.{action}(spec, checkpoint) instead"
+            )
+        return self.spec, self.program
+
+    def evaluate(self, data: Any = None) -> dict[str, float]:
+        """Loss and metrics of the trained model, in memory (`fit(..., run_dir=False)` is
+        enough): on `data` (`(x, y)` arrays or a loader) keyed `test_...`; without it on the
+        spec's validation split (`val_...`), or all of its data when it holds none out
+        (`train_...`). Same as `crosstrain.evaluate` on a checkpoint of this state."""
+        from crosstrain.train.inference import evaluate_program
+
+        spec, program = self._trained("evaluate")
+        return evaluate_program(spec, program, self.backend, data)[0]
+
+    def predict(self, x: Any = None) -> np.ndarray:
+        """Outputs of the trained model for inputs `x` (an array or a loader), in memory;
+        default every input of the spec's data. Same as `crosstrain.predict`."""
+        from crosstrain.train.inference import predict_program
+
+        spec, program = self._trained("predict")
+        return predict_program(spec, program, self.backend, x)
+
+    def plot(
+        self, path: str | Path | None = None, steps: list[dict[str, float]] | None = None
+    ) -> Figure:
+        """Loss and each metric per epoch, train against val (and test), one panel each; with
+        `steps` (records `{"step", "train_loss", "lr"}` at each metric pull, what `crosstrain
+        fit` collects for curves.png) two more panels: training loss and learning rate per step.
 
         The figure is built without pyplot, so no window opens and no display is needed; it is
         saved as PNG when `path` is given (parent directories are created).
@@ -107,8 +145,16 @@ class FitResult:
         _enable_notebook_display()
         ticker = import_optional("matplotlib.ticker", "FitResult.plot()", "notebook")
         names = self.history.metric_names()
-        figure = figure_module.Figure(figsize=(4.5 * max(1, len(names)), 3.5), layout="tight")
-        axes = figure.subplots(1, max(1, len(names)), squeeze=False)[0]
+        step_panels = [k for k in ("train_loss", "lr") if any(k in r for r in steps or [])]
+        panels = max(1, len(names)) + len(step_panels)
+        figure = figure_module.Figure(figsize=(4.5 * panels, 3.5), layout="tight")
+        axes = figure.subplots(1, panels, squeeze=False)[0]
+        for ax, key in zip(axes[panels - len(step_panels) :], step_panels, strict=True):
+            points = [(r["step"], r[key]) for r in steps or [] if key in r]
+            ax.plot(*zip(*points, strict=True), linewidth=1, label=key)
+            title = "loss per step" if key == "train_loss" else "learning rate per step"
+            ax.set(xlabel="step", ylabel=key, title=title)
+            ax.grid(alpha=0.3)
         for ax, name in zip(axes, names, strict=False):
             for split in SPLITS:
                 key = f"{split}_{name}"

@@ -47,6 +47,11 @@ FREE_TO_CHANGE = (
     "trainer.checkpoint",
     "trainer.detect_anomaly",
     "trainer.run_dir",
+    "trainer.fast_dev_run",
+    "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.val_check_interval",
+    "trainer.deterministic",
 )
 """Spec fields a resume may change without `resume_changed`: how long, where and how fast
 the run goes and how it is watched, not what it computes."""

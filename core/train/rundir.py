@@ -121,7 +121,9 @@ def find_checkpoint(spec: Any, resume: str | Path) -> Path:
         runs = Path(spec.trainer.run_dir) / spec.name
         found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
         if not found:
-            raise CheckpointError(f"--resume latest: no checkpoint under {runs}/*/checkpoints")
+            raise CheckpointError(
+                f"latest: no checkpoint under {runs}/*/checkpoints (trainer.run_dir, --run-dir)"
+            )
         return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
     path = Path(resume)
     if (path / "trainer.json").is_file():

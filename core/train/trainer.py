@@ -11,8 +11,13 @@ from typing import Any
 
 import numpy as np
 from crosstrain.checkpoint.format import clean_temporary
-from crosstrain.data.arrays import ArrayData, batch_slices, epoch_order
-from crosstrain.data.batches import Batches, array_kind, array_units, eval_order, rows
+from crosstrain.data.arrays import ArrayData, epoch_order
+from crosstrain.data.batches import (
+    Batches,
+    accumulation_groups,
+    array_kind,
+    eval_order,
+)
 from crosstrain.errors import Terminated, TrainingError
 from crosstrain.nn.optim import schedule_length
 from crosstrain.plugin.protocol import Program
@@ -23,6 +28,7 @@ from crosstrain.train.hook_errors import hook_failure, notify_exception, save_be
 from crosstrain.train.result import FitResult  # also importable from here, as before
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.saving import CheckpointSaver
+from crosstrain.train.units import pass_units
 
 
 class _RunningMean:
@@ -89,6 +95,7 @@ class Trainer:
         self.run_length = RunLength(0, None)
         policy = spec.trainer.checkpoint
         self._saver = CheckpointSaver(policy is not None and policy.async_save, remote)
+        self._val_data: ArrayData | Batches | None = None
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -141,25 +148,18 @@ class Trainer:
         batch_size: int,
         drop_last: bool,
         start: int = 0,
+        limit: int | float | None = None,
     ) -> dict[str, float]:
         step_fn = self.program.train_step if stage == "train" else self.program.eval_step
         batch_hooks = bool(self.hook.on_batch_end.get_hookimpls())
         every = self.spec.trainer.log_every_n_steps if stage == "train" else None
         skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
-        if isinstance(data, Batches):  # a loader or iterable: read once per epoch, as it comes
-            stream = data.epoch(self.epoch, start, array_kind(self.program))
-            units, total = ((1, rows(b[0]), b) for b in stream), data.length
-        else:
-            slices = batch_slices(len(order), batch_size, drop_last)
-            train = stage == "train"
-            units = array_units(
-                order,
-                slices,
-                start,
-                lambda i: self._group_size(slices, i, batch_size) if train else 1,
-                lambda cut, group: self._batch(data, cut, group),
-            )
-            total = len(slices)
+        micro = self.spec.trainer.accumulate_grad_batches if stage == "train" else 1
+        first = start * micro  # batches of this pass already run (a mid-epoch resume)
+        units, total = pass_units(self, data, stage, order, batch_size, drop_last, first, limit)
+        if micro > 1:  # one optimizer step per `micro` batches
+            units, step_fn = accumulation_groups(units, micro), self._accumulate_step
+            total = None if total is None else -(-total // micro)
         running, pending, pending_count = _RunningMean(), [], 0
         index = start
         for group, count, batch in units:
@@ -182,6 +182,8 @@ class Trainer:
                     logs = self._pull(pending, pending_count, running, stage)
                     logs.update(self._collect("step", logs))
                     pending, pending_count = [], 0
+            if stage == "train" and self._validates_at(before, index, total):
+                logs = {**(logs or {}), **self._validate(self._val_data)}
             if batch_hooks:
                 self.hook.on_batch_end(trainer=self, stage=stage, batch_index=index - 1, logs=logs)
             if self._saver.pending:
@@ -199,6 +201,19 @@ class Trainer:
             self._set_length(self.run_length.counted(self.spec, data.length or 0))
         return running.means(stage)
 
+    def _validates_at(self, before: int, index: int, total: int | None) -> bool:
+        """Whether `trainer.val_check_interval` validates after this step: when the step count
+        crossed a multiple of it, except on a pass's last step (the epoch's own validation)."""
+        interval = self.spec.trainer.val_check_interval
+        return (
+            interval is not None
+            and self.global_step // interval > before // interval
+            and index != total
+            and self._val_data is not None
+            and (isinstance(self._val_data, Batches) or len(self._val_data) > 0)
+            and self.spec.trainer.limit_val_batches != 0
+        )
+
     def _set_length(self, length: RunLength) -> None:
         """Batches per epoch (0: a stream's, until its first pass ends) and the run's steps."""
         self.run_length, self.steps_per_epoch = length, length.steps_per_epoch
@@ -211,18 +226,12 @@ class Trainer:
         )
         return {k: v for result in reversed(found) for k, v in (result or {}).items()}
 
-    def _batch(self, data: ArrayData, rows: np.ndarray, group: int = 1) -> tuple[Any, Any]:
-        """The rows as a step's input: `(handle, rows)` when the program caches the data set on
-        its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches."""
-        if id(data) not in self._device_data:
-            self._device_data[id(data)] = self.program.cache_data(data.x, data.y)
-        handle = self._device_data[id(data)]
-        if handle is not None:
-            return handle, rows if group == 1 else rows.reshape(group, -1)
-        x, y = data.x[rows], data.y[rows]
-        if group == 1:
-            return x, y
-        return x.reshape(group, -1, *x.shape[1:]), y.reshape(group, -1, *y.shape[1:])
+    def _accumulate_step(self, batches: list[Any]) -> Any:
+        """One optimizer step on several micro-batches (`trainer.accumulate_grad_batches`); a
+        group of one (the end of a pass) is a plain step, which is the same update."""
+        if len(batches) == 1:
+            return self.program.train_step(batches[0])
+        return self.program.accumulate_step(batches)
 
     def _skipping_step(self, batch: tuple[Any, Any]) -> Any:
         """`on_nan: skip`: one step that is undone (state restored) if its loss is not finite.
@@ -237,23 +246,11 @@ class Trainer:
         self.skipped_steps += 1
         return None
 
-    def _group_size(self, slices: list[slice], index: int, batch_size: int) -> int:
-        """How many full batches from `index` on go into one `train_steps` call (1: a plain step)."""
-        k = self.spec.trainer.steps_per_execution
-        if (
-            k == 1
-            or self.spec.trainer.on_nan == "skip"
-            or index + k > len(slices)
-            or self.global_step + k > self.total_steps
-        ):
-            return 1
-        full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
-        return k if full else 1
-
     def _validate(self, val: ArrayData | Batches) -> dict[str, float]:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
-        metrics = self._run_epoch(val, "val", eval_order(val), size, drop_last=False)
+        limit = self.spec.trainer.limit_val_batches
+        metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 
@@ -290,7 +287,7 @@ class Trainer:
         `length` is the run length the program's schedule was built with (`fit` passes it);
         by default it is computed here the same way (`crosstrain.train.run_length.run_length`).
         """
-        data = self.spec.data
+        data, self._val_data = self.spec.data, val
         self._set_length(length or run_length(self.spec, train))
         self.schedule_steps = schedule_length(self.run_length.total_steps)
         if not isinstance(train, Batches) and self.steps_per_epoch == 0:
@@ -359,12 +356,16 @@ class Trainer:
             order = None
             if not isinstance(train, Batches):
                 order = epoch_order(len(train), spec.seed, self.epoch, data.shuffle)
-            metrics = self._run_epoch(train, "train", order, data.batch_size, data.drop_last, start)
+            limit = spec.trainer.limit_train_batches
+            metrics = self._run_epoch(
+                train, "train", order, data.batch_size, data.drop_last, start, limit
+            )
             if self._halt:
                 return
             if (
                 val is not None
                 and (isinstance(val, Batches) or len(val))
+                and spec.trainer.limit_val_batches != 0
                 and (self.epoch + 1) % spec.trainer.val_every_n_epochs == 0
             ):
                 metrics.update(self._validate(val))

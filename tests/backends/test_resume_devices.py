@@ -44,9 +44,13 @@ class SaveAtStep(ct.Callback):
 SCRIPT = """
 import sys
 import crosstrain as ct
+from crosstrain.cli.main import end_worker
 from saver import SaveAtStep
 
 ct.fit(sys.argv[1], backend="torch", run_dir=sys.argv[2], callbacks=[SaveAtStep(int(sys.argv[3]))])
+# as the command line ends a rank: atexit handlers (leave the gloo group), then no interpreter
+# finalization, where gloo's C++ threads can abort a finished rank ("terminate called ...")
+end_worker(0)
 """
 
 

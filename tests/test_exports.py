@@ -1,0 +1,99 @@
+"""Exports a user loads without crosstrain (issue 16, item 10), through the real CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import zipfile
+
+import crosstrain as ct
+import numpy as np
+import pytest
+from bad_inputs import changed_files, run_cli, snapshot
+from conftest import tiny_spec
+
+needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="needs keras")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A torch checkpoint of the tiny spec, and the spec."""
+    root = tmp_path_factory.mktemp("export")
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "run_dir": str(root / "runs")})
+    result = ct.fit(spec, backend="torch")
+    return spec, result.last_checkpoint
+
+
+@needs_keras
+@pytest.mark.parametrize("name", ["model.bin", "model", "weights.keras.zip"])
+def test_keras_export_takes_any_output_name(name, trained, tmp_path):
+    spec, checkpoint = trained
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    done = run_cli(f"export {checkpoint} --to keras --output out/{name}", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert changed_files(before, snapshot(tmp_path)) == {f"out/{name}"}  # no temporary left
+    written = tmp_path / "out" / name
+    assert zipfile.is_zipfile(written)
+    import keras
+
+    loadable = shutil.copy(written, tmp_path / "copy.keras")  # Keras reads only *.keras names
+    model = keras.saving.load_model(loadable, safe_mode=True)
+    x = np.random.default_rng(2).standard_normal((6, 8)).astype(np.float32)
+    expected = ct.predict(spec, checkpoint, x, backend="torch")
+    np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-5)
+
+
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
+    reason="needs onnx, onnxscript and onnxruntime (the onnx extra)",
+)
+CNN = {
+    "name": "cnn",
+    "data": {"source": "sklearn:digits", "options": {"images": True}, "batch_size": 128},
+    "model": {
+        "input_shape": [8, 8, 1],
+        "layers": [
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same"},
+            {"type": "BatchNorm"},
+            {"type": "ReLU"},
+            {"type": "MaxPool2D", "pool_size": 2},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 10},
+        ],
+    },
+    "trainer": {"max_epochs": 1, "progress": False},
+}
+
+
+@needs_onnx
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_onnx_export_runs_in_onnxruntime_like_crosstrain_predict(model, tmp_path):
+    import yaml
+
+    spec = tiny_spec() if model == "mlp" else dict(CNN)
+    spec["trainer"] = {"max_epochs": 1, "progress": False}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert run_cli("fit spec.yaml --backend torch -q", tmp_path).returncode == 0
+    shape = ct.load_spec(spec).model.input_shape
+    x = np.random.default_rng(5).standard_normal((13, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    before = snapshot(tmp_path)
+    done = run_cli("export runs --to onnx --output out/", tmp_path)
+    assert done.returncode == 2 and "not a crosstrain checkpoint" in done.stderr
+    checkpoint = next((tmp_path / "runs").glob("*/*/checkpoints/step-*"))
+    done = run_cli(f"export {checkpoint} --to onnx --output out/", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr  # the exporter's notices stay out of the way
+    (written,) = changed_files(before, snapshot(tmp_path))
+    assert written.startswith("out/") and written.endswith(".onnx")
+    predicted = run_cli(
+        f"predict spec.yaml --checkpoint {checkpoint} --input x.npy --output p.npy", tmp_path
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / written))
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    (got,) = session.run(None, {"x": x})  # 13 rows: the batch axis is dynamic
+    np.testing.assert_allclose(got, np.load(tmp_path / "p.npy"), rtol=1e-5, atol=1e-5)
