@@ -10,7 +10,7 @@ import crosstrain as ct
 import numpy as np
 import pytest
 from bad_inputs import changed_files, run_cli, snapshot
-from conftest import tiny_spec
+from conftest import run_python, tiny_spec
 
 needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="needs keras")
 
@@ -35,13 +35,19 @@ def test_keras_export_takes_any_output_name(name, trained, tmp_path):
     assert changed_files(before, snapshot(tmp_path)) == {f"out/{name}"}  # no temporary left
     written = tmp_path / "out" / name
     assert zipfile.is_zipfile(written)
-    import keras
-
     loadable = shutil.copy(written, tmp_path / "copy.keras")  # Keras reads only *.keras names
-    model = keras.saving.load_model(loadable, safe_mode=True)
     x = np.random.default_rng(2).standard_normal((6, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (  # plain Keras in its own process (one engine per process), no crosstrain
+        "import keras, numpy as np\n"
+        f"model = keras.saving.load_model({str(loadable)!r}, safe_mode=True)\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(model.predict(x, verbose=0)))\n"
+    )
+    done = run_python(code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     expected = ct.predict(spec, checkpoint, x, backend="torch")
-    np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
 needs_onnx = pytest.mark.skipif(

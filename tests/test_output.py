@@ -49,23 +49,34 @@ def test_quiet_prints_only_the_results_and_verbose_adds_debug_lines(spec_dir):
     assert evaluated.stdout.startswith("validation metrics:"), evaluated.stdout
 
 
+LOG_SETTINGS = ("TF_CPP_MIN_LOG_LEVEL", "_CROSSTRAIN_SET_TF_LOG", "CROSSTRAIN_VERBOSE")
+"""What decides whether native log lines show; cleared so each case starts as a user's shell
+(an in-process `main()` or fit of another test in this worker may have set them)."""
+
+
+def fresh_cli(line: str, cwd, env: dict[str, str] | None = None):
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in LOG_SETTINGS}
+    command = [sys.executable, "-m", "crosstrain.cli", *shlex.split(line)]
+    return subprocess.run(
+        command, cwd=cwd, env=base | (env or {}), capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
 def test_tensorflow_native_log_lines_only_with_verbose(spec_dir):
-    default = run_cli(
-        "fit spec.yaml --backend keras:tensorflow --set trainer.max_epochs=1", spec_dir
-    )
+    line = "fit spec.yaml --backend keras:tensorflow --set trainer.max_epochs=1"
+    default = fresh_cli(line, spec_dir)
     assert default.returncode == 0, default.stderr
     assert not NATIVE_LOG_LINE.search(default.stderr), default.stderr
-    loud = run_cli(
-        "fit spec.yaml --backend keras:tensorflow --set trainer.max_epochs=1 -v", spec_dir
-    )
+    loud = fresh_cli(f"{line} -v", spec_dir)
     assert loud.returncode == 0, loud.stderr
     assert NATIVE_LOG_LINE.search(loud.stderr), loud.stderr  # TensorFlow's own lines are back
-    chosen = run_cli(
-        "fit spec.yaml --backend keras:tensorflow --set trainer.max_epochs=1",
-        spec_dir,
-        env={"TF_CPP_MIN_LOG_LEVEL": "0"},
-    )
+    chosen = fresh_cli(line, spec_dir, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert NATIVE_LOG_LINE.search(chosen.stderr), chosen.stderr  # the user's level is kept
 
 

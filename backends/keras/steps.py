@@ -95,22 +95,8 @@ class JaxSteps(_Steps):
                 variable.assign(value)
 
     def _train_body(self, state: Any, x: Any, y: Any) -> tuple[Any, Any]:
-        from keras import StatelessScope
-
         trainable, non_trainable, opt_vars = state
-
-        def objective(values: list[Any]) -> tuple[Any, tuple[Any, Any]]:
-            out, new_non_trainable = self.model.stateless_call(
-                values, non_trainable, x, training=True
-            )
-            loss, report = self.objective(out, y)
-            with StatelessScope(
-                state_mapping=list(zip(self.optimizer.variables, opt_vars, strict=True))
-            ):
-                scaled = self.optimizer.scale_loss(loss)
-            return scaled, (report, new_non_trainable)
-
-        grads, (report, non_trainable) = self.jax.grad(objective, has_aux=True)(trainable)
+        grads, report, non_trainable = self._grads(state, non_trainable, x, y)
         if self.grad_norm:
             report = with_grad_norm(report, grads)
         trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)

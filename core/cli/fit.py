@@ -268,7 +268,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         LOG.warning(
             f"plugin {broken.name!r} ({broken.entry_point or '-'}) was skipped: {broken.error}"
         )
-    curves = StepCurves()
+    curves = StepCurves()  # not sent to a launcher's workers: curves.png is per epoch there
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="crosstrain: plugin")
         result = api.fit(
@@ -278,7 +278,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             resume_changed=args.resume_changed,
             launcher=launcher,
             launcher_options=launcher_options,
-            callbacks=[curves],
+            callbacks=[] if launcher else [curves],
         )
     if result.extras.get("already_finished"):
         return 0  # said so; nothing trained, nothing written
