@@ -10,12 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crosstrain as ct
 import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, run_python
-
-import crosstrain as ct
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.optim import HOST, Exponential
 from crosstrain.train.lr_find import range_test_spec, suggest
