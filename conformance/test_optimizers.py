@@ -34,6 +34,7 @@ SCHEDULES = [
     {"name": "cosine", "warmup_steps": 1},
     extended({"name": "cosine", "decay_steps": 2, "min_ratio": 0.1}),
     extended({"name": "linear", "end_ratio": 0.1}),
+    {"name": "exponential", "end_ratio": 50.0},  # grows: lr-find's sweep
 ]
 
 

@@ -25,7 +25,7 @@ from crosstrain.errors import (
 )
 
 if TYPE_CHECKING:
-    from crosstrain.api import build, evaluate, explain, fit, predict
+    from crosstrain.api import build, evaluate, explain, fit, lr_find, predict
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.data.batches import Batches
     from crosstrain.nn import layers, losses, metrics, optim
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "layers": "nn.layers", "losses": "nn.losses", "metrics": "nn.metrics", "optim": "nn.optim",
     "build": "api", "evaluate": "api", "explain": "api", "fit": "api", "predict": "api",
+    "lr_find": "api",
     "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
     "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
@@ -109,6 +110,7 @@ __all__ = [
     "hookspec",
     "layers",
     "load_spec",
+    "lr_find",
     "losses",
     "metrics",
     "optim",

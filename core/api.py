@@ -385,3 +385,29 @@ def predict(
     DataLoader, tf.data, grain...); default every input of `spec.data`."""
     trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
     return predict_program(trainer.spec, trainer.program, trainer.backend, x)
+
+
+def lr_find(
+    target: Any,
+    backend: str | None = None,
+    *,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    divergence: float = 4.0,
+    spec: Any = None,
+) -> Any:
+    """The learning-rate range test (`crosstrain.train.lr_find`): a fit of at most `steps`
+    steps, writing no files, whose lr grows from `min_lr` to `max_lr`; returns an
+    `LrFindResult` with each step's lr and loss and the suggested lr (`.plot()` draws it)."""
+    from crosstrain.train.lr_find import LossRecorder, range_test_spec, result_of
+
+    spec_obj, native = _split_target(target, spec)
+    name = backend_name(spec_obj, backend)
+    recorder = LossRecorder(divergence, steps)
+    range_spec = range_test_spec(spec_obj, min_lr, max_lr, steps)
+    if native is None:
+        fit(range_spec, backend=name, callbacks=[recorder], run_dir=False)
+    else:
+        fit(native, backend=name, spec=range_spec, callbacks=[recorder], run_dir=False)
+    return result_of(recorder, name)

@@ -39,6 +39,10 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
 
     trainer = spec.trainer
     callbacks: list[Any] = []
+    if trainer.profile:
+        from .profiler import Profiler
+
+        callbacks.append(Profiler(run_dir))
     if trainer.progress:
         callbacks.append(ProgressBar())
     if run_dir is not None:

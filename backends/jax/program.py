@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -406,6 +406,12 @@ class JaxProgram(Program):
         from .export import export
 
         return export(self, Path(path), format)
+
+    def trace(self, directory: Path) -> AbstractContextManager[Any]:
+        """The framework's profiler over the block (`profile.trace`)."""
+        from .profile import trace
+
+        return trace(directory)
 
     @property
     def step(self) -> int:

@@ -8,7 +8,7 @@ array-API functions, called on the engine's tensors inside the compiled step.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,12 @@ class KerasProgram(Program):
         from .export import export
 
         return export(self, Path(path), format)
+
+    def trace(self, directory: Path) -> AbstractContextManager[Any]:
+        """The framework's profiler over the block (`profile.trace`)."""
+        from .profile import trace
+
+        return trace(directory)
 
     @property
     def native_model(self) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +388,9 @@ class TorchProgram(Program):
         from .export import export
 
         return export(self, Path(path), format)
+
+    def trace(self, directory: Path) -> AbstractContextManager[Any]:
+        """The framework's profiler over the block (`profile.trace`)."""
+        from .profile import trace
+
+        return trace(directory)

@@ -50,6 +50,7 @@ BUILTIN_COMMANDS = (
     "crosstrain.cli.export",
     "crosstrain.cli.conformance",
     "crosstrain.cli.compare",
+    "crosstrain.cli.lr_find",
 )
 """Modules that each expose `COMMANDS`, a tuple of `crosstrain.plugin.command.Command`: the
 built-in subcommands, in `crosstrain --help` order. They import no framework at module level."""

@@ -114,7 +114,7 @@ class HostScalars:
         return a if condition else b
 
     minimum, maximum = staticmethod(min), staticmethod(max)
-    cos, floor = staticmethod(math.cos), staticmethod(math.floor)
+    cos, floor, exp = staticmethod(math.cos), staticmethod(math.floor), staticmethod(math.exp)
 
 
 HOST = HostScalars()
@@ -200,8 +200,21 @@ class LinearDecay(_Schedule):
         return 1.0 + (self.end_ratio - 1.0) * xp.minimum(t / steps, xp.ones_like(t))
 
 
+class Exponential(_Schedule):
+    """Exponential change from lr to `end_ratio` × lr at the run's last update (> 1 grows:
+    `crosstrain lr-find` sweeps the lr with it)."""
+
+    name: Literal["exponential"] = "exponential"
+    end_ratio: PositiveFloat = 0.01
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        progress = xp.minimum(t / max(steps - 1, 1), xp.ones_like(t))
+        return xp.exp(math.log(self.end_ratio) * progress)
+
+
 ScheduleSpec = Annotated[
-    Constant | LinearWarmup | StepDecay | Cosine | LinearDecay, Field(discriminator="name")
+    Constant | LinearWarmup | StepDecay | Cosine | LinearDecay | Exponential,
+    Field(discriminator="name"),
 ]
 
 

@@ -7,8 +7,10 @@ core; a backend never sees them.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,6 +257,11 @@ class Program(ABC):
         from crosstrain.errors import UnsupportedFeature
 
         raise UnsupportedFeature(type(self).__name__, f"export to {format!r}")
+
+    def trace(self, directory: Path) -> AbstractContextManager[Any]:
+        """The framework's own profiler recording inside the block into `directory`
+        (`trainer.profile`: a few training steps). Default: records nothing."""
+        return contextlib.nullcontext()
 
 
 class Backend(ABC):

@@ -226,6 +226,11 @@ class TrainerSpec(BaseModel):
         description="reproducible kernels: torch deterministic algorithms, XLA/TF op "
         "determinism; slower (see design.md)",
     )
+    profile: bool = Field(
+        False,
+        description="time each phase (data, step, metric pull, callbacks, checkpoint) into "
+        "profile.txt and trace training steps 2-21 with the framework's profiler into profile/",
+    )
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     progress: bool = True

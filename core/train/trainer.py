@@ -96,6 +96,7 @@ class Trainer:
         policy = spec.trainer.checkpoint
         self._saver = CheckpointSaver(policy is not None and policy.async_save, remote)
         self._val_data: ArrayData | Batches | None = None
+        self.phase_timer: Any = None  # `trainer.profile`: times the data (plugins/profiler.py)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ def pass_units(
             lambda cut, group: device_batch(trainer, data, cut, group),
         )
         total = len(slices)
+    if trainer.phase_timer is not None:
+        units = trainer.phase_timer.iterate(units, "data")
     return units, total
 
 
