@@ -40,10 +40,11 @@ from .model import ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
 from .state import load_params, trainable, whole
 
-StepOutput = torch.Tensor
-"""One device vector `[rows, loss, metric..., (grad_norm), (skipped)]` per step, as on jax and
-keras: `metrics_to_host` reads the values by position (`metric_names`, or `train_names` for a
-train step's longer vector)."""
+StepOutput = tuple[Any, ...]
+"""`(rows, loss, metric..., (grad_norm), (skipped))` per step: `rows` a Python int, the rest 0-d
+device tensors, in the positions of jax's and keras's device vector. `metrics_to_host` stacks a
+pull's outputs in one call (`metric_names`, or `train_names` for a train step's longer tuple);
+stacking each step into a vector costs ~5% of a small model's step on CPU (benchmark task A)."""
 
 
 def native_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -229,15 +230,21 @@ class TorchProgram(Program):
     def _outputs(
         self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, size: int
     ) -> StepOutput:
-        """The step's vector `[rows, loss, metric...]` on the device, without a sync."""
-        values = [loss.detach()]
-        if self.metric_fns:
-            out = out.detach()
-            with torch.no_grad():
-                values += [fn(xp, out, y) for fn in self.metric_fns.values()]
-        dtype = self._metric_dtype
-        rows = torch.full((), size, dtype=dtype, device=loss.device)
-        return torch.stack([rows, *(v.reshape(()).to(dtype) for v in values)])
+        """The step's `(rows, loss, metric...)`, device values not synced."""
+        if not self.metric_fns:
+            return (size, loss.detach())
+        out = out.detach()
+        with torch.no_grad():
+            return (size, loss.detach(), *(fn(xp, out, y) for fn in self.metric_fns.values()))
+
+    @staticmethod
+    def _merged(outputs: list[StepOutput]) -> StepOutput:
+        """One output for several steps or micro-batches: rows summed, values their
+        row-weighted means (on the device)."""
+        total = sum(o[0] for o in outputs)
+        shares = [o[0] / total for o in outputs]
+        columns = zip(*(o[1:] for o in outputs), strict=True)
+        return (total, *(sum(v * s for v, s in zip(c, shares, strict=True)) for c in columns))
 
     def _found_inf(self) -> torch.Tensor:
         """1.0 when the gradient scaler skipped the update just stepped (stays on the device)."""
@@ -270,10 +277,7 @@ class TorchProgram(Program):
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, 1.0 / total)
-        table = torch.stack(outputs)
-        rows = table[:, 0]
-        means = (table[:, 1:] * rows[:, None]).sum(0) / rows.sum()
-        return self._update(torch.cat([rows.sum().reshape(1), means]))
+        return self._update(self._merged(outputs))
 
     def _backward(self, objective: torch.Tensor) -> None:
         if self.scaler is not None:
@@ -302,9 +306,7 @@ class TorchProgram(Program):
         extras = (whole(norm).detach(),) if self._grad_norm and norm is not None else ()
         if skipped is not None:
             extras += (skipped,)
-        if extras:
-            dtype = outputs.dtype
-            outputs = torch.cat([outputs, torch.stack([v.reshape(()).to(dtype) for v in extras])])
+        outputs = outputs + extras
         if self._sync is not None:
             self._sync()
         return outputs
@@ -315,11 +317,8 @@ class TorchProgram(Program):
         The updates run one after another (no fused kernel), so the backend does not declare
         `steps_per_execution`; the method exists for the Program protocol.
         """
-        table = torch.stack(
-            [self.train_step((x, y)) for x, y in zip(batches[0], batches[1], strict=True)]
-        )
-        rows = table[:, 0]
-        return torch.cat([rows.sum().reshape(1), rows @ table[:, 1:] / rows.sum()])
+        steps = zip(batches[0], batches[1], strict=True)
+        return self._merged([self.train_step((x, y)) for x, y in steps])
 
     def eval_step(self, batch: tuple[Any, Any]) -> StepOutput:
         """Loss and metrics on `(x, y)` without an update, dropout off, moving statistics used."""
@@ -350,10 +349,12 @@ class TorchProgram(Program):
         """
         if not outputs:
             return {}
-        table = torch.stack(outputs)
-        keys = self.train_names if table.shape[1] == len(self.train_names) + 1 else None
+        keys = self.train_names if len(outputs[0]) == len(self.train_names) + 1 else None
         keys = keys or self.metric_names
-        weights, values = table[:, 0], table[:, 1:]
+        dtype = self._metric_dtype
+        values = torch.stack([v.reshape(()).to(dtype) for o in outputs for v in o[1:]])
+        values = values.reshape(len(outputs), -1)
+        weights = torch.tensor([o[0] for o in outputs], dtype=dtype, device=values.device)
         packed = torch.cat(
             [weights @ values, weights.sum().reshape(1), self._skipped.to(values.dtype).reshape(1)]
         )
