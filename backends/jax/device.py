@@ -4,11 +4,14 @@
 are split along it (`NamedSharding(mesh, P("data"))`), parameters and optimizer state are
 replicated (`P()`), and XLA inserts the gradient all-reduce.
 
-Multi-host: when the usual cluster environment is present (`JAX_COORDINATOR_ADDRESS`, or a
-SLURM / Open MPI job with more than one task), `jax.distributed.initialize()` is called before
-the devices are listed, so the mesh spans every host's devices. Each process then runs the same
-trainer on the same global batches and contributes its own devices' rows
-(`jax.make_array_from_callback`). This path cannot be tested on one machine.
+Several processes: when a cluster environment is present (`JAX_COORDINATOR_ADDRESS` with
+`JAX_NUM_PROCESSES`/`JAX_PROCESS_ID` or `WORLD_SIZE`/`RANK`, or a SLURM / Open MPI job with more
+than one task), `jax.distributed.initialize` is called before the devices are listed, so the
+mesh spans every process's devices. Each process runs the same trainer on the same global
+batches and contributes its own devices' rows and its copy of the replicated state
+(`jax.make_array_from_callback`). `crosstrain fit --devices N` on a machine whose one process
+sees fewer than N devices (CPU) starts N such processes itself (`JaxBackend.launch`,
+`crosstrain.train.workers`); tests/backends/test_jax_multiprocess.py runs two on CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from crosstrain.api import DISTRIBUTED_WORKER_ENV
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -37,12 +41,35 @@ def _cluster_environment() -> bool:
     return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
 
 
+def coordinator() -> tuple[str, int, int] | None:
+    """`(address, processes, process id)` from `JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES`
+    and `JAX_PROCESS_ID` (or `WORLD_SIZE` and `RANK`, which our launcher and torchrun set);
+    None when the coordinator is not given (SLURM and Open MPI are then detected by JAX)."""
+    env = os.environ
+    address = env.get("JAX_COORDINATOR_ADDRESS")
+    processes = env.get("JAX_NUM_PROCESSES") or env.get("WORLD_SIZE")
+    process_id = env.get("JAX_PROCESS_ID") or env.get("RANK")
+    if not address:
+        return None
+    if processes is None or process_id is None:
+        raise CrosstrainError(
+            f"JAX_COORDINATOR_ADDRESS={address} is set, but not the number of processes and "
+            "this one's index: set JAX_NUM_PROCESSES and JAX_PROCESS_ID (or WORLD_SIZE and RANK)"
+        )
+    return address, int(processes), int(process_id)
+
+
 def maybe_initialize_distributed() -> bool:
-    """Calls `jax.distributed.initialize()` once when a cluster environment is present."""
+    """Calls `jax.distributed.initialize` once when a cluster environment is present."""
     if not _cluster_environment():
         return False
     if not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        given = coordinator()
+        if given is None:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(*given)
+        os.environ[DISTRIBUTED_WORKER_ENV] = "1"  # the command line ends without finalization
     return True
 
 
@@ -82,7 +109,8 @@ def select_devices(accelerator: str, count: int) -> list[Any]:
     if len(devices) < count:
         platform = devices[0].platform if devices else accelerator
         hint = (
-            " (on CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+            f" (`crosstrain fit SPEC --devices {count}` starts one process per device; in one "
+            f"process on CPU set XLA_FLAGS=--xla_force_host_platform_device_count={count})"
             if platform == "cpu"
             else ""
         )
@@ -130,6 +158,9 @@ class Placement:
         else:
             self.replicated = jax.sharding.SingleDeviceSharding(devices[0])
         self.multi_process = jax.process_count() > 1
+        here = jax.process_index()
+        self.local_device = next(d for d in devices if d.process_index == here)
+        """This process's first device of the run: where the initial state is made."""
 
     @property
     def size(self) -> int:
@@ -154,6 +185,8 @@ class Placement:
                 else np.array(array, copy=True)
             )
 
+        if self.multi_process:  # every process holds the same values: each gives its copy
+            return jax.tree.map(lambda a: self.global_batch(np.asarray(a), self.replicated), tree)
         return jax.device_put(jax.tree.map(own, tree), self.replicated)
 
     def global_batch(self, array: np.ndarray, sharding: Any) -> Any:

@@ -26,6 +26,11 @@ def explain(spec: Spec, env: RunEnv) -> dict[str, str]:
         + (f", {k} steps per call through lax.scan" if k > 1 else ""),
     }
     if env.devices > 1:
+        lines["processes"] = (
+            f"{env.devices} on the command line, one per device, joined by jax.distributed "
+            "(gloo on CPU) when this process sees fewer devices; else 1 process over "
+            f"{env.devices} local devices (GPUs, XLA_FLAGS host device count)"
+        )
         lines["sharding"] = (
             f"mesh axis 'data' over {env.devices} devices: batches split with "
             "NamedSharding(P('data')), parameters and optimizer state replicated"

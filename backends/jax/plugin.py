@@ -87,6 +87,22 @@ class JaxBackend(Backend):
 
         return found_accelerators()
 
+    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+        """Starts `crosstrain <argv>` in `trainer.devices` processes on this machine, joined by
+        `jax.distributed` (CPU collectives through gloo), when the spec asks for more devices
+        than this process has (`device.processes_needed`) and no launcher started it.
+
+        Returns:
+            The workers' exit status, or None when this process trains by itself (one device,
+            or a one-process mesh over enough local devices).
+        """
+        if not processes_needed(spec.trainer.devices, spec.trainer.accelerator):
+            return None
+        from crosstrain.train.workers import free_port, launch_workers
+
+        coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}"}
+        return launch_workers(spec.trainer.devices, argv, coordinator)
+
     def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
         """Its lines of the fit plan (`crosstrain fit --explain`), from `explain.py`."""
         from .explain import explain
@@ -113,3 +129,38 @@ class JaxBackend(Backend):
         from .program import JaxProgram
 
         return JaxProgram(spec, env)
+
+
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm60_plugin")
+"""jaxlib plugins that give one process several accelerator devices (then one process drives
+them all through a mesh, as JAX recommends)."""
+
+
+def processes_needed(devices: int, accelerator: str) -> bool:
+    """Whether `devices` asks this command to start worker processes: more than one device, no
+    launcher or cluster around this process, and a CPU run whose one process has fewer devices
+    (one, unless `XLA_FLAGS=--xla_force_host_platform_device_count=N`). Decided without
+    importing JAX: a process that forks workers must not hold JAX's threads."""
+    import os
+    import re
+
+    from crosstrain.api import launcher_environment
+
+    if devices == 1 or launcher_environment() is not None:
+        return False
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return False
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto"
+        and (
+            platforms.startswith("cpu")
+            or not any(map(importlib.util.find_spec, ACCELERATOR_PLUGINS))
+        )
+    )
+    if not on_cpu:
+        return False
+    forced = re.search(
+        r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", "")
+    )
+    return (int(forced.group(1)) if forced else 1) < devices

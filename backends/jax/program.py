@@ -93,7 +93,7 @@ class JaxProgram(Program):
             deterministic_xla()
         self.policy = precision_policy(env.precision)
         self.placement = Placement(select_devices(env.accelerator, env.devices))
-        with jax.default_device(self.placement.devices[0]):
+        with jax.default_device(self.placement.local_device):
             if spec.model.init == "native":
                 model = Model(spec.model, native_initial_values(spec.model, spec.seed))
             else:

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from crosstrain.api import DISTRIBUTED_WORKER_ENV, launcher_environment
 from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, UnsupportedFeature
+from crosstrain.train.workers import terminate_with_parent, worker_errors
 
 BACKEND = "torch"
 DATA_PARALLEL = ("ddp", "fsdp")
@@ -159,14 +160,6 @@ def torchrun_command(devices: int, argv: Sequence[str]) -> list[str]:
     ]
 
 
-def _terminate_with_parent() -> None:
-    """In the forked torchrun, before exec: ask Linux for SIGTERM when the launcher dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
 def launch(devices: int, argv: Sequence[str]) -> int:
     """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status.
 
@@ -181,7 +174,7 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     process = subprocess.Popen(
         torchrun_command(devices, argv),
         start_new_session=True,
-        preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+        preexec_fn=terminate_with_parent if sys.platform == "linux" else None,
         env={**os.environ, WORKER_ERROR_DIR_ENV: errors.name},
     )
     received: list[int] = []
@@ -204,14 +197,3 @@ def launch(devices: int, argv: Sequence[str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         errors.cleanup()
-
-
-def worker_errors(directory: Path) -> list[str]:
-    """The distinct error messages the workers left in `directory`, in rank order."""
-    found: list[str] = []
-    files = sorted(directory.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
-    for path in files:
-        message = path.read_text(encoding="utf-8", errors="replace").strip()
-        if message and message not in found:
-            found.append(message)
-    return found

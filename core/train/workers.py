@@ -1,0 +1,130 @@
+"""Worker processes on this machine for a backend without a launcher of its own (jax: `crosstrain
+fit SPEC --backend jax --devices 2`), and the error collection every launcher shares.
+
+Each worker runs `python -m crosstrain.cli <argv>` with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+`MASTER_ADDR` and `MASTER_PORT` (torchrun's names, which `crosstrain.api.launcher_environment`
+reads, so rank 0 writes the run directory) plus the backend's own variables. A worker's
+deliberate error goes to a file (`WORKER_ERROR_DIR_ENV`) and is printed once by the launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from crosstrain.errors import WORKER_ERROR_DIR_ENV
+
+GRACE_SECONDS = 30.0
+"""How long the other workers may take to stop (interrupt checkpoint) after one failed."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the coordinator's)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def terminate_with_parent() -> None:
+    """In a forked worker, before exec: ask Linux for SIGTERM when the launcher dies, so the
+    workers still save an interrupt checkpoint and stop after a SIGKILL of the launcher."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def worker_errors(directory: Path) -> list[str]:
+    """The distinct error messages the workers left in `directory`, in rank order."""
+    found: list[str] = []
+    files = sorted(directory.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
+    for path in files:
+        message = path.read_text(encoding="utf-8", errors="replace").strip()
+        if message and message not in found:
+            found.append(message)
+    return found
+
+
+def launch_workers(devices: int, argv: Sequence[str], env: dict[str, str]) -> int:
+    """Runs `crosstrain <argv>` in `devices` processes on this machine; their exit status.
+
+    Each worker gets its own session, so a terminal's Ctrl-C reaches the launcher only, which
+    forwards SIGINT/SIGTERM to every worker once (a second signal would abort a step without
+    the interrupt checkpoint). When a worker fails, the others get SIGTERM and `GRACE_SECONDS`
+    to stop. Returns 0, 128 + the signal's number after a signal, or the first failure's status.
+
+    Args:
+        devices: how many processes (one per device).
+        argv: the command line after `crosstrain`.
+        env: the backend's variables for every worker; `{rank}` in a value is the worker's rank.
+    """
+    errors = tempfile.TemporaryDirectory(prefix="crosstrain-errors-")
+    shared = {
+        "WORLD_SIZE": str(devices),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        WORKER_ERROR_DIR_ENV: errors.name,
+    }
+    workers = []
+    for rank in range(devices):
+        own = {k: v.format(rank=rank) for k, v in env.items()}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "crosstrain.cli", *argv],
+                start_new_session=True,
+                preexec_fn=terminate_with_parent if sys.platform == "linux" else None,
+                env={**os.environ, **shared, **own, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            )
+        )
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if not received:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signum)
+        received.append(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, forward) for signum in handled}
+    try:
+        failed = _wait(workers)
+        if received:
+            return 128 + received[0]
+        for message in worker_errors(Path(errors.name)):
+            print(f"error: {message}", file=sys.stderr)
+        return failed
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        errors.cleanup()
+
+
+def _wait(workers: list[subprocess.Popen[bytes]]) -> int:
+    """Waits for every worker; after the first failure the rest get SIGTERM, then SIGKILL once
+    `GRACE_SECONDS` passed. The first failure's status, or 0."""
+    failed, deadline = 0, None
+    while any(w.poll() is None for w in workers):
+        for worker in workers:
+            status = worker.poll()
+            if status not in (None, 0) and not failed:
+                failed = status if 0 < status < 256 else 1
+                deadline = time.monotonic() + GRACE_SECONDS
+                for other in workers:
+                    if other.poll() is None:
+                        other.terminate()
+        if deadline is not None and time.monotonic() > deadline:
+            for worker in workers:
+                worker.kill()
+        time.sleep(0.05)
+    return failed or (1 if any(w.returncode for w in workers) else 0)
