@@ -46,11 +46,12 @@ if TYPE_CHECKING:
     from crosstrain.train.callbacks import Callback
     from crosstrain.train.loggers import Logger
     from crosstrain.train.trainer import FitResult
+    from crosstrain.train.workers import end_worker
 
 _LAZY = {
     "layers": "nn.layers", "losses": "nn.losses", "metrics": "nn.metrics", "optim": "nn.optim",
     "build": "api", "evaluate": "api", "explain": "api", "fit": "api", "predict": "api",
-    "lr_find": "api",
+    "lr_find": "api", "end_worker": "train.workers",
     "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
     "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
@@ -109,6 +110,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "layers",
+    "end_worker",
     "load_spec",
     "lr_find",
     "losses",

@@ -144,7 +144,7 @@ def explain(
 
 DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
 """Set by a backend in a process that joined a multi-process group; the command line then ends
-the process without interpreter finalization (`crosstrain.cli.main.end_worker`)."""
+the process without interpreter finalization (`crosstrain.end_worker`)."""
 
 
 def launcher_environment() -> tuple[int, int, int] | None:

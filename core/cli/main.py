@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
 import os
 import sys
@@ -25,6 +24,7 @@ from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, Terminated,
 from crosstrain.output import configure_output
 from crosstrain.plugin.command import Command
 from crosstrain.plugin.registry import Registry, build_registry, set_registry
+from crosstrain.train.workers import end_worker
 
 EXIT_ERROR = 2
 EXIT_TRAINING_FAILED = 1
@@ -202,21 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-def end_worker(status: int) -> None:
-    """Ends a command-line process that was one rank of a multi-process run.
-
-    The atexit handlers run while the interpreter is whole (the torch backend leaves its process
-    group there, after a barrier), the output is flushed, and the process ends without
-    interpreter finalization: collective libraries' C++ threads racing the teardown of Python
-    objects there can abort a finished rank (gloo on PyTorch), failing a run whose checkpoints
-    are already written. Only the command line does this; a user's own script exits normally.
-    """
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def run() -> None:

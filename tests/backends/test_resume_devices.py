@@ -44,13 +44,12 @@ class SaveAtStep(ct.Callback):
 SCRIPT = """
 import sys
 import crosstrain as ct
-from crosstrain.cli.main import end_worker
 from saver import SaveAtStep
 
 ct.fit(sys.argv[1], backend="torch", run_dir=sys.argv[2], callbacks=[SaveAtStep(int(sys.argv[3]))])
-# as the command line ends a rank: atexit handlers (leave the gloo group), then no interpreter
-# finalization, where gloo's C++ threads can abort a finished rank ("terminate called ...")
-end_worker(0)
+# as the docs ask of a script under torchrun: torch 2.13's gloo can abort a finished rank at
+# interpreter exit ("terminate called without an active exception")
+ct.end_worker(0)
 """
 
 

@@ -217,6 +217,7 @@ import crosstrain as ct
 
 result = ct.fit(sys.argv[1], backend="torch", run_dir=sys.argv[2])
 print(f"rank {os.environ['RANK']} finished at step {result.state.step}")
+ct.end_worker()  # as docs/integrations.md asks: gloo may abort a finished rank at exit
 """
 
 
