@@ -103,3 +103,33 @@ def test_onnx_export_runs_in_onnxruntime_like_crosstrain_predict(model, tmp_path
     assert [i.name for i in session.get_inputs()] == ["x"]
     (got,) = session.run(None, {"x": x})  # 13 rows: the batch axis is dynamic
     np.testing.assert_allclose(got, np.load(tmp_path / "p.npy"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_torch_program_export_loads_with_torch_alone_like_crosstrain_predict(model, tmp_path):
+    import yaml
+
+    spec = tiny_spec() if model == "mlp" else dict(CNN)
+    spec["trainer"] = {"max_epochs": 1, "progress": False}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert run_cli("fit spec.yaml --backend torch -q", tmp_path).returncode == 0
+    checkpoint = next((tmp_path / "runs").glob("*/*/checkpoints/step-*"))
+    shape = ct.load_spec(spec).model.input_shape
+    x = np.random.default_rng(6).standard_normal((11, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    before = snapshot(tmp_path)
+    done = run_cli(f"export {checkpoint} --to torch-program --output out/model.pt2", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert changed_files(before, snapshot(tmp_path)) == {"out/model.pt2"}
+    code = (  # torch alone: crosstrain is not importable in this process
+        "import sys\n"
+        "sys.modules['crosstrain'] = None\n"
+        "import numpy as np, torch\n"
+        "program = torch.export.load('out/model.pt2').module()\n"
+        "x = torch.from_numpy(np.load('x.npy'))\n"
+        "np.save('y.npy', program(x).detach().numpy())\n"  # 11 rows: the batch axis is dynamic
+    )
+    loaded = run_python(code, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    expected = ct.predict(spec, checkpoint, x, backend="torch")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)

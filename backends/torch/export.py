@@ -1,5 +1,6 @@
-"""Native exports of the torch backend: the module's `state_dict` as safetensors, and the
-model as an ONNX graph (`torch.onnx.export`) that onnxruntime runs without torch or crosstrain.
+"""Native exports of the torch backend: the module's `state_dict` as safetensors, the whole
+model as a `torch.export` program that torch loads without crosstrain, and as an ONNX graph
+(`torch.onnx.export`) that onnxruntime runs without torch or crosstrain.
 
 `FORMATS` is declared data (no torch import); `export` imports torch when it writes.
 """
@@ -11,7 +12,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.plugin.protocol import ExportFormat
@@ -27,6 +28,12 @@ FORMATS = (
         "module.load_state_dict(safetensors.torch.load_file(path), strict=True)",
     ),
     ExportFormat(
+        "torch-program",
+        ".pt2",
+        "the whole model as a torch.export program (graph and weights, batch axis dynamic, "
+        "inference mode); load with torch.export.load(path).module(), no crosstrain needed",
+    ),
+    ExportFormat(
         "onnx",
         ".onnx",
         "an ONNX graph of the model in inference mode, float32, batch axis dynamic; run with "
@@ -40,15 +47,18 @@ ONNX_OPSET = 18
 
 
 def export(program: TorchProgram, path: Path, format: str) -> Path:
-    """Writes `program`'s module in `format` (only `torch`) to `path`; returns `path`.
+    """Writes `program`'s module in `format` (one of `FORMATS`) to `path`; returns `path`.
 
     Raises:
         UnsupportedFeature: `format` is not one of `FORMATS`.
     """
     if format == "onnx":
         return export_onnx(program, path)
+    if format == "torch-program":
+        return export_program(program, path)
     if format != "torch":
-        raise UnsupportedFeature(program.backend, f"export to {format!r}", ["torch", "onnx"])
+        names = [f.name for f in FORMATS]
+        raise UnsupportedFeature(program.backend, f"export to {format!r}", names)
     from safetensors.torch import save_file
 
     tensors = program.native_model.state_dict()
@@ -64,7 +74,6 @@ def export_onnx(program: TorchProgram, path: Path) -> Path:
         MissingDependency: onnx or onnxscript (what torch's exporter needs) is not installed.
         CrosstrainError: torch cannot express the model in ONNX (the exporter's reason).
     """
-    import copy
     import importlib.util
 
     import torch
@@ -73,11 +82,7 @@ def export_onnx(program: TorchProgram, path: Path) -> Path:
     for needed in ("onnx", "onnxscript"):
         if importlib.util.find_spec(needed) is None:
             raise MissingDependency("export --to onnx", needed, "onnx")
-    spec = program.spec
-    module = copy.deepcopy(program.native_model).to("cpu", torch.float32).eval()
-    dtype = getattr(torch, spec.model.resolved_input_dtype)
-    example = torch.zeros((2, *spec.model.input_shape), dtype=dtype)
-    batch = torch.export.Dim("batch", min=1)
+    module, example, batch = inference_module(program)
     # the exporter's deprecation notices are torch's business, not the user's
     onnx_log = logging.getLogger("torch.onnx")  # "torchvision is not installed. Skipping ..."
     level = onnx_log.level
@@ -105,4 +110,43 @@ def export_onnx(program: TorchProgram, path: Path) -> Path:
         finally:
             onnx_log.setLevel(level)
     exported.save(str(path), external_data=False)
+    return path
+
+
+def inference_module(program: TorchProgram) -> tuple[Any, Any, Any]:
+    """A CPU float32 copy of the model in inference mode, an example input of 2 rows and the
+    dynamic batch dimension: what both program exports trace."""
+    import copy
+
+    import torch
+
+    spec = program.spec
+    module = copy.deepcopy(program.native_model).to("cpu", torch.float32).eval()
+    dtype = getattr(torch, spec.model.resolved_input_dtype)
+    example = torch.zeros((2, *spec.model.input_shape), dtype=dtype)
+    return module, example, torch.export.Dim("batch", min=1)
+
+
+def export_program(program: TorchProgram, path: Path) -> Path:
+    """Writes the model as a `torch.export` program (`.pt2`: graph and weights; the batch axis
+    dynamic), which `torch.export.load(path).module()` runs with torch alone; returns `path`.
+
+    Raises:
+        CrosstrainError: torch cannot export the model (its reason, in one line).
+    """
+    import torch
+    from crosstrain.errors import CrosstrainError
+
+    module, example, batch = inference_module(program)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        except Exception as err:  # torch.export's many error types: its reason, in one line
+            text = str(err).strip()
+            reason = text.splitlines()[0] if text else type(err).__name__
+            raise CrosstrainError(
+                f"export --to torch-program: torch cannot export this model: {reason}"
+            ) from err
+    torch.export.save(exported, str(path))
     return path
