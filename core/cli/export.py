@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--to",
         required=True,
         metavar="FORMAT",
-        help="a native format a backend declares: torch, flax, keras for the built-ins",
+        help="a native format a backend declares (built-ins: torch, torch-program, onnx, flax, keras)",
     )
     parser.add_argument(
         "--output",
