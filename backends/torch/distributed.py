@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from crosstrain.api import DISTRIBUTED_WORKER_ENV, launcher_environment
-from crosstrain.errors import WORKER_ERROR_DIR_ENV, CrosstrainError, UnsupportedFeature
-from crosstrain.train.workers import terminate_with_parent, worker_errors
+from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.train.workers import supervise
 
 BACKEND = "torch"
 DATA_PARALLEL = ("ddp", "fsdp")
@@ -164,36 +160,10 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     """Runs `crosstrain <argv>` under torchrun with `devices` workers; their exit status.
 
     torchrun runs in a session of its own and this process forwards SIGINT and SIGTERM to it
-    once, so Ctrl-C in a terminal and `kill <pid>` of this launcher both reach every worker
-    exactly once (a second signal would abort the workers without an interrupt checkpoint).
-    After a signal the status is 128 + its number (130 for SIGINT, 143 for SIGTERM). On Linux
-    torchrun also receives SIGTERM when this launcher dies without forwarding anything
-    (SIGKILL, OOM killer), so the workers still save an interrupt checkpoint and stop.
+    once (`crosstrain.train.workers.supervise`), so Ctrl-C in a terminal and `kill <pid>` of
+    this launcher both reach every worker exactly once; after a signal the status is 128 + its
+    number (130 for SIGINT, 143 for SIGTERM). On Linux torchrun also receives SIGTERM when this
+    launcher dies without forwarding anything (SIGKILL, OOM killer), so the workers still save
+    an interrupt checkpoint and stop. Each worker's error is printed once.
     """
-    errors = tempfile.TemporaryDirectory(prefix="crosstrain-errors-")
-    process = subprocess.Popen(
-        torchrun_command(devices, argv),
-        start_new_session=True,
-        preexec_fn=terminate_with_parent if sys.platform == "linux" else None,
-        env={**os.environ, WORKER_ERROR_DIR_ENV: errors.name},
-    )
-    received: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        received.append(signum)
-        process.send_signal(signum)
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, forward) for signum in handled}
-    try:
-        status = process.wait()
-        # torchrun itself exits 1 on a signal; report it the shell's way (130, 143)
-        if received:
-            return 128 + received[0]
-        for message in worker_errors(Path(errors.name)):
-            print(f"error: {message}", file=sys.stderr)
-        return status
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        errors.cleanup()
+    return supervise([(torchrun_command(devices, argv), {})])

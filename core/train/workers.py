@@ -55,36 +55,47 @@ def worker_errors(directory: Path) -> list[str]:
 
 
 def launch_workers(devices: int, argv: Sequence[str], env: dict[str, str]) -> int:
-    """Runs `crosstrain <argv>` in `devices` processes on this machine; their exit status.
-
-    Each worker gets its own session, so a terminal's Ctrl-C reaches the launcher only, which
-    forwards SIGINT/SIGTERM to every worker once (a second signal would abort a step without
-    the interrupt checkpoint). When a worker fails, the others get SIGTERM and `GRACE_SECONDS`
-    to stop. Returns 0, 128 + the signal's number after a signal, or the first failure's status.
+    """Runs `crosstrain <argv>` in `devices` processes on this machine; their exit status
+    (`supervise`).
 
     Args:
         devices: how many processes (one per device).
         argv: the command line after `crosstrain`.
         env: the backend's variables for every worker; `{rank}` in a value is the worker's rank.
     """
-    errors = tempfile.TemporaryDirectory(prefix="crosstrain-errors-")
     shared = {
         "WORLD_SIZE": str(devices),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
-        WORKER_ERROR_DIR_ENV: errors.name,
     }
-    workers = []
+    command = [sys.executable, "-m", "crosstrain.cli", *argv]
+    ranked = []
     for rank in range(devices):
         own = {k: v.format(rank=rank) for k, v in env.items()}
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "crosstrain.cli", *argv],
-                start_new_session=True,
-                preexec_fn=terminate_with_parent if sys.platform == "linux" else None,
-                env={**os.environ, **shared, **own, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            )
+        ranked.append((command, {**shared, **own, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
+    return supervise(ranked)
+
+
+def supervise(commands: Sequence[tuple[Sequence[str], dict[str, str]]]) -> int:
+    """Runs each `(command, extra environment)` as a worker or a launcher of workers (torchrun)
+    until all end; their exit status.
+
+    Each process gets its own session, so a terminal's Ctrl-C reaches this process only, which
+    forwards SIGINT/SIGTERM to every process once (a second signal would abort a step without
+    the interrupt checkpoint). When one fails, the others get SIGTERM and `GRACE_SECONDS` to
+    stop. The workers' deliberate errors (`WORKER_ERROR_DIR_ENV`) are printed once each.
+    Returns 0, 128 + the signal's number after a signal, or the first failure's status.
+    """
+    errors = tempfile.TemporaryDirectory(prefix="crosstrain-errors-")
+    workers = [
+        subprocess.Popen(
+            list(command),
+            start_new_session=True,
+            preexec_fn=terminate_with_parent if sys.platform == "linux" else None,
+            env={**os.environ, **extra, WORKER_ERROR_DIR_ENV: errors.name},
         )
+        for command, extra in commands
+    ]
     received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
