@@ -140,7 +140,10 @@ def _wait(workers: list[subprocess.Popen[bytes]]) -> int:
             for worker in workers:
                 worker.kill()
         time.sleep(0.05)
-    return failed or (1 if any(w.returncode for w in workers) else 0)
+    if failed:
+        return failed
+    status = next((w.returncode for w in workers if w.returncode), 0)  # all ended at once
+    return status if 0 <= status < 256 else 1
 
 
 def end_worker(status: int = 0) -> NoReturn:
