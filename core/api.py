@@ -27,6 +27,11 @@ from crosstrain.train.rundir import (  # noqa: F401 (find_checkpoint, write_run_
     write_run_files,
 )
 from crosstrain.train.trainer import FitResult, Trainer
+from crosstrain.train.workers import (  # noqa: F401 (DISTRIBUTED_WORKER_ENV: public here too)
+    DISTRIBUTED_WORKER_ENV,
+    launcher_environment,
+    process_rank,
+)
 
 DEFAULT_BACKEND = "torch"
 
@@ -140,39 +145,6 @@ def explain(
             spec_obj, name, backend_obj, env, length, registry.pm,
             launcher=launcher, launched=launcher_environment(),
         )  # fmt: skip
-
-
-DISTRIBUTED_WORKER_ENV = "CROSSTRAIN_DISTRIBUTED_WORKER"
-"""Set by a backend in a process that joined a multi-process group; the command line then ends
-the process without interpreter finalization (`crosstrain.end_worker`)."""
-
-
-def launcher_environment() -> tuple[int, int, int] | None:
-    """`(rank, world_size, local_rank)` set by a launcher: torchrun's `RANK`/`WORLD_SIZE`/
-    `LOCAL_RANK`, else SLURM's `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` (with `MASTER_ADDR`
-    and `MASTER_PORT` exported by the job script); None when no launcher started this process."""
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env:
-        return (
-            int(env["SLURM_PROCID"]),
-            int(env["SLURM_NTASKS"]),
-            int(env.get("SLURM_LOCALID", 0)),
-        )
-    return None
-
-
-def process_rank(spec: Spec) -> int:
-    """This process's rank in a multi-process run: the launcher's rank when it started several
-    processes (`launcher_environment`), else `RANK`/`SLURM_PROCID` when the spec asks for a
-    strategy or several devices; 0 otherwise. Only rank 0 writes files."""
-    found = launcher_environment()
-    if found is not None and found[1] > 1:
-        return found[0]
-    if spec.trainer.strategy == "auto" and spec.trainer.devices == 1:
-        return 0
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def _quiet(spec: Spec) -> Spec:

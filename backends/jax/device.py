@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from crosstrain.api import DISTRIBUTED_WORKER_ENV
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.train.workers import DISTRIBUTED_WORKER_ENV
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 BACKEND = "jax"

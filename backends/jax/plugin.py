@@ -144,7 +144,7 @@ def processes_needed(devices: int, accelerator: str) -> bool:
     import os
     import re
 
-    from crosstrain.api import launcher_environment
+    from crosstrain.train.workers import launcher_environment
 
     if devices == 1 or launcher_environment() is not None:
         return False

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from crosstrain.api import DISTRIBUTED_WORKER_ENV, launcher_environment
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
-from crosstrain.train.workers import supervise
+from crosstrain.train.workers import DISTRIBUTED_WORKER_ENV, launcher_environment, supervise
 
 BACKEND = "torch"
 DATA_PARALLEL = ("ddp", "fsdp")

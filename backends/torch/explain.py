@@ -30,7 +30,7 @@ def fsdp_units(spec: Spec) -> list[str]:
 
 def explain(spec: Spec, env: RunEnv) -> dict[str, str]:
     """Processes, launcher, precision, execution and sharding of a torch fit."""
-    from crosstrain.api import launcher_environment
+    from crosstrain.train.workers import launcher_environment
 
     lines = {
         "precision": f"{env.precision}: {PRECISION.get(env.precision, env.precision)}",

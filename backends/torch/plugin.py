@@ -104,7 +104,7 @@ class TorchBackend(Backend):
         Returns:
             The workers' exit status, or None when this process should train by itself.
         """
-        from crosstrain.api import launcher_environment
+        from crosstrain.train.workers import launcher_environment
 
         t = spec.trainer
         if t.devices == 1 or launcher_environment() is not None:
