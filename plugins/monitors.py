@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from crosstrain.errors import TrainingError
 from crosstrain.plugin.hookspecs import hookimpl
-from crosstrain.train.callbacks import Callback
+from crosstrain.train.callbacks import Callback, last_update_lr
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat
 
 
@@ -40,13 +40,8 @@ class LearningRateMonitor(Callback):
         self.spec = spec
 
     def collect_metrics(self, trainer: Any) -> dict[str, float] | None:
-        from crosstrain.nn.optim import applied_lr
-
-        updates = trainer.global_step - trainer.skipped_steps
-        if updates <= 0:
-            return None
-        total = trainer.schedule_steps or trainer.total_steps
-        return {"lr": applied_lr(self.spec.optimizer, self.spec.schedule, updates - 1, total)}
+        lr = last_update_lr(trainer)
+        return None if lr is None else {"lr": lr}
 
 
 class GradNormMonitor(Callback):

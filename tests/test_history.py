@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import tiny_spec
-from crosstrain.cli.fit import save_curves
+from crosstrain.cli.curves import save_curves
 from crosstrain.errors import MissingDependency
 from crosstrain.train.result import FitResult, History
 

@@ -16,7 +16,7 @@ import yaml
 from bad_inputs import run_cli
 from conftest import tiny_spec
 from crosstrain.cli.compare import measure
-from crosstrain.cli.fit import StepCurves
+from crosstrain.cli.curves import StepCurves
 from crosstrain.nn.optim import applied_lr
 from crosstrain.plugins.progress import LiveProgressBar
 

@@ -27,18 +27,11 @@ from crosstrain.errors import CrosstrainError, UnsupportedFeature
 from crosstrain.train.workers import DISTRIBUTED_WORKER_ENV
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .plugin import cluster_environment
+
 BACKEND = "jax"
 ACCELERATOR_PLATFORM = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
 """crosstrain accelerator name → JAX platform name."""
-
-
-def _cluster_environment() -> bool:
-    env = os.environ
-    if env.get("JAX_COORDINATOR_ADDRESS"):
-        return True
-    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_ID"):
-        return True
-    return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
 
 
 def coordinator() -> tuple[str, int, int] | None:
@@ -61,7 +54,7 @@ def coordinator() -> tuple[str, int, int] | None:
 
 def maybe_initialize_distributed() -> bool:
     """Calls `jax.distributed.initialize` once when a cluster environment is present."""
-    if not _cluster_environment():
+    if not cluster_environment():
         return False
     if not jax.distributed.is_initialized():
         given = coordinator()

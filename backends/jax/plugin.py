@@ -146,9 +146,7 @@ def processes_needed(devices: int, accelerator: str) -> bool:
 
     from crosstrain.train.workers import launcher_environment
 
-    if devices == 1 or launcher_environment() is not None:
-        return False
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    if devices == 1 or launcher_environment() is not None or cluster_environment():
         return False
     platforms = os.environ.get("JAX_PLATFORMS", "")
     on_cpu = accelerator == "cpu" or (
@@ -164,3 +162,16 @@ def processes_needed(devices: int, accelerator: str) -> bool:
         r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", "")
     )
     return (int(forced.group(1)) if forced else 1) < devices
+
+
+def cluster_environment() -> bool:
+    """Whether a cluster started this process as one of several JAX processes:
+    `JAX_COORDINATOR_ADDRESS`, or a SLURM / Open MPI job with more than one task (no JAX import)."""
+    import os
+
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_ID"):
+        return True
+    return int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1

@@ -24,17 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from crosstrain import api
-from crosstrain.errors import CrosstrainError, MissingDependency, SpecError, SpecIssue
+from crosstrain.cli.curves import StepCurves, save_curves
+from crosstrain.errors import CrosstrainError, SpecError, SpecIssue
 from crosstrain.output import LOG
 from crosstrain.plugin.command import Command
 from crosstrain.plugin.registry import get_registry
 from crosstrain.spec.compose import ENV_ACCELERATOR, ENV_BACKEND
 from crosstrain.spec.schema import Spec, load_spec
 from crosstrain.spec.summary import summary
-from crosstrain.train.callbacks import Callback
-
-CURVES_FILE = "curves.png"
-"""The loss and metric curves `fit` saves into the run directory."""
 
 
 def read_spec(path: str) -> Spec:
@@ -139,54 +136,6 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     width = max((len(k) for k in metrics), default=0)
     for key, value in metrics.items():
         print(f"  {key:<{width}}  {value:.6g}")
-
-
-class StepCurves(Callback):
-    """Collects `{"step", "train_loss", "lr"}` at each training metric pull (no extra sync: the
-    loss is the pulled one, the lr is computed on the host as `lr_monitor` does) for the
-    per-step panels of curves.png."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, float]] = []
-
-    def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
-        if stage != "train" or not logs or "train_loss" not in logs:
-            return
-        from crosstrain.nn.optim import applied_lr
-
-        record = {"step": trainer.global_step, "train_loss": logs["train_loss"]}
-        updates = trainer.global_step - trainer.skipped_steps
-        if updates > 0:
-            total = trainer.schedule_steps or trainer.total_steps
-            spec = trainer.spec
-            record["lr"] = applied_lr(spec.optimizer, spec.schedule, updates - 1, total)
-        self.records.append(record)
-
-
-def save_curves(result: Any, steps: list[dict[str, float]] | None = None) -> None:
-    """Writes `curves.png` into the run directory (per epoch, and per step when `steps` are
-    given); without matplotlib says so in one line."""
-    if result.run_dir is None or not result.history:
-        return
-    remote = isinstance(result.run_dir, str)  # a URL: drawn here, then uploaded
-    if remote:
-        import tempfile
-
-        scratch = tempfile.TemporaryDirectory()
-        path = Path(scratch.name) / CURVES_FILE
-    else:
-        path = Path(result.run_dir) / CURVES_FILE
-    try:
-        result.plot(path, steps=steps)
-    except MissingDependency as err:
-        print(f"{CURVES_FILE} skipped: {err}")
-        return
-    if remote:
-        from crosstrain.train.remote_run import upload_file
-
-        with scratch:
-            path = upload_file(result.run_dir, path, CURVES_FILE)
-    LOG.info(f"curves: {path}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:

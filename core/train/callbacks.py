@@ -68,3 +68,17 @@ class FitCallbacks:
         for callback in self.callbacks:
             if self.pm.is_registered(callback):
                 self.pm.unregister(callback)
+
+
+def last_update_lr(trainer: Any) -> float | None:
+    """The learning rate the trainer's last optimizer update used, computed on the host as every
+    backend applies it (`optimizer.lr` × the schedule's factor over `trainer.schedule_steps`);
+    None before the first update. Skipped steps (`on_nan: skip`) are not updates."""
+    from crosstrain.nn.optim import applied_lr
+
+    updates = trainer.global_step - trainer.skipped_steps
+    if updates <= 0:
+        return None
+    spec = trainer.spec
+    total = trainer.schedule_steps or trainer.total_steps
+    return applied_lr(spec.optimizer, spec.schedule, updates - 1, total)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crosstrain.errors import CrosstrainError, import_optional
-from crosstrain.nn.optim import applied_lr
-from crosstrain.train.callbacks import Callback
+from crosstrain.train.callbacks import Callback, last_update_lr
 
 if TYPE_CHECKING:
     from crosstrain.spec.schema import Spec
@@ -72,9 +71,8 @@ class LossRecorder(Callback):
     def on_batch_end(self, trainer: Any, stage: str, logs: dict[str, float] | None) -> None:
         if stage != "train" or not logs or "train_loss" not in logs:
             return
-        spec = trainer.spec
         step = trainer.global_step - 1
-        self.lrs.append(applied_lr(spec.optimizer, spec.schedule, step, trainer.total_steps))
+        self.lrs.append(last_update_lr(trainer))
         loss = logs["train_loss"]
         self.losses.append(loss)
         if not math.isfinite(loss):

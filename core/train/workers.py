@@ -97,7 +97,7 @@ def launch_workers(devices: int, argv: Sequence[str], env: dict[str, str]) -> in
     Args:
         devices: how many processes (one per device).
         argv: the command line after `crosstrain`.
-        env: the backend's variables for every worker; `{rank}` in a value is the worker's rank.
+        env: the backend's variables, the same for every worker.
     """
     shared = {
         "WORLD_SIZE": str(devices),
@@ -107,8 +107,7 @@ def launch_workers(devices: int, argv: Sequence[str], env: dict[str, str]) -> in
     command = [sys.executable, "-m", "crosstrain.cli", *argv]
     ranked = []
     for rank in range(devices):
-        own = {k: v.format(rank=rank) for k, v in env.items()}
-        ranked.append((command, {**shared, **own, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
+        ranked.append((command, {**shared, **env, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
     return supervise(ranked)
 
 
