@@ -133,3 +133,43 @@ def test_torch_program_export_loads_with_torch_alone_like_crosstrain_predict(mod
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     expected = ct.predict(spec, checkpoint, x, backend="torch")
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_jax_program_export_loads_with_jax_alone_like_crosstrain_predict(model, tmp_path):
+    """`--to jax-program` writes one .py module that needs jax and numpy only (crosstrain and
+    flax cannot be imported in the loading process), from a checkpoint of another backend."""
+    import yaml
+
+    spec = tiny_spec() if model == "mlp" else dict(CNN)
+    spec["trainer"] = {"max_epochs": 1, "progress": False}
+    if model == "cnn":  # inference mode: the export has no dropout and uses moving statistics
+        spec["model"] = {**CNN["model"], "layers": [*CNN["model"]["layers"]]}
+        spec["model"]["layers"].insert(4, {"type": "Dropout", "rate": 0.5})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert run_cli("fit spec.yaml --backend torch -q", tmp_path).returncode == 0
+    checkpoint = next((tmp_path / "runs").glob("*/*/checkpoints/step-*"))
+    shape = ct.load_spec(spec).model.input_shape
+    x = np.random.default_rng(7).standard_normal((9, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    before = snapshot(tmp_path)
+    done = run_cli(f"export {checkpoint} --to jax-program --output out/model.py", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert changed_files(before, snapshot(tmp_path)) == {"out/model.py"}
+    code = (  # jax alone: neither crosstrain nor flax is importable in this process
+        "import sys\n"
+        "sys.modules['crosstrain'] = None\n"
+        "sys.modules['flax'] = None\n"
+        "import runpy, numpy as np\n"
+        "module = runpy.run_path('out/model.py')\n"
+        "np.save('y.npy', module['predict'](np.load('x.npy')))\n"  # 9 rows: the batch is dynamic
+        "try:\n"
+        "    module['predict'](np.zeros((2, 3), np.float32))\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    loaded = run_python(code, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "refused: x has shape (2, 3); expected (batch, *" in loaded.stdout
+    expected = ct.predict(spec, checkpoint, x, backend="torch")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)

@@ -46,7 +46,18 @@ def test_wheel_installs_and_imports(tmp_path):
         if "__pycache__" not in init.parts
     ]
     assert "crosstrain/nn/layers/__init__.py" in expected
-    missing = [name for name in expected + ["crosstrain/plugins/builtins.py"] if name not in names]
+    data_files = [  # every non-Python file the code reads beside itself
+        f"{prefix}/{path.relative_to(ROOT / folder).as_posix()}"
+        for folder, prefix in source_packages.items()
+        for pattern in ("*.txt", "*.template", "py.typed")
+        for path in (ROOT / folder).rglob(pattern)
+    ]
+    assert "crosstrain/backends/jax/program_loader.py.template" in data_files
+    missing = [
+        name
+        for name in expected + data_files + ["crosstrain/plugins/builtins.py"]
+        if name not in names
+    ]
     assert not missing, f"packages missing from the wheel (add them to pyproject.toml): {missing}"
     assert not any(n.startswith(("core/", "backends/", "plugins/", "tests/")) for n in names)
     target = tmp_path / "site"

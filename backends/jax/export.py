@@ -1,7 +1,13 @@
-"""Native exports of the JAX backend: the nnx module's state as flat safetensors.
+"""Native exports of the JAX backend: the nnx module's state as flat safetensors, and the whole
+model as a stand-alone Python module that needs only jax.
 
-The file maps `a/b/c` (the path of each variable in `nnx.state(model)`) to its array;
+`flax`: the file maps `a/b/c` (the path of each variable in `nnx.state(model)`) to its array;
 `load_flax_state(model, path)` puts it back into an nnx module built for the same spec.
+
+`jax-program`: a `.py` loader module (`program_loader.py.template` filled in) holding the model
+in inference mode as a `jax.export` program (StableHLO, the weights as constants, the batch axis
+symbolic, lowered for cpu and cuda) and `predict(x)`; it imports only jax and numpy.
+
 `FORMATS` is declared data (no JAX import); the functions import flax when they run.
 """
 
@@ -23,7 +29,18 @@ FORMATS = (
         "nnx.state(model) flattened to a/b/c keys; load with "
         "crosstrain.backends.jax.export.load_flax_state(model, path)",
     ),
+    ExportFormat(
+        "jax-program",
+        ".py",
+        "a Python module needing only jax: the model in inference mode as a jax.export program "
+        "with its weights (batch axis dynamic, cpu and cuda); "
+        "predict = runpy.run_path(path)['predict']; predict(x)",
+    ),
 )
+
+PROGRAM_PLATFORMS = ("cpu", "cuda")
+"""What a `jax-program` export is lowered for (one serialized program serves each)."""
+LOADER_TEMPLATE = Path(__file__).with_name("program_loader.py.template")
 
 
 def _key(path: tuple[Any, ...]) -> str:
@@ -31,13 +48,15 @@ def _key(path: tuple[Any, ...]) -> str:
 
 
 def export(program: JaxProgram, path: Path, format: str) -> Path:
-    """Writes `program`'s nnx module in `format` (only `flax`) to `path`; returns `path`.
+    """Writes `program`'s nnx module in `format` (one of `FORMATS`) to `path`; returns `path`.
 
     Raises:
         UnsupportedFeature: `format` is not one of `FORMATS`.
     """
+    if format == "jax-program":
+        return export_program(program, path)
     if format != "flax":
-        raise UnsupportedFeature("jax", f"export to {format!r}", ["flax"])
+        raise UnsupportedFeature("jax", f"export to {format!r}", [f.name for f in FORMATS])
     import numpy as np
     from flax import nnx
     from safetensors.numpy import save_file
@@ -69,3 +88,40 @@ def load_flax_state(model: Any, path: str | Path) -> None:
             )
         variable.set_value(value)
     nnx.update(model, nnx.from_flat_state(flat))
+
+
+def export_program(program: JaxProgram, path: Path) -> Path:
+    """Writes the `jax-program` loader module (see the module docstring) to `path`."""
+    import base64
+    import textwrap
+
+    import crosstrain
+    import jax
+    import jax.numpy as jnp
+    from jax import export as jax_export
+
+    spec = program.spec
+    params, rest = program.carry["params"], program.carry["rest"]
+    dtype = "int32" if spec.model.resolved_input_dtype == "int64" else "float32"
+    shape = tuple(spec.model.input_shape)
+    (batch,) = jax_export.symbolic_shape("batch")
+    predict = jax.jit(lambda x: program.predict_function(params, rest, x))
+    exported = jax_export.export(predict, platforms=PROGRAM_PLATFORMS)(
+        jax.ShapeDtypeStruct((batch, *shape), jnp.dtype(dtype))
+    )
+    blob = base64.b64encode(bytes(exported.serialize())).decode("ascii")
+    text = LOADER_TEMPLATE.read_text(encoding="utf-8").format(
+        name=spec.name,
+        version=crosstrain.__version__,
+        step=program.step,
+        platforms=" and ".join(PROGRAM_PLATFORMS),
+        jax=jax.__version__,
+        file=path.name,
+        dtype=dtype,
+        shape=repr(shape),
+        shape_text=", ".join(str(d) for d in shape),
+        output_shape=repr(tuple(exported.out_avals[0].shape[1:])),
+        blob="\n".join(textwrap.wrap(blob, 76)),
+    )
+    path.write_text(text, encoding="utf-8")
+    return path

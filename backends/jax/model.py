@@ -8,7 +8,8 @@ nnx path with those `layers` steps removed (`canonical_name`). Trainable paramet
 `nnx.Param`, BatchNorm's moving statistics `nnx.BatchStat`.
 
 Every module is called as `module(x, train=..., key=...)`; `key` is a JAX PRNG key (or None
-outside training) from which each Dropout derives its own stream with `fold_in(key, index)`.
+outside training) from which each Dropout derives its own stream with `fold_in(key, index)`,
+or, with `model.dropout_masks: shared`, the int32 key of `crosstrain.nn.dropout.call_key`.
 
 Each layer is built by the route `crosstrain.nn.layers.layer_route` picks: the layer's own
 `Layer.jax_module(input_shape) -> nnx.Module` (its variables are named after the layer's
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.nn.dropout import name_salt, shared_dropout
 from crosstrain.nn.layers import Layer, Shape, as_pair, child_name, layer_route, same_padding
 from crosstrain.nn.model import ModelSpec
 from flax import nnx
@@ -54,9 +56,10 @@ ACTIVATIONS: dict[str | None, Callable[[Array], Array]] = {
 class _Build:
     """What module constructors share: initial values by canonical name, Dropout numbering."""
 
-    def __init__(self, values: dict[str, np.ndarray]):
+    def __init__(self, values: dict[str, np.ndarray], shared_masks: bool = False):
         self.values = values
         self.dropouts = 0
+        self.shared_masks = shared_masks
 
     def param(self, name: str, kind: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
         return kind(jnp.asarray(self.values[name], dtype=jnp.float32))
@@ -187,12 +190,15 @@ class Dropout(nnx.Module):
     def __init__(self, layer: Any, shape: Shape, name: str, build: _Build):
         self.rate = layer.rate
         self.index = build.next_dropout()
+        self.salt = name_salt(name) if build.shared_masks else None
 
     def __call__(self, x: Array, train: bool = False, key: Key = None) -> Array:
         if not train or self.rate == 0.0:
             return x
         if key is None:
             raise ValueError("Dropout in training needs a PRNG key")
+        if self.salt is not None:
+            return shared_dropout(jnp, x, key, self.salt, self.rate)
         keep = jax.random.bernoulli(jax.random.fold_in(key, self.index), 1.0 - self.rate, x.shape)
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
@@ -320,7 +326,7 @@ class Model(Sequential):
     """The whole model of a spec: a Sequential at the root (canonical prefix empty)."""
 
     def __init__(self, model: ModelSpec, values: dict[str, np.ndarray]):
-        build = _Build(values)
+        build = _Build(values, model.dropout_masks == "shared")
         self._adopt(list(model.layers), tuple(model.input_shape), "", build)
         self.residual = False
         self.uses_rng = build.dropouts > 0

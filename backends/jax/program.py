@@ -14,6 +14,8 @@ fetches them with one `device_get`. `train_steps` runs K steps in one `lax.scan`
 
 Randomness: the key of step `s` is `fold_in(key(seed), s)` and each Dropout folds in its own
 index, so a rerun with the same seed is bit-identical and a resumed run continues the stream.
+With `model.dropout_masks: shared` the carry also counts training forwards (`calls`) and the
+key of a forward is `crosstrain.nn.dropout.call_key(seed, calls)`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import optax
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
+from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import init_params
 from crosstrain.nn.optim import slot_names
@@ -118,13 +121,16 @@ class JaxProgram(Program):
             "step": np.int32(0),
             "key": seed_key_data(spec.seed),
         }
+        self._shared_masks = spec.model.dropout_masks == "shared"
+        if self._shared_masks:
+            host["calls"] = np.int32(0)
         self.carry = self.placement.put_state(host)
         self._jitted: dict[tuple[str, Any, bool], Callable[..., Any]] = {}
         self._bodies = {
             "train": self._train_body,
             "scan": self._scan_body,
             "eval": self._eval_body,
-            "predict": self._predict_body,
+            "predict": self.predict_function,
         }
         self._gather = jax.jit(
             lambda *outs: jnp.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
@@ -158,10 +164,15 @@ class JaxProgram(Program):
             [jnp.asarray(out.shape[0], jnp.float32), *(jnp.asarray(v, jnp.float32) for v in values)]
         )
 
-    def _step_key(self, carry: dict[str, Any]) -> Any:
+    def _step_key(self, carry: dict[str, Any], micro: Any = None) -> Any:
+        """The dropout key of a step's forward (`micro`: its index among accumulated ones)."""
         if not self._uses_rng:
             return None
-        return jax.random.fold_in(jax.random.wrap_key_data(carry["key"]), carry["step"])
+        if self._shared_masks:
+            calls = carry["calls"] if micro is None else carry["calls"] + micro
+            return call_key(jnp, self.spec.seed, calls)
+        key = jax.random.fold_in(jax.random.wrap_key_data(carry["key"]), carry["step"])
+        return key if micro is None else jax.random.fold_in(key, micro)
 
     def _grads(
         self, carry: dict[str, Any], rest: dict[str, Any], x: Any, y: Any, key: Any
@@ -177,16 +188,15 @@ class JaxProgram(Program):
         )
         return grads, new_rest, self._report(loss, out, y)
 
-    def _update(self, carry: dict[str, Any], grads: Any, rest: dict[str, Any]) -> dict[str, Any]:
+    def _update(
+        self, carry: dict[str, Any], grads: Any, rest: dict[str, Any], forwards: int = 1
+    ) -> dict[str, Any]:
         updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
         params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
-        return {
-            "params": params,
-            "rest": rest,
-            "opt": opt,
-            "step": carry["step"] + 1,
-            "key": carry["key"],
-        }
+        new = {**carry, "params": params, "rest": rest, "opt": opt, "step": carry["step"] + 1}
+        if "calls" in carry:
+            new["calls"] = carry["calls"] + forwards
+        return new
 
     def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
         grads, rest, report = self._grads(carry, carry["rest"], x, y, self._step_key(carry))
@@ -199,13 +209,11 @@ class JaxProgram(Program):
     ) -> tuple[dict[str, Any], Any]:
         """One update from micro-batches stacked `(k, B, ...)` (a `lax.scan`) plus an optional
         shorter `tail` batch: the gradients summed times their rows, divided by all rows."""
-        key = self._step_key(carry)
 
         def micro(state: Any, batch: Any) -> tuple[Any, Any]:
             total, rest, index = state
             x, y = batch
-            micro_key = None if key is None else jax.random.fold_in(key, index)
-            grads, rest, report = self._grads(carry, rest, x, y, micro_key)
+            grads, rest, report = self._grads(carry, rest, x, y, self._step_key(carry, index))
             total = jax.tree.map(lambda t, g: t + g * x.shape[0], total, grads)
             return (total, rest, index + 1), report
 
@@ -221,7 +229,7 @@ class JaxProgram(Program):
         if self._grad_norm:
             norm = optax.tree.norm(grads).astype(jnp.float32)
             reports = jnp.concatenate([reports, jnp.full((reports.shape[0], 1), norm)], axis=1)
-        return self._update(carry, grads, rest), reports
+        return self._update(carry, grads, rest, reports.shape[0]), reports
 
     def _scan_body(self, carry: dict[str, Any], xs: Any, ys: Any) -> tuple[dict[str, Any], Any]:
         return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
@@ -230,7 +238,8 @@ class JaxProgram(Program):
         out, _ = self._apply(params, rest, x, False, None)
         return self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
 
-    def _predict_body(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
+    def predict_function(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
+        """The pure inference forward that `predict_step` jits (and `export.py` exports)."""
         return self._apply(params, rest, x, False, None)[0]
 
     # -- compiled entry points -------------------------------------------------------------

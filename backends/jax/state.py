@@ -7,11 +7,12 @@ The program keeps one pytree of plain containers (fast to flatten on every step)
  "rest":   {canonical name: array},   BatchNorm moving statistics (nnx.BatchStat)
  "opt":    optax chain state,         slots keyed by canonical name
  "step":   int32,                     optimizer updates done
- "key":    uint32[2]}                 the base PRNG key (raw key data)
+ "key":    uint32[2],                 the base PRNG key (raw key data)
+ "calls":  int32}                     training forwards (only with shared dropout masks)
 ```
 
 In canonical form, `params` holds both dicts, `optimizer` holds `<slot>/<name>`, `step` is the
-step and `rng` is `{"jax": key}`. A state from another backend has no `jax` rng entry; the
+step and `rng` is `{"jax": key}`, plus the neutral `dropout_calls` with shared dropout masks. A state from another backend has no `jax` rng entry; the
 program then keeps its own key derived from the seed.
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
+from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 from crosstrain.nn.model import ModelSpec, param_specs
 
 from .optim import get_slots, with_slots
@@ -48,7 +50,13 @@ def set_state(program: JaxProgram, state: CanonicalState) -> None:
     Raises:
         CheckpointError: parameter names or shapes do not fit, or a slot has the wrong shape.
     """
-    host = carry_from_canonical(state, program.carry, program.tx, program.slots)
+    host = carry_from_canonical(
+        state,
+        program.carry,
+        program.tx,
+        program.slots,
+        program.spec.trainer.accumulate_grad_batches,
+    )
     program.carry = program.placement.put_state(host)
 
 
@@ -65,15 +73,21 @@ def carry_to_canonical(carry: Carry) -> CanonicalState:
         for slot, values in get_slots(host["opt"]).items()
         for name, v in values.items()
     }
-    return CanonicalState(
-        params, optimizer, int(host["step"]), {"jax": own(host["key"]).astype(np.uint32)}
-    )
+    rng = {"jax": own(host["key"]).astype(np.uint32)}
+    if "calls" in host:
+        rng[DROPOUT_CALLS] = np.asarray(host["calls"], np.int64)
+    return CanonicalState(params, optimizer, int(host["step"]), rng)
 
 
 def carry_from_canonical(
-    state: CanonicalState, carry: Carry, tx: optax.GradientTransformation, slots: tuple[str, ...]
+    state: CanonicalState,
+    carry: Carry,
+    tx: optax.GradientTransformation,
+    slots: tuple[str, ...],
+    accumulate: int = 1,
 ) -> Carry:
-    """A host carry holding `state`, shaped like `carry` (the program's current one).
+    """A host carry holding `state`, shaped like `carry` (the program's current one);
+    `accumulate` is the run's micro-batches per step (see `calls_from_state`).
 
     Raises:
         CheckpointError: parameter names or shapes do not fit, or an optimizer slot has the
@@ -100,13 +114,16 @@ def carry_from_canonical(
         if key is not None and np.size(key) == 2
         else np.asarray(jax.device_get(carry["key"]))
     )
-    return {
+    host = {
         "params": params,
         "rest": rest,
         "opt": jax.device_get(opt),
         "step": np.int32(state.step),
         "key": key,
     }
+    if "calls" in carry:
+        host["calls"] = np.int32(calls_from_state(state.rng, state.step, accumulate))
+    return host
 
 
 def seed_key_data(seed: int) -> np.ndarray:

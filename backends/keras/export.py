@@ -64,7 +64,8 @@ def export_keras(
     use_engine(engine_of(backend))
     from .model import build_model
 
-    model, refs = build_model(spec.model, "float32", spec.seed, backend)
+    stock = spec.model.model_copy(update={"dropout_masks": "native"})  # identical in inference
+    model, refs = build_model(stock, "float32", spec.seed, backend)
     check_compatible(state, {r.name: r.shape for r in refs}, backend)
     for ref in refs:
         ref.write(state.params[ref.name])

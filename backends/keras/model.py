@@ -2,7 +2,8 @@
 
 Every layer maps onto a stock Keras layer with the same semantics (`same` padding, BatchNorm
 momentum and biased variance, exact GELU ...), so the model saves to a `.keras` file that
-`keras.saving.load_model(..., safe_mode=True)` opens without crosstrain. Residual adds its
+`keras.saving.load_model(..., safe_mode=True)` opens without crosstrain (with
+`model.dropout_masks: shared` training uses `SharedDropout`; exports build stock Dropout). Residual adds its
 input with `keras.layers.Add`; Sequential inlines its layers; MultiHeadSelfAttention is
 `keras.layers.MultiHeadAttention` called on `(x, x)`.
 
@@ -27,11 +28,13 @@ from typing import Any
 import keras
 import numpy as np
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.nn.dropout import DROPOUT_CALLS, call_key, name_salt, shared_dropout
 from crosstrain.nn.layers import layer_route
 from crosstrain.nn.model import LayerNode, ModelSpec, plan
 
 from .array_layer import ArrayLayer
 from .plugin import LAYER_BUILDERS, NATIVE_METHOD
+from .xp import KERAS_OPS
 
 
 @dataclass
@@ -79,8 +82,9 @@ def keras_name(canonical: str) -> str:
 class _Builder:
     """Walks the planned layer tree, creating and calling Keras layers, collecting ParamRefs."""
 
-    def __init__(self, dtype: str, seed: int, backend: str):
+    def __init__(self, dtype: str, seed: int, backend: str, shared_masks: bool = False):
         self.dtype, self.seed, self.backend = dtype, seed, backend
+        self.shared_masks = shared_masks
         self.refs: list[ParamRef] = []
 
     def chain(self, nodes: list[LayerNode], x: Any) -> Any:
@@ -221,7 +225,35 @@ def layer_norm(builder: _Builder, node: LayerNode, x: Any, options: dict[str, An
     return builder.apply(node, native, x)
 
 
+class SharedDropout(keras.layers.Layer):
+    """Dropout with the masks of `crosstrain.nn.dropout` (`model.dropout_masks: shared`).
+
+    `calls` counts this layer's training forwards (a non-trainable int32 variable, so the
+    compiled steps of every engine carry it as they carry BatchNorm statistics); the key of a
+    forward is `call_key(seed, calls)`, as on torch and JAX.
+    """
+
+    def __init__(self, rate: float, seed: int, salt: int, **options: Any):
+        super().__init__(**options)
+        self.rate, self.seed, self.salt = rate, seed, salt
+        self.calls = self.add_variable(
+            (), initializer="zeros", dtype="int32", trainable=False, name=DROPOUT_CALLS
+        )
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        if not training or self.rate == 0.0:
+            return x
+        key = call_key(KERAS_OPS, self.seed, self.calls.value)  # before the variable moves on
+        self.calls.assign(self.calls.value + 1)
+        return shared_dropout(KERAS_OPS, x, key, self.salt, self.rate)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
 def dropout(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
+    if builder.shared_masks:
+        return SharedDropout(node.layer.rate, builder.seed, name_salt(node.name), **options)(x)
     seed = (builder.seed * 1_000_003 + zlib.crc32(node.name.encode())) % (2**31 - 1)
     return keras.layers.Dropout(node.layer.rate, seed=seed, **options)(x)
 
@@ -264,7 +296,7 @@ def build_model(
     if dtype_in == "int64" and keras.backend.backend() == "jax":
         dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
     inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
-    builder = _Builder(dtype, seed, backend)
+    builder = _Builder(dtype, seed, backend, model.dropout_masks == "shared")
     outputs = builder.chain(nodes, inputs)
     native = keras.Model(inputs, outputs, name="crosstrain")
     return native, builder.refs

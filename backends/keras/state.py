@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
+from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 
 from .model import ParamRef, to_numpy
 from .optim import inner
@@ -26,9 +27,17 @@ RNG_PREFIX = "keras/"
 
 
 def _seed_states(model: Any, refs: list[ParamRef]) -> list[Any]:
-    """The model's non-trainable variables that are not parameters: seed-generator states."""
+    """The model's non-trainable variables that are not parameters or dropout call counters:
+    seed-generator states."""
     known = {id(r.variable) for r in refs}
-    return [v for v in model.non_trainable_variables if id(v) not in known]
+    return [
+        v for v in model.non_trainable_variables if id(v) not in known and v.name != DROPOUT_CALLS
+    ]
+
+
+def _call_counters(model: Any) -> list[Any]:
+    """The `calls` variables of the model's `SharedDropout` layers (all hold the same count)."""
+    return [v for v in model.non_trainable_variables if v.name == DROPOUT_CALLS]
 
 
 def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[ParamRef, Any]]:
@@ -54,6 +63,9 @@ def get_state(program: KerasProgram) -> CanonicalState:
     rng = {
         f"{RNG_PREFIX}seed_{i}": to_numpy(v.value) for i, v in enumerate(_seed_states(model, refs))
     }
+    counters = _call_counters(model)
+    if counters:
+        rng[DROPOUT_CALLS] = to_numpy(counters[0].value).astype(np.int64)
     return CanonicalState(params, slots, step, rng)
 
 
@@ -84,3 +96,6 @@ def set_state(program: KerasProgram, state: CanonicalState) -> None:
         saved = state.rng.get(f"{RNG_PREFIX}seed_{i}")
         if saved is not None and tuple(saved.shape) == tuple(variable.shape):
             variable.assign(np.asarray(saved).astype(to_numpy(variable.value).dtype))
+    calls = calls_from_state(state.rng, state.step, program.spec.trainer.accumulate_grad_batches)
+    for variable in _call_counters(model):
+        variable.assign(np.int32(calls))

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import array_api_compat.torch as array_api
 import torch
 import torch.nn.functional as F
+from crosstrain.nn.dropout import shared_dropout
 from crosstrain.nn.layers import Shape, as_pair, same_padding
 from torch import nn
 
@@ -226,12 +228,21 @@ class Embedding(nn.Module):
 
 
 class Dropout(nn.Module):
+    """torch's own dropout, or with shared masks (`model.DropoutKey` sets `key` and `salt`)
+    the mask of `crosstrain.nn.dropout`."""
+
     def __init__(self, layer: Any, input_shape: Shape, factory: dict[str, Any]):
         super().__init__()
         self.rate = layer.rate
+        self.key: torch.Tensor | None = None
+        self.salt = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.rate, self.training) if self.rate else x
+        if not self.rate or not self.training:
+            return x
+        if self.key is not None:
+            return shared_dropout(array_api, x, self.key, self.salt, self.rate)
+        return F.dropout(x, self.rate, True)
 
 
 class Reshape(nn.Module):

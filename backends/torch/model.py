@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.nn.dropout import host_call_key, name_salt
 from crosstrain.nn.layers import Layer, ParamSpec, Shape, layer_route
 from crosstrain.nn.model import LayerNode, ModelSpec, plan
 from torch import nn
@@ -77,6 +78,8 @@ def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]
         if issubclass(builder, Sequential):
             return builder([_layer_module(child, refs, factory) for child in node.children])
         module = builder(layer, node.input_shape, factory)
+        if isinstance(module, builders.Dropout):
+            module.salt = name_salt(node.name)
     elif route == "array":
         module = ArrayLayer(layer, node.input_shape, factory)
     else:
@@ -110,6 +113,25 @@ def build_module(
     factory = {"device": device, "dtype": dtype}
     module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
     return module, refs
+
+
+class DropoutKey:
+    """With `model.dropout_masks: shared`: the int32 key tensor every Dropout of `module` reads,
+    filled before each training forward from the seed, the forwards run so far (`calls`) and
+    the process rank (`crosstrain.nn.dropout.call_key`).
+    """
+
+    def __init__(self, module: nn.Module, seed: int, rank: int, device: torch.device):
+        self.seed, self.rank, self.calls = seed, rank, 0
+        self.tensor = torch.zeros((), dtype=torch.int32, device=device)
+        for sub in module.modules():
+            if isinstance(sub, builders.Dropout):
+                sub.key = self.tensor
+
+    def advance(self) -> None:
+        """Sets the key of the next training forward."""
+        self.tensor.fill_(host_call_key(self.seed, self.calls, self.rank))
+        self.calls += 1
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ from .device import (
     select_device,
     step_marker,
 )
-from .model import ParamRef, build_module, native_init, native_refs
+from .model import DropoutKey, ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
 from .state import load_params, trainable, whole
 
@@ -121,6 +121,11 @@ class TorchProgram(Program):
         self.train_names = (*self.metric_names, *extras)
         self._compute = (
             torch.compile(self._forward_loss) if spec.trainer.compile else self._forward_loss
+        )
+        self.dropout_key = (
+            DropoutKey(self.native_model, spec.seed, self.rank, self.device)
+            if spec.model is not None and spec.model.dropout_masks == "shared"
+            else None
         )
 
     def _build_model(
@@ -256,6 +261,8 @@ class TorchProgram(Program):
         x, y, weight, size = self._local(batch)
         self._mode(True)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.dropout_key is not None:
+            self.dropout_key.advance()
         loss, out = self._compute(x, y)
         self._backward(loss if weight == 1.0 else loss * weight)
         return self._update(self._outputs(loss, out, y, size))
@@ -270,6 +277,8 @@ class TorchProgram(Program):
         for batch in batches:
             x, y, weight, size = self._local(batch)
             rows = len(batch[0])
+            if self.dropout_key is not None:
+                self.dropout_key.advance()
             loss, out = self._compute(x, y)
             self._backward(loss * (weight * rows))
             outputs.append(self._outputs(loss, out, y, size))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
+from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 
 from .model import ParamRef
 
@@ -212,13 +213,16 @@ def set_rng_state(rng: dict[str, np.ndarray], device: torch.device) -> None:
 def get_state(program: TorchProgram) -> CanonicalState:
     """The program's parameters, optimizer slots, update count and torch RNG, canonical and
     on the host (`Program.get_state`)."""
+    rng = rng_state(program.device)
+    if program.dropout_key is not None:
+        rng[DROPOUT_CALLS] = np.asarray(program.dropout_key.calls, np.int64)
     return CanonicalState(
         params=params_to_canonical(program.refs),
         optimizer=slots_to_canonical(
             program.refs, program.optimizer, program.spec.optimizer.name, program.slots
         ),
         step=program.step,
-        rng=rng_state(program.device),
+        rng=rng,
     )
 
 
@@ -243,3 +247,6 @@ def set_state(program: TorchProgram, state: CanonicalState) -> None:
     )
     program.step = int(state.step)
     set_rng_state(state.rng, program.device)
+    if program.dropout_key is not None:
+        accumulate = program.spec.trainer.accumulate_grad_batches
+        program.dropout_key.calls = calls_from_state(state.rng, state.step, accumulate)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.nn.dropout import DropoutMasks
 from crosstrain.nn.layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
 from crosstrain.nn.layers.composite import sequence_forward
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -57,6 +58,10 @@ class ModelSpec(BaseModel):
     layers: list[AnyLayer] = Field(min_length=1)
     input_dtype: Literal["float32", "int64"] | None = None
     init: Literal["seed", "native"] = "seed"
+    dropout_masks: DropoutMasks = Field(
+        "native",
+        description="'shared': every backend draws the same dropout masks (crosstrain.nn.dropout)",
+    )
     max_parameters: PositiveInt = Field(
         DEFAULT_MAX_PARAMETERS,
         description="refuse a model with more parameter elements than this, before allocating",
