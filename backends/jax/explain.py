@@ -17,6 +17,15 @@ PRECISION = {
 }
 
 
+def processes_line(devices: int) -> str:
+    """How a JAX run (jax or keras:jax) on several devices is laid out in processes."""
+    return (
+        f"{devices} on the command line, one per device, joined by jax.distributed "
+        "(gloo on CPU) when this process sees fewer devices; else 1 process over "
+        f"{devices} local devices (GPUs, XLA_FLAGS host device count)"
+    )
+
+
 def explain(spec: Spec, env: RunEnv) -> dict[str, str]:
     """Precision, execution and sharding of a jax fit."""
     k = spec.trainer.steps_per_execution
@@ -26,11 +35,7 @@ def explain(spec: Spec, env: RunEnv) -> dict[str, str]:
         + (f", {k} steps per call through lax.scan" if k > 1 else ""),
     }
     if env.devices > 1:
-        lines["processes"] = (
-            f"{env.devices} on the command line, one per device, joined by jax.distributed "
-            "(gloo on CPU) when this process sees fewer devices; else 1 process over "
-            f"{env.devices} local devices (GPUs, XLA_FLAGS host device count)"
-        )
+        lines["processes"] = processes_line(env.devices)
         lines["sharding"] = (
             f"mesh axis 'data' over {env.devices} devices: batches split with "
             "NamedSharding(P('data')), parameters and optimizer state replicated"

@@ -87,7 +87,7 @@ class JaxBackend(Backend):
 
         return found_accelerators()
 
-    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+    def launch(self, spec: Spec, argv: list[str], backend: str = "") -> int | None:
         """Starts `crosstrain <argv>` in `trainer.devices` processes on this machine, joined by
         `jax.distributed` (CPU collectives through gloo), when the spec asks for more devices
         than this process has (`device.processes_needed`) and no launcher started it.

@@ -3,11 +3,12 @@
 The nnx model is split once into `(graphdef, params, rest)`; every step is one `jax.jit` of a
 pure function over a carry of plain dicts (see `state.py`) with the carry donated, so the
 per-step Python cost is one flatten of builtin containers and one dispatch (a default
-`nnx.jit` re-splits the module graph on every call). Inside the trace, `nnx.merge` rebuilds the
-module from the graphdef and the canonical-name dicts. Numpy batches go straight into the
-jitted call; each step returns one small float32 vector `[rows, loss, *metrics]` that stays on
-the device until `metrics_to_host` concatenates the pending ones in one compiled call and
-fetches them with one `device_get`. `train_steps` runs K steps in one `lax.scan`.
+`nnx.jit` re-splits the module graph on every call); `jit.py` builds and caches those jits
+(`CompiledSteps`). Inside the trace, `nnx.merge` rebuilds the module from the graphdef and the
+canonical-name dicts. Numpy batches go straight into the jitted call; each step returns one
+small float32 vector `[rows, loss, *metrics]` that stays on the device until `metrics_to_host`
+concatenates the pending ones in one compiled call and fetches them with one `device_get`.
+`train_steps` runs K steps in one `lax.scan`.
 
 `cache_data` puts a whole data set on the devices once (`data.device_cache`); batches are then
 `(DeviceData, rows)` and the rows are gathered inside the compiled step.
@@ -20,9 +21,7 @@ key of a forward is `crosstrain.nn.dropout.call_key(seed, calls)`.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,20 +44,10 @@ from flax import nnx
 
 from . import state as state_io
 from .device import Placement, deterministic_xla, precision_policy, select_devices
+from .jit import CompiledSteps
 from .model import Model, flat_names, nest, unnest
 from .optim import make_optimizer
 from .state import native_initial_values, seed_key_data
-
-
-def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Traces `fn` without jax's notes about int64 being stored as int32 (x64 is off)."""
-
-    def traced(*args: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*int64.*not available.*")
-            return fn(*args)
-
-    return traced
 
 
 def _stack(arrays: list[Any]) -> Any:
@@ -125,13 +114,14 @@ class JaxProgram(Program):
         if self._shared_masks:
             host["calls"] = np.int32(0)
         self.carry = self.placement.put_state(host)
-        self._jitted: dict[tuple[str, Any, bool], Callable[..., Any]] = {}
-        self._bodies = {
+        bodies = {
             "train": self._train_body,
             "scan": self._scan_body,
+            "accumulate": self._accumulate_body,
             "eval": self._eval_body,
             "predict": self.predict_function,
         }
+        self._compiled = CompiledSteps(bodies, self.placement, self.policy.matmul_precision)
         self._gather = jax.jit(
             lambda *outs: jnp.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
         )
@@ -244,58 +234,15 @@ class JaxProgram(Program):
 
     # -- compiled entry points -------------------------------------------------------------
 
-    def _compiled(
-        self, kind: str, rows: int, cached: bool = False
-    ) -> tuple[Callable[..., Any], Any]:
-        """The jitted function for `kind` and the sharding its batch arrays (or row indices) take.
-
-        With `cached`, the data arguments are `(x_all, y_all, rows)`: the data set already on
-        the devices and the indices of the batch, gathered inside the compiled step.
-        """
-        sharding = self.placement.batch_sharding(rows, stacked=kind == "scan")
-        cache_key = (kind, sharding, cached)
-        if cache_key not in self._jitted:
-            body = self._bodies[kind]
-            states = 1 if kind in ("train", "scan") else 2
-            precision = self.policy.matmul_precision
-
-            def traced(*args: Any) -> Any:
-                if cached:
-                    x_all, y_all, index = args[states:]
-                    args = (
-                        *args[:states],
-                        jnp.take(x_all, index, axis=0),
-                        jnp.take(y_all, index, axis=0),
-                    )
-                with jax.default_matmul_precision(precision) if precision else nullcontext():
-                    return body(*args)
-
-            options: dict[str, Any] = {"donate_argnums": 0} if states == 1 else {}
-            if self.placement.mesh is not None:
-                repl = self.placement.replicated
-                data = (
-                    (repl, repl, sharding)
-                    if cached
-                    else (sharding,) * (1 if kind == "predict" else 2)
-                )
-                options["in_shardings"] = ((repl,) * states) + data
-                options["out_shardings"] = repl
-            self._jitted[cache_key] = jax.jit(_quiet(traced), **options)
-        return self._jitted[cache_key], sharding
-
-    def _batch(self, array: Any, sharding: Any) -> Any:
-        return (
-            self.placement.global_batch(array, sharding) if self.placement.multi_process else array
-        )
-
     def _call(self, kind: str, state: tuple[Any, ...], batch: tuple[Any, Any]) -> Any:
         first, second = batch
+        place = self._compiled.global_batch
         if isinstance(first, DeviceData):
             rows = np.asarray(second, np.int32)
-            fn, sharding = self._compiled(kind, rows.shape[-1], cached=True)
-            return fn(*state, first.x, first.y, self._batch(rows, sharding))
-        fn, sharding = self._compiled(kind, first.shape[1 if kind == "scan" else 0])
-        return fn(*state, self._batch(first, sharding), self._batch(second, sharding))
+            fn, sharding = self._compiled.step(kind, rows.shape[-1], cached=True)
+            return fn(*state, first.x, first.y, place(rows, sharding))
+        fn, sharding = self._compiled.step(kind, first.shape[1 if kind == "scan" else 0])
+        return fn(*state, place(first, sharding), place(second, sharding))
 
     def train_step(self, batch: tuple[Any, Any]) -> Any:
         """One optimizer step; returns the device vector `[rows, loss, *metrics]`.
@@ -316,53 +263,18 @@ class JaxProgram(Program):
         the equal-sized ones stacked and scanned, a shorter last one after them."""
         equal, tail = split_micro_batches(batches)
         cached = isinstance(equal[0][0], DeviceData)
-        fn = self._accumulator(cached)
+        fn, put = self._compiled.accumulate(cached), self._compiled.put
         if cached:
             stack = np.stack([np.asarray(rows, np.int32) for _, rows in equal])
             last = None if tail is None else np.asarray(tail[1], np.int32)
-            data = (equal[0][0].x, equal[0][0].y, self._put(stack, True), self._put(last))
+            data = (equal[0][0].x, equal[0][0].y, put(stack, True), put(last))
         else:
-            xs = self._put(_stack([b[0] for b in equal]), True)
-            ys = self._put(_stack([b[1] for b in equal]), True)
-            last = None if tail is None else (self._put(tail[0]), self._put(tail[1]))
+            xs = put(_stack([b[0] for b in equal]), True)
+            ys = put(_stack([b[1] for b in equal]), True)
+            last = None if tail is None else (put(tail[0]), put(tail[1]))
             data = (xs, ys, last)
         self.carry, reports = fn(self.carry, *data)
         return reports
-
-    def _put(self, array: Any, stacked: bool = False) -> Any:
-        """A batch array (or None) placed with the data sharding when a mesh splits batches."""
-        if array is None or self.placement.mesh is None:
-            return array
-        rows = array.shape[1 if stacked else 0]
-        sharding = self.placement.batch_sharding(rows, stacked=stacked)
-        if self.placement.multi_process:
-            return self.placement.global_batch(np.asarray(array), sharding)
-        return jax.device_put(array, sharding)
-
-    def _accumulator(self, cached: bool) -> Callable[..., Any]:
-        """The jitted `_accumulate_body` (the carry donated); with `cached`, its data arguments
-        are the cached arrays and row indices, gathered inside the step."""
-        cache_key = ("accumulate", None, cached)
-        if cache_key not in self._jitted:
-            precision = self.policy.matmul_precision
-
-            def traced(carry: Any, *data: Any) -> Any:
-                if cached:
-                    x_all, y_all, index, last = data
-                    xs, ys = jnp.take(x_all, index, axis=0), jnp.take(y_all, index, axis=0)
-                    tail = None
-                    if last is not None:
-                        tail = (jnp.take(x_all, last, axis=0), jnp.take(y_all, last, axis=0))
-                else:
-                    xs, ys, tail = data
-                with jax.default_matmul_precision(precision) if precision else nullcontext():
-                    return self._accumulate_body(carry, xs, ys, tail)
-
-            options: dict[str, Any] = {"donate_argnums": 0}
-            if self.placement.mesh is not None:
-                options["out_shardings"] = self.placement.replicated
-            self._jitted[cache_key] = jax.jit(_quiet(traced), **options)
-        return self._jitted[cache_key]
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
         """Loss and metrics on a batch without an update or dropout."""
@@ -371,8 +283,9 @@ class JaxProgram(Program):
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
-        fn, sharding = self._compiled("predict", len(x))
-        out = fn(self.carry["params"], self.carry["rest"], self._batch(x, sharding))
+        fn, sharding = self._compiled.step("predict", len(x))
+        x = self._compiled.global_batch(x, sharding)
+        out = fn(self.carry["params"], self.carry["rest"], x)
         return np.asarray(jax.device_get(out))
 
     def cache_data(self, x: np.ndarray, y: np.ndarray) -> DeviceData | None:

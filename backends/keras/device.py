@@ -195,6 +195,16 @@ def data_parallel(keras: Any, devices: list[str]) -> Any:
     return keras.distribution.DataParallel(devices=devices)
 
 
+def same_initial_draws(seed: int) -> None:
+    """Seeds Python's `random`, from which Keras draws the seeds of unseeded initializers, so
+    every process of a multi-process run creates identical variables (the jax distribution
+    refuses values that differ between processes); the values are then overwritten with
+    crosstrain's own initialisation anyway."""
+    import random
+
+    random.seed(seed)
+
+
 def deterministic_engine(engine: str, before_import: bool) -> None:
     """`trainer.deterministic` on a Keras engine: the XLA flag before jax starts (jax),
     `tf.config.experimental.enable_op_determinism()` (tensorflow), deterministic torch kernels

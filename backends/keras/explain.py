@@ -29,6 +29,10 @@ def explain(spec: Spec, env: RunEnv) -> dict[str, str]:
         + (", LossScaleOptimizer" if found is not None and found.loss_scaling else ""),
         "execution": EXECUTION.get(engine, engine),
     }
+    if env.devices > 1 and engine == "jax":
+        from crosstrain.backends.jax.explain import processes_line
+
+        lines["processes"] = processes_line(env.devices)
     if env.devices > 1:
         lines["sharding"] = (
             f"keras.distribution.DataParallel over {env.devices} devices: batches split, "

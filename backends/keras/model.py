@@ -53,9 +53,9 @@ class ParamRef:
     shape: tuple[int, ...]
     trainable: bool
 
-    def read(self) -> np.ndarray:
-        """The value as a canonical float32 numpy array (a copy)."""
-        return to_numpy(self.variable.value).astype(np.float32).reshape(self.shape)
+    def canonical(self, value: np.ndarray) -> np.ndarray:
+        """A value of the variable (numpy) in the canonical layout, float32."""
+        return np.asarray(value).astype(np.float32).reshape(self.shape)
 
     def write(self, array: np.ndarray) -> None:
         """Assigns a canonical array (reshaped to the variable's layout)."""

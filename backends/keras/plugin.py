@@ -104,6 +104,16 @@ class KerasBackend(Backend):
 
         return found_accelerators(engine_of(self.name))
 
+    def launch(self, spec: Spec, argv: list[str], backend: str = "") -> int | None:
+        """keras:jax on several CPU devices: one process per device joined by
+        `jax.distributed`, started exactly as the jax backend starts its own
+        (`JaxBackend.launch`); None on the other engines and when this process trains alone."""
+        if engine_of(backend or self.name) != "jax":
+            return None
+        from crosstrain.backends.jax.plugin import JaxBackend
+
+        return JaxBackend().launch(spec, argv, backend)
+
     def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:
         """Its lines of the fit plan (`crosstrain fit --explain`), from `explain.py`."""
         from .explain import explain
@@ -141,6 +151,10 @@ class KerasBackend(Backend):
         available, reason = engine_available(engine)
         if not available:
             raise BackendUnavailable(f"keras:{engine}", reason, engine)
+        if engine == "jax" and env.devices > 1:  # before Keras starts JAX's backends
+            from crosstrain.backends.jax.device import maybe_initialize_distributed
+
+            maybe_initialize_distributed()
         from .device import use_engine
 
         use_engine(engine)

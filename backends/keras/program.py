@@ -26,6 +26,7 @@ from .device import (
     data_parallel,
     deterministic_engine,
     precision_policy,
+    same_initial_draws,
     select_devices,
     use_engine,
 )
@@ -62,6 +63,8 @@ class KerasProgram(Program):
         devices = select_devices(keras, engine, env.accelerator, env.devices)
         self.distribution = data_parallel(keras, devices)
         self._device = devices[0] if len(devices) == 1 else None
+        if engine == "jax" and self.distribution is not None:
+            same_initial_draws(spec.seed)
         with self._scope():
             self.model, self.refs = build_model(
                 spec.model, self.precision.policy, spec.seed, self.backend
@@ -160,9 +163,10 @@ class KerasProgram(Program):
     # -- state -----------------------------------------------------------------------------
 
     def get_state(self) -> CanonicalState:
-        """Parameters, optimizer slots, step and seed states in canonical form (numpy copies)."""
-        self._steps.sync_out()
-        return state_io.get_state(self)
+        """Parameters, optimizer slots, step and seed states in canonical form (numpy copies),
+        read from the compiled state without assigning the Keras variables (an assignment under
+        a multi-process distribution is a collective that one process cannot run alone)."""
+        return state_io.get_state(self, self._steps.host_values())
 
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly written by another backend."""

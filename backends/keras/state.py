@@ -51,21 +51,26 @@ def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[Par
     return found
 
 
-def get_state(program: KerasProgram) -> CanonicalState:
-    """Canonical numpy copies of the program's variables (`Program.get_state`)."""
+def get_state(program: KerasProgram, values: dict[int, np.ndarray]) -> CanonicalState:
+    """Canonical numpy copies of the program's variables (`Program.get_state`); `values` holds
+    the current value of a variable by `id` where the compiled steps keep it (else the
+    variable is read)."""
     model, optimizer, refs = program.model, program.optimizer, program.refs
-    params = {ref.name: ref.read() for ref in refs}
+
+    def read(variable: Any) -> np.ndarray:
+        found = values.get(id(variable))
+        return to_numpy(variable.value) if found is None else found
+
+    params = {ref.name: ref.canonical(read(ref.variable)) for ref in refs}
     slots = {
-        key: to_numpy(var.value).astype(np.float32).reshape(ref.shape)
+        key: read(var).astype(np.float32).reshape(ref.shape)
         for key, (ref, var) in _slot_variables(optimizer, refs).items()
     }
-    step = int(to_numpy(inner(optimizer).iterations.value))
-    rng = {
-        f"{RNG_PREFIX}seed_{i}": to_numpy(v.value) for i, v in enumerate(_seed_states(model, refs))
-    }
+    step = int(read(inner(optimizer).iterations))
+    rng = {f"{RNG_PREFIX}seed_{i}": read(v) for i, v in enumerate(_seed_states(model, refs))}
     counters = _call_counters(model)
     if counters:
-        rng[DROPOUT_CALLS] = to_numpy(counters[0].value).astype(np.int64)
+        rng[DROPOUT_CALLS] = read(counters[0]).astype(np.int64)
     return CanonicalState(params, slots, step, rng)
 
 

@@ -45,6 +45,11 @@ class _Steps:
     def sync_out(self) -> None:
         """Writes the compiled state into the Keras variables (no-op where they are the state)."""
 
+    def host_values(self) -> dict[int, np.ndarray]:
+        """Numpy copies of the compiled state by `id` of its Keras variable (empty where the
+        variables are the state: read them)."""
+        return {}
+
     def sync_in(self) -> None:
         """Reloads the compiled state from the Keras variables after they were assigned."""
 
@@ -89,10 +94,19 @@ class JaxSteps(_Steps):
     def sync_out(self) -> None:
         """Assigns host copies of the state (no device kernels to compile, and the variables
         then own buffers that no later step donates)."""
-        host = self.jax.device_get(self.state)
-        for group, values in zip(self._variables, host, strict=True):
+        host = self.host_values()
+        for group in self._variables:
+            for variable in group:
+                variable.assign(host[id(variable)])
+
+    def host_values(self) -> dict[int, np.ndarray]:
+        """This process's copy of every (replicated) state array, by `id` of its variable; no
+        collective, so one process of a multi-process run may read alone."""
+        found = {}
+        for group, values in zip(self._variables, self.state, strict=True):
             for variable, value in zip(group, values, strict=True):
-                variable.assign(value)
+                found[id(variable)] = np.array(value.addressable_data(0), copy=True)
+        return found
 
     def _train_body(self, state: Any, x: Any, y: Any) -> tuple[Any, Any]:
         trainable, non_trainable, opt_vars = state
@@ -181,6 +195,10 @@ class JaxSteps(_Steps):
             from jax.sharding import NamedSharding, PartitionSpec
 
             sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+        if (
+            self.jax.process_count() > 1
+        ):  # every process holds the global batch: each gives its rows
+            return self.jax.make_array_from_callback(array.shape, sharding, lambda i: array[i])
         return self.jax.device_put(array, sharding)
 
     def train(self, x: np.ndarray, y: np.ndarray) -> Any:
@@ -198,8 +216,9 @@ class JaxSteps(_Steps):
         return np.asarray(self._predict(self.state[0], self.state[1], self._shard(x)))
 
     def to_host(self, outputs: list[Any]) -> np.ndarray:
+        local = [o.addressable_data(0) if not o.is_fully_addressable else o for o in outputs]
         return np.concatenate(
-            [np.asarray(o).reshape(-1, np.shape(o)[-1]) for o in self.jax.device_get(outputs)]
+            [np.asarray(o).reshape(-1, np.shape(o)[-1]) for o in self.jax.device_get(local)]
         )
 
 

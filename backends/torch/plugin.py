@@ -96,7 +96,7 @@ class TorchBackend(Backend):
 
         return describe_accelerators()
 
-    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+    def launch(self, spec: Spec, argv: list[str], backend: str = "") -> int | None:
         """Starts `crosstrain <argv>` in `trainer.devices` processes through torchrun when the
         spec asks for several devices (strategy `auto` means `ddp` then) and no launcher
         started this process.

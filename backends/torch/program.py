@@ -2,13 +2,12 @@
 
 Steps return device tensors and never sync with the host; `metrics_to_host` is the one
 transfer. Losses and metrics are the shared array-API functions, called with the
-`array_api_compat.torch` namespace on the model output.
+`array_api_compat.torch` namespace on the model output (cross-entropy through torch's fused
+kernel, `losses.native_loss`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,8 @@ from typing import Any
 import array_api_compat.torch as xp
 import numpy as np
 import torch
-import torch.nn.functional as F
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.nn import losses
 from crosstrain.nn.model import init_params
 from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
@@ -36,6 +33,7 @@ from .device import (
     select_device,
     step_marker,
 )
+from .losses import native_loss
 from .model import DropoutKey, ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
 from .state import load_params, trainable, whole
@@ -45,24 +43,6 @@ StepOutput = tuple[Any, ...]
 device tensors, in the positions of jax's and keras's device vector. `metrics_to_host` stacks a
 pull's outputs in one call (`metric_names`, or `train_names` for a train step's longer tuple);
 stacking each step into a vector costs ~5% of a small model's step on CPU (benchmark task A)."""
-
-
-def native_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """torch's fused kernel in place of the built-in array-API `cross_entropy` (the same math in
-    one op and a short backward); any other loss, or unusual shapes, as given."""
-    base, options = (fn.func, fn.keywords) if isinstance(fn, functools.partial) else (fn, {})
-    if base is not losses.cross_entropy or set(options) - {"label_smoothing"}:
-        return fn
-    smoothing = float(options.get("label_smoothing", 0.0))
-
-    def cross_entropy(namespace: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if logits.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point():
-            return F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        if targets.shape == logits.shape and logits.ndim == 2:
-            return F.cross_entropy(logits, targets.to(logits.dtype), label_smoothing=smoothing)
-        return fn(namespace, logits, targets)
-
-    return cross_entropy
 
 
 class TorchProgram(Program):

@@ -203,7 +203,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     else:
         if starts_workers(backend_obj, spec):
             check_before_launch(spec, backend)
-        status = backend_obj.launch(spec, args.argv)
+        status = backend_obj.launch(spec, args.argv, backend)
         if status is not None:
             return status
     if api.process_rank(spec) != 0:

@@ -311,10 +311,11 @@ class Backend(ABC):
         command (may import the framework). Default: none listed."""
         return []
 
-    def launch(self, spec: Spec, argv: list[str]) -> int | None:
+    def launch(self, spec: Spec, argv: list[str], backend: str = "") -> int | None:
         """Starts the command `crosstrain <argv>` in several processes when the spec asks for it
         and no launcher started this one; returns the workers' exit status, or None (the
-        default) when this process trains by itself."""
+        default) when this process trains by itself. `backend` is the name the run asked for
+        (`keras:jax`: a backend with several engines launches by engine)."""
         return None
 
     def explain(self, spec: Spec, env: RunEnv) -> dict[str, str]:

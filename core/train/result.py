@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.plugin.protocol import Program
     from crosstrain.spec.schema import Spec
+    from crosstrain.train.trainer import Trainer
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
@@ -171,3 +172,20 @@ class FitResult:
             target.parent.mkdir(parents=True, exist_ok=True)
             figure.savefig(target, format="png", dpi=100)
         return figure
+
+
+def fit_result(trainer: Trainer) -> FitResult:
+    """The `FitResult` of a trainer whose loop ended: the last epoch's metrics, the history, the
+    program's current state and model, and where the run's files went."""
+    last = trainer.history[-1] if trainer.history else {}
+    return FitResult(
+        metrics={k: v for k, v in last.items() if k not in ("epoch", "step")},
+        history=trainer.history,
+        state=trainer.program.get_state(),
+        native_model=trainer.program.native_model,
+        program=trainer.program,
+        run_dir=trainer.run_dir,
+        last_checkpoint=trainer.last_checkpoint,
+        stopped_early=trainer.stopped_early,
+        extras={"skipped_steps": trainer.skipped_steps},
+    )

@@ -25,7 +25,7 @@ from crosstrain.plugin.registry import Registry
 from crosstrain.spec.schema import Spec
 from crosstrain.train import resume
 from crosstrain.train.hook_errors import hook_failure, notify_exception, save_before_reporting
-from crosstrain.train.result import FitResult  # also importable from here, as before
+from crosstrain.train.result import FitResult, fit_result  # FitResult: importable from here too
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.saving import CheckpointSaver
 from crosstrain.train.units import pass_units
@@ -325,21 +325,7 @@ class Trainer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        result = FitResult(
-            metrics={
-                k: v
-                for k, v in (self.history[-1] if self.history else {}).items()
-                if k not in ("epoch", "step")
-            },
-            history=self.history,
-            state=self.program.get_state(),
-            native_model=self.program.native_model,
-            program=self.program,
-            run_dir=self.run_dir,
-            last_checkpoint=self.last_checkpoint,
-            stopped_early=self.stopped_early,
-            extras={"skipped_steps": self.skipped_steps},
-        )
+        result = fit_result(self)
         self.hook.on_fit_end(trainer=self, result=result)
         return result
 

@@ -1,7 +1,8 @@
 """Multi-process JAX (issue 17 items 2 and 3): `crosstrain fit SPEC --backend jax --devices 2`
 on a CPU machine starts 2 processes joined by `jax.distributed` (gloo collectives), each with one
 device of a global `data` mesh. The run equals one process on the global batch, and a
-mid-epoch checkpoint resumes on the other number of processes to the same end state."""
+mid-epoch checkpoint resumes on the other number of processes to the same end state. The same
+for keras:jax, whose processes share a `keras.distribution.DataParallel` over the global mesh."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ epoch 1, checkpointed mid-epoch by `every_n_steps`."""
 MID, LAST = 10, 16
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], cwd: Path, backend: str = "jax") -> subprocess.CompletedProcess[str]:
     env = worker_env()
     env.pop("XLA_FLAGS", None)  # one CPU device per process: the launcher must start two
     env.pop("JAX_COORDINATOR_ADDRESS", None)
-    command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--backend", "jax"]
+    command = [sys.executable, "-m", "crosstrain.cli", "fit", "spec.yaml", "--backend", backend]
     return subprocess.run(
         command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -111,3 +112,31 @@ def test_a_worker_error_is_printed_once_and_nothing_forks_jax(tmp_path):
         "step-<N>/ checkpoint inside"
     ], done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "os.fork()" not in done.stderr
+
+
+def test_keras_jax_on_two_processes_equals_one_and_resumes_from_one(tmp_path):
+    """keras:jax `--devices 2`: two processes, rank 0 alone writes checkpoints (read from the
+    compiled state, no collective), equal to one process; a 1-process checkpoint resumes in
+    two processes mid-epoch (every process assigns the loaded state) to the same end."""
+    pytest.importorskip("keras")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    done = cli(["--devices", "2", "--run-dir", "two"], tmp_path, "keras:jax")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("final metrics:") == 1
+    (two_run,) = (tmp_path / "two" / "jax-mp").iterdir()
+    done = cli(["--run-dir", "one"], tmp_path, "keras:jax")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (one_run,) = (tmp_path / "one" / "jax-mp").iterdir()
+    two, _ = read_checkpoint(two_run / "checkpoints" / f"step-{LAST}")
+    one, meta = read_checkpoint(one_run / "checkpoints" / f"step-{LAST}")
+    assert meta["backend"] == "keras:jax"
+    assert_same_state(two, one)
+
+    start = tmp_path / "from-one" / "jax-mp" / "run" / "checkpoints" / f"step-{MID}"
+    shutil.copytree(one_run / "checkpoints" / f"step-{MID}", start)
+    shutil.copy(one_run / "spec.yaml", start.parent.parent / "spec.yaml")
+    done = cli(["--devices", "2", "--resume", str(start)], tmp_path, "keras:jax")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resumed from {start} (epoch 1, step {MID})" in done.stdout
+    two_from_one, _ = read_checkpoint(start.parent / f"step-{LAST}")
+    assert_same_state(two_from_one, one)
