@@ -1,11 +1,15 @@
 """Ray as the cluster launcher: `crosstrain fit SPEC --launcher ray --devices N` and
 `crosstrain.fit(spec, launcher="ray")` (`pip install 'crosstrain[ray]'`).
 
-The fit runs in N Ray Train workers (`TorchTrainer`: Ray starts the workers, sets `RANK`,
-`WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and joins them in a torch.distributed group, gloo on
-CPU, nccl on GPU), on a local Ray started on demand or the cluster at `address`. Each worker
-calls `crosstrain.fit` with the same spec, so the loop, data order, DDP/FSDP sharding and
-checkpoints are the ones of `--devices N` under torchrun. Rank 0 writes the run directory, which
+The fit runs in N Ray Train workers, on a local Ray started on demand or the cluster at
+`address`. torch: `TorchTrainer` starts the workers, sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+`MASTER_ADDR` and joins them in a torch.distributed group (gloo on CPU, nccl on GPU). jax and
+keras:jax: `JaxTrainer` starts them (and joins them itself on GPU/TPU); on CPU, where Ray
+Train leaves JAX alone, rank 0 broadcasts a coordinator address (`broadcast_from_rank_zero`)
+and every worker sets `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID` and the
+torchrun-style `RANK`/`WORLD_SIZE`, from which the backend calls `jax.distributed.initialize`
+as under `--devices N`. Each worker calls `crosstrain.fit` with the same spec, so the loop, data
+order, sharding and checkpoints are the ones of `--devices N` without Ray. Rank 0 writes the run directory, which
 core makes before launching, so that every attempt writes the same one.
 
 Failures: Ray restarts the whole worker group up to `max_failures` times (`FailureConfig`); each
@@ -36,8 +40,9 @@ from crosstrain.plugin.hookspecs import hookimpl
 from crosstrain.plugin.protocol import Launcher, LaunchRequest
 from crosstrain.train.callbacks import Callback
 
-SUPPORTED_BACKENDS = ("torch",)
-"""Backends whose workers Ray Train starts (torch: `TorchTrainer`)."""
+SUPPORTED_BACKENDS = ("torch", "jax", "keras:jax")
+"""Backends whose workers Ray Train starts (torch: `TorchTrainer`; jax, keras:jax: `JaxTrainer`)."""
+JAX_BACKENDS = ("jax", "keras:jax")
 
 
 class RayLauncher(Launcher):
@@ -52,10 +57,9 @@ class RayLauncher(Launcher):
         return True, ""
 
     def fit(self, spec: Any, request: LaunchRequest) -> Any:
-        base = request.backend.split(":")[0]
-        if base not in SUPPORTED_BACKENDS:
+        if request.backend not in SUPPORTED_BACKENDS:
             raise UnsupportedFeature(
-                base, "launcher 'ray'", [f"--backend {b}" for b in SUPPORTED_BACKENDS]
+                request.backend, "launcher 'ray'", [f"--backend {b}" for b in SUPPORTED_BACKENDS]
             )
         options = dict(request.options or {})
         unknown = set(options) - {"address", "max_failures"}
@@ -128,10 +132,14 @@ def _check_reachable(address: str) -> None:
 def _trainer(config: dict[str, Any], devices: int, options: dict[str, Any], storage: str) -> Any:
     import_optional("ray.train.torch", "launcher 'ray'", "ray")  # ray without its train extra
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    if config["backend"] in JAX_BACKENDS:
+        from ray.train.v2.jax import JaxTrainer as Trainer
+    else:
+        from ray.train.torch import TorchTrainer as Trainer
 
     accelerator = config["spec"]["trainer"].get("accelerator", "auto")
-    return TorchTrainer(
+    return Trainer(
         train_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=devices, use_gpu=accelerator == "cuda"),
@@ -178,6 +186,8 @@ def train_worker(config: dict[str, Any]) -> None:
     from crosstrain.spec.schema import load_spec
 
     spec = load_spec(config["spec"])
+    if config["backend"] in JAX_BACKENDS:
+        join_jax_processes()
     run_dir = Path(config["run_dir"])
     latest = latest_checkpoint(run_dir / "checkpoints")
     resume = latest if latest is not None else config["resume"]
@@ -190,6 +200,29 @@ def train_worker(config: dict[str, Any]) -> None:
         resume_changed=config["resume_changed"],
         run_dir=run_dir,
         callbacks=[SaveAtEnd(spec.trainer.checkpoint.every_n_epochs)],
+    )
+
+
+def join_jax_processes() -> None:
+    """Sets what `jax.distributed.initialize` reads in the backend (and the torchrun-style rank
+    variables crosstrain reads): a coordinator on rank 0's node at a free port, broadcast from
+    rank 0 to every worker of the group."""
+    import ray
+    from crosstrain.train.workers import free_port
+    from ray.train.collective import broadcast_from_rank_zero
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    mine = f"{ray.util.get_node_ip_address()}:{free_port()}" if rank == 0 else None
+    os.environ.update(
+        {
+            "JAX_COORDINATOR_ADDRESS": broadcast_from_rank_zero(mine),
+            "JAX_NUM_PROCESSES": str(world),
+            "JAX_PROCESS_ID": str(rank),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(context.get_local_rank()),
+        }
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,20 @@ def run_python(
         text=True,
         timeout=timeout,
     )
+
+
+def call_in_fresh_python(module: str, function: str, *args: object) -> object:
+    """`function(*args)` of the test module `module` in a fresh interpreter, returning its
+    JSON-able result: how a test runs Keras on the engine it names (one engine per process)."""
+    code = (
+        "import json, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        f"from {module} import {function}\n"
+        f"print(json.dumps({function}(*{args!r})))"
+    )
+    done = run_python(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def tiny_spec(**overrides: object) -> dict:

@@ -4,12 +4,11 @@ backend (the Keras engines in fresh interpreters, one engine per process)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_python
+from conftest import call_in_fresh_python
 
 ROWS, MICRO, N = 90, 8, 4
 """90 rows: batches of 32 are 32, 32, 26; micro-batches of 8 group as 4, 4 and 3 + a 2-row one,
@@ -88,15 +87,7 @@ def test_accumulation_equals_the_larger_batch(backend: str) -> None:
 
 @pytest.mark.parametrize("engine", ["jax", "tensorflow", "torch"])
 def test_accumulation_equals_the_larger_batch_on_keras(engine: str) -> None:
-    code = (
-        "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_accumulation import accumulation_pair\n"
-        f"print(json.dumps(accumulation_pair('keras:{engine}')))"
-    )
-    done = run_python(code, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _check(json.loads(done.stdout.strip().splitlines()[-1]))
+    _check(call_in_fresh_python("test_accumulation", "accumulation_pair", f"keras:{engine}"))
 
 
 def test_accumulation_with_sgd_momentum_on_torch() -> None:

@@ -4,13 +4,12 @@ gradient accumulation too, and a run resumed on another backend continues the sa
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import crosstrain as ct
 import numpy as np
 import pytest
-from conftest import ROOT, run_python
+from conftest import call_in_fresh_python
 from crosstrain.checkpoint.format import latest_checkpoint, read_checkpoint
 from crosstrain.nn.dropout import DROPOUT_CALLS, call_key, keep_mask
 
@@ -75,15 +74,9 @@ def step_losses(backend: str, masks: str, accumulate: int = 1) -> dict[str, Any]
 
 
 def _keras(engine: str, masks: str, accumulate: int = 1) -> dict[str, Any]:
-    code = (
-        "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_dropout_masks import step_losses\n"
-        f"print(json.dumps(step_losses('keras:{engine}', '{masks}', {accumulate})))"
+    return call_in_fresh_python(
+        "test_dropout_masks", "step_losses", f"keras:{engine}", masks, accumulate
     )
-    done = run_python(code, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _largest_difference(a: list[float], b: list[float]) -> float:

@@ -105,18 +105,25 @@ def test_onnx_export_runs_in_onnxruntime_like_crosstrain_predict(model, tmp_path
     np.testing.assert_allclose(got, np.load(tmp_path / "p.npy"), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_torch_program_export_loads_with_torch_alone_like_crosstrain_predict(model, tmp_path):
+def trained_with_inputs(spec: dict, tmp_path, rows: int) -> tuple:
+    """Trains `spec` for one epoch on torch through the CLI in `tmp_path`; returns its
+    checkpoint and `rows` random inputs, also saved as `x.npy`."""
     import yaml
 
-    spec = tiny_spec() if model == "mlp" else dict(CNN)
     spec["trainer"] = {"max_epochs": 1, "progress": False}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     assert run_cli("fit spec.yaml --backend torch -q", tmp_path).returncode == 0
     checkpoint = next((tmp_path / "runs").glob("*/*/checkpoints/step-*"))
     shape = ct.load_spec(spec).model.input_shape
-    x = np.random.default_rng(6).standard_normal((11, *shape)).astype(np.float32)
+    x = np.random.default_rng(rows).standard_normal((rows, *shape)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
+    return checkpoint, x
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_torch_program_export_loads_with_torch_alone_like_crosstrain_predict(model, tmp_path):
+    spec = tiny_spec() if model == "mlp" else dict(CNN)
+    checkpoint, x = trained_with_inputs(spec, tmp_path, 11)
     before = snapshot(tmp_path)
     done = run_cli(f"export {checkpoint} --to torch-program --output out/model.pt2", tmp_path)
     assert done.returncode == 0, done.stderr
@@ -139,19 +146,11 @@ def test_torch_program_export_loads_with_torch_alone_like_crosstrain_predict(mod
 def test_jax_program_export_loads_with_jax_alone_like_crosstrain_predict(model, tmp_path):
     """`--to jax-program` writes one .py module that needs jax and numpy only (crosstrain and
     flax cannot be imported in the loading process), from a checkpoint of another backend."""
-    import yaml
-
     spec = tiny_spec() if model == "mlp" else dict(CNN)
-    spec["trainer"] = {"max_epochs": 1, "progress": False}
     if model == "cnn":  # inference mode: the export has no dropout and uses moving statistics
         spec["model"] = {**CNN["model"], "layers": [*CNN["model"]["layers"]]}
         spec["model"]["layers"].insert(4, {"type": "Dropout", "rate": 0.5})
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    assert run_cli("fit spec.yaml --backend torch -q", tmp_path).returncode == 0
-    checkpoint = next((tmp_path / "runs").glob("*/*/checkpoints/step-*"))
-    shape = ct.load_spec(spec).model.input_shape
-    x = np.random.default_rng(7).standard_normal((9, *shape)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
+    checkpoint, x = trained_with_inputs(spec, tmp_path, 9)
     before = snapshot(tmp_path)
     done = run_cli(f"export {checkpoint} --to jax-program --output out/model.py", tmp_path)
     assert done.returncode == 0, done.stderr

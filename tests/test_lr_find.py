@@ -4,7 +4,6 @@ step's loss, stops on divergence and suggests the lr of the steepest descent."""
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import crosstrain as ct
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, run_python
+from conftest import call_in_fresh_python
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.optim import HOST, Exponential
 from crosstrain.train.lr_find import range_test_spec, suggest
@@ -95,15 +94,7 @@ def test_jax_sweep_matches_torch(torch_sweep):
 
 
 def test_keras_sweep_matches_torch(torch_sweep):
-    code = (
-        "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_lr_find import sweep\n"
-        "print(json.dumps(sweep('keras:jax')))"
-    )
-    done = run_python(code, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _same_early_losses(json.loads(done.stdout.strip().splitlines()[-1]), torch_sweep)
+    _same_early_losses(call_in_fresh_python("test_lr_find", "sweep", "keras:jax"), torch_sweep)
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

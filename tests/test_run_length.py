@@ -4,14 +4,13 @@ backend, measured from what the parameters actually did."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import crosstrain as ct
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, run_python
+from conftest import EXAMPLES, call_in_fresh_python
 from crosstrain.errors import SpecError
 from crosstrain.nn.optim import DEFAULT_TOTAL_STEPS, HOST, applied_lr
 from crosstrain.train.run_length import RunLength, run_length
@@ -117,15 +116,7 @@ def test_last_step_trains_at_the_scheduled_lr(backend: str) -> None:
 
 
 def test_last_step_trains_at_the_scheduled_lr_on_keras() -> None:
-    code = (
-        "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_run_length import measure_last_lr\n"
-        "print(json.dumps(measure_last_lr('keras:jax')))"
-    )
-    done = run_python(code, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _check_last_lr(json.loads(done.stdout.strip().splitlines()[-1]))
+    _check_last_lr(call_in_fresh_python("test_run_length", "measure_last_lr", "keras:jax"))
 
 
 def test_digits_example_last_step_has_a_positive_lr() -> None:

@@ -7,7 +7,7 @@ compile them.
   `train_steps` is one `lax.scan` over K batches.
 - tensorflow: `tf.function` steps on the model's variables (XLA when `trainer.compile` is set or
   a GPU is present, as Keras's `jit_compile="auto"`); `train_steps` is an in-graph loop.
-- torch: eager steps with `torch.autograd.grad` (as Keras's TorchTrainer).
+- torch: eager steps with `torch.autograd.grad` (as Keras's TorchTrainer), in `steps_torch.py`.
 
 Every step returns one float32 vector `[rows, loss, *metrics]` that stays on the device until
 `to_host` fetches a list of them at once.
@@ -32,7 +32,10 @@ def with_grad_norm(report: Any, grads: list[Any]) -> Any:
     return ops.concatenate([report, ops.reshape(ops.cast(norm, "float32"), (1,))])
 
 
-class _Steps:
+class Steps:
+    """The compiled steps of one engine: `train`, `train_many`, `accumulate`, `evaluate`,
+    `predict` on numpy batches, `to_host` for their reports, and the state hand-over below."""
+
     grad_norm = False
     """Train steps append the gradient norm to their report (set by `make_steps`)."""
 
@@ -54,7 +57,7 @@ class _Steps:
         """Reloads the compiled state from the Keras variables after they were assigned."""
 
 
-class JaxSteps(_Steps):
+class JaxSteps(Steps):
     """Jitted stateless steps for the jax engine (see the module docstring)."""
 
     def __init__(
@@ -222,7 +225,7 @@ class JaxSteps(_Steps):
         )
 
 
-class TensorflowSteps(_Steps):
+class TensorflowSteps(Steps):
     """`tf.function` steps for the tensorflow engine (see the module docstring)."""
 
     def __init__(
@@ -321,78 +324,6 @@ class TensorflowSteps(_Steps):
         return self.tf.concat([self.tf.reshape(o, (-1, width)) for o in outputs], 0).numpy()
 
 
-class TorchSteps(_Steps):
-    """Eager steps for the torch engine (see the module docstring)."""
-
-    def __init__(
-        self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
-    ):
-        super().__init__(model, optimizer, objective, compile_hint)
-        import torch
-
-        self.torch = torch
-
-    def _tensor(self, array: np.ndarray) -> Any:
-        return ops.convert_to_tensor(array)
-
-    def train(self, x: np.ndarray, y: np.ndarray) -> Any:
-        variables = self.model.trainable_variables
-        out = self.model(self._tensor(x), training=True)
-        loss, report = self.objective(out, self._tensor(y))
-        grads = self.torch.autograd.grad(
-            self.optimizer.scale_loss(loss), [v.value for v in variables]
-        )
-        with self.torch.no_grad():
-            self.optimizer.apply(list(grads), variables)
-            if self.grad_norm:
-                report = with_grad_norm(report, list(grads))
-        return report.detach()
-
-    def train_many(self, xs: np.ndarray, ys: np.ndarray) -> Any:
-        return self.torch.stack([self.train(x, y) for x, y in zip(xs, ys, strict=True)])
-
-    def accumulate(self, xs: np.ndarray, ys: np.ndarray, tail: Any) -> Any:
-        """Eager: each micro-batch's gradients times its rows, summed, divided by all rows."""
-        variables = self.model.trainable_variables
-        batches = list(zip(xs, ys, strict=True)) + ([tail] if tail is not None else [])
-        total: list[Any] | None = None
-        reports, count = [], 0
-        for x, y in batches:
-            out = self.model(self._tensor(x), training=True)
-            loss, report = self.objective(out, self._tensor(y))
-            grads = self.torch.autograd.grad(
-                self.optimizer.scale_loss(loss), [v.value for v in variables]
-            )
-            rows = len(x)
-            scaled = [g * rows for g in grads]
-            total = scaled if total is None else [t + g for t, g in zip(total, scaled, strict=True)]
-            reports.append(report.detach())
-            count += rows
-        grads = [t / count for t in total or []]
-        reports_tensor = self.torch.stack(reports)
-        with self.torch.no_grad():
-            self.optimizer.apply(grads, variables)
-            if self.grad_norm:
-                norm = with_grad_norm(reports_tensor[0], grads)[-1]
-                column = norm.reshape(1, 1).expand(len(reports), 1)
-                reports_tensor = self.torch.cat([reports_tensor, column], dim=1)
-        return reports_tensor
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
-        with self.torch.no_grad():
-            return self.objective(self.model(self._tensor(x), training=False), self._tensor(y))[1]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        from .model import to_numpy
-
-        with self.torch.no_grad():
-            return to_numpy(self.model(self._tensor(x), training=False))
-
-    def to_host(self, outputs: list[Any]) -> np.ndarray:
-        width = outputs[0].shape[-1]
-        return self.torch.cat([o.reshape(-1, width) for o in outputs]).cpu().numpy()
-
-
 def make_steps(
     engine: str,
     model: Any,
@@ -405,10 +336,12 @@ def make_steps(
     """The step flavour of `engine` for a built model and optimizer; with `grad_norm` the train
     reports end with the gradient norm (steps trace lazily, so setting it here is in time)."""
     if engine == "jax":
-        steps: _Steps = JaxSteps(model, optimizer, objective, distribution, compile_hint)
+        steps: Steps = JaxSteps(model, optimizer, objective, distribution, compile_hint)
     elif engine == "tensorflow":
         steps = TensorflowSteps(model, optimizer, objective, compile_hint)
     else:
+        from .steps_torch import TorchSteps
+
         steps = TorchSteps(model, optimizer, objective, compile_hint)
     steps.grad_norm = grad_norm
     return steps

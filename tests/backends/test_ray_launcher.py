@@ -159,9 +159,9 @@ CASES = [
         id="unknown_launcher",
     ),
     pytest.param(
-        f"{FIT} --launcher ray --backend jax",
+        f"{FIT} --launcher ray --backend keras:tensorflow",
         None,
-        Refusal(fragments=("launcher 'ray'", "--backend torch")),
+        Refusal(fragments=("launcher 'ray'", "--backend torch", "--backend keras:jax")),
         id="backend_not_launched_by_ray",
     ),
 ]
@@ -179,3 +179,28 @@ def test_refused(line: str, prepare, expected: Refusal, tmp_path: Path) -> None:
 def test_fit_refuses_a_launcher_without_a_run_directory() -> None:
     with pytest.raises(ct.CrosstrainError, match="needs a run directory"):
         ct.fit(ct.load_spec(SPEC), launcher="ray", run_dir=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "keras:jax"])
+def test_ray_jax_workers_equal_one_process(tmp_path: Path, backend: str) -> None:
+    """jax and keras:jax in two Ray Train workers (`JaxTrainer`; on CPU the workers join
+    through `jax.distributed` at a coordinator rank 0 broadcasts) end at the state of one
+    process on the global batch (rtol 1e-5)."""
+    pytest.importorskip("jax")
+    if backend == "keras:jax":
+        pytest.importorskip("keras")
+    from test_jax_multiprocess import LAST
+    from test_jax_multiprocess import SPEC as JAX_SPEC
+    from test_jax_multiprocess import cli as jax_cli
+
+    out = finish(ray_fit(tmp_path, JAX_SPEC, "--backend", backend))
+    assert out.count("final metrics:") == 1
+    (run_dir,) = (tmp_path / "runs" / "jax-mp").iterdir()
+    state, meta = read_checkpoint(run_dir / "checkpoints" / f"step-{LAST}")
+    assert meta["backend"] == backend
+    done = jax_cli(["--run-dir", "single"], tmp_path, backend)  # one process, its own engine
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (single_dir,) = (tmp_path / "single" / "jax-mp").iterdir()
+    single, _ = read_checkpoint(single_dir / "checkpoints" / f"step-{LAST}")
+    assert_same_state(state, single)
