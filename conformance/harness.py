@@ -59,7 +59,8 @@ class Target:
             self._skip(f"precision {precision}")
 
     def require_spec(self, spec: dict[str, Any]) -> None:
-        """Skips unless every layer, the loss, optimizer and precision of `spec` are declared."""
+        """Skips unless every layer, the loss, optimizer, precision and dropout-mask mode of
+        `spec` are declared."""
         from crosstrain.nn.model import plan, walk
         from crosstrain.spec.schema import load_spec
 
@@ -68,6 +69,8 @@ class Target:
         self.require_loss(loaded.loss.name)
         self.require_optimizer(loaded.optimizer.name)
         self.require_precision(loaded.trainer.precision)
+        if loaded.model.dropout_masks == "shared" and not self.caps.shared_dropout_masks:
+            self._skip("model.dropout_masks: shared")
 
     def any_optimizer(self, *preferred: str) -> str:
         """The first of `preferred` that is declared (skips when none is)."""

@@ -1,5 +1,6 @@
 """Determinism: two fits of one spec with one seed give identical histories and states on
-CPU; another seed gives other initial weights."""
+CPU; another seed gives other initial weights; with shared dropout masks a fit with dropout
+ends where the reference backend's does."""
 
 from __future__ import annotations
 
@@ -53,3 +54,16 @@ def test_other_seed_other_weights(ct_target):
     a = ct_target.build(data).get_state().params
     b = ct_target.build(_spec(ct_target, "mlp", seed=1)).get_state().params
     assert not np.array_equal(a["dense_0/kernel"], b["dense_0/kernel"])
+
+
+def test_shared_dropout_masks_match_the_reference_backend(ct_target, ct_reference):
+    """`model.dropout_masks: shared`: the backend draws `crosstrain.nn.dropout`'s masks, so a
+    fit with dropout ends where the reference backend's does (native masks would not)."""
+    data = _spec(ct_target, "dropout")
+    data["model"]["dropout_masks"] = "shared"
+    ct_target.require_spec(data)
+    ct_reference.require_spec(data)
+    ours = ct_target.fit(data, classification())
+    theirs = ct_reference.fit(data, classification())
+    assert int(ours.state.step) == int(theirs.state.step)
+    assert_all_close(ours.state.params, theirs.state.params, "training", "parameter")

@@ -9,7 +9,7 @@ from typing import Any
 import crosstrain as ct
 import numpy as np
 import pytest
-from conftest import call_in_fresh_python
+from conftest import ROOT, call_in_fresh_python, run_python
 from crosstrain.checkpoint.format import latest_checkpoint, read_checkpoint
 from crosstrain.nn.dropout import DROPOUT_CALLS, call_key, keep_mask
 
@@ -144,3 +144,24 @@ def test_resume_on_another_backend_continues_the_same_masks(tmp_path, source, ta
     )
     assert len(continued.losses) == 6
     assert _largest_difference(continued.losses, whole.losses[12:]) < 1e-5
+
+
+def test_masks_with_a_batch_axis_unknown_while_tracing() -> None:
+    """A TensorFlow graph traced with an unknown batch size gets the same masks (Keras runs
+    its tf.function steps so when batch sizes vary)."""
+    code = (
+        "import os\n"
+        "os.environ['KERAS_BACKEND'] = 'tensorflow'\n"
+        "import numpy as np, tensorflow as tf\n"
+        "from crosstrain.backends.keras.xp import KERAS_OPS as xp\n"
+        "from crosstrain.nn.dropout import call_key, keep_mask\n"
+        "ref = keep_mask(np, np.ones((5, 8), np.float32), call_key(np, 3, np.int32(2)), 77, 0.4)\n"
+        "traced = tf.function(\n"
+        "    lambda x: keep_mask(xp, x, call_key(xp, 3, tf.constant(2, tf.int32)), 77, 0.4),\n"
+        "    input_signature=[tf.TensorSpec([None, 8], tf.float32)],\n"
+        ")\n"
+        "print('equal', bool((traced(tf.ones((5, 8))).numpy() == ref).all()))\n"
+    )
+    done = run_python(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "equal True"

@@ -79,6 +79,7 @@ class JaxBackend(Backend):
             native_models=False,
             grad_norm=True,
             exports=EXPORT_FORMATS,
+            shared_dropout_masks=True,
         )
 
     def accelerators_found(self) -> list[str]:

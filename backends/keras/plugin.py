@@ -96,6 +96,7 @@ class KerasBackend(Backend):
             native_models=False,
             grad_norm=True,
             exports=EXPORT_FORMATS,
+            shared_dropout_masks=True,
         )
 
     def accelerators_found(self) -> list[str]:

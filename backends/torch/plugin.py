@@ -82,6 +82,7 @@ class TorchBackend(Backend):
             native_models=True,
             grad_norm=True,
             exports=EXPORT_FORMATS,
+            shared_dropout_masks=True,
         )
 
     def accelerators_found(self) -> list[str]:

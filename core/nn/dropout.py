@@ -79,12 +79,14 @@ def host_call_key(seed: int, calls: int, rank: int = 0) -> int:
 
 
 def _positions(xp: Any, x: Any) -> Any:
-    """The row-major index of every element of `x`, as int32 of `x`'s shape."""
+    """The row-major index of every element of `x`, as int32 of `x`'s shape (the batch axis
+    may be unknown while tracing, as in a TensorFlow graph; the others are known)."""
     shape = tuple(x.shape)
     if all(isinstance(d, int) for d in shape):
         return xp.reshape(xp.arange(math.prod(shape), dtype=xp.int32), shape)
-    ones = xp.ones_like(xp.reshape(x, (-1,)), dtype=xp.int32)
-    return xp.reshape(xp.cumulative_sum(ones) - 1, xp.shape(x) if hasattr(xp, "shape") else shape)
+    rows = xp.shape(x)[0] if hasattr(xp, "shape") else x.shape[0]
+    per_row = math.prod(shape[1:])
+    return xp.reshape(xp.arange(rows * per_row, dtype=xp.int32), (-1, *shape[1:]))
 
 
 def keep_mask(xp: Any, x: Any, key: Any, salt: int, rate: float) -> Any:

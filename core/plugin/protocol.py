@@ -1,4 +1,5 @@
-"""The contract between core and a backend: Backend, Program, Capabilities, RunEnv.
+"""The contract between core and a backend: Backend, Program, RunEnv (and Capabilities, from
+`capabilities.py`).
 
 A backend turns a spec into a Program (native model, optimizer, compiled steps) and converts
 its state to and from the canonical form. The loop, data order, hooks and checkpoints stay in
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,23 @@ if TYPE_CHECKING:
     import numpy as np
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.spec.schema import Spec
+
+from .capabilities import NEEDS, Capabilities, ExportFormat, callback_needs
+
+__all__ = [
+    "NEEDS",
+    "Backend",
+    "Batch",
+    "Capabilities",
+    "ExportFormat",
+    "LaunchRequest",
+    "Launcher",
+    "Program",
+    "RunEnv",
+    "StepOutput",
+    "callback_needs",
+    "predict_inputs",
+]
 
 Batch = tuple[Any, Any]
 """`(inputs, targets)` as numpy arrays, sample axis first (targets may be None for predict)."""
@@ -37,102 +54,6 @@ def predict_inputs(batch: Any) -> Any:
 
 StepOutput = Any
 """What a step returns: device values only the Program's own `metrics_to_host` understands."""
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """A native file format a backend's `Program.export` writes.
-
-    Attributes:
-        name: what `crosstrain export --to` takes (`torch`, `flax`, `keras`).
-        suffix: the file name ending of the default output (`.safetensors`, `.keras`).
-        description: how to load the file, for `crosstrain export --help` and the docs.
-    """
-
-    name: str
-    suffix: str
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend declares it supports; the trainer and the conformance suite read this."""
-
-    layers: frozenset[str]
-    precisions: frozenset[str] = frozenset({"32"})
-    accelerators: frozenset[str] = frozenset({"cpu"})
-    strategies: frozenset[str] = frozenset({"auto"})
-    optimizers: frozenset[str] = frozenset({"sgd", "adam", "adamw", "rmsprop"})
-    steps_per_execution: bool = False
-    accumulate_grad_batches: bool = False
-    """`Program.accumulate_step` exists: several micro-batches per optimizer update."""
-    compile: bool = False
-    native_models: bool = False
-    losses: frozenset[str] | None = None
-    """Loss names the backend can train with; None: any array-API loss."""
-    grad_norm: bool = False
-    """Train steps can report `grad_norm` (the global gradient norm before clipping) when
-    `RunEnv.report_grad_norm` is set, as a callback that needs it (`grad_norm`) asks."""
-    exports: tuple[ExportFormat, ...] = ()
-    """Native formats `Program.export` writes (`crosstrain export --to <format>`)."""
-
-    def export_format(self, name: str) -> ExportFormat | None:
-        """The declared export format called `name`, or None."""
-        return next((f for f in self.exports if f.name == name), None)
-
-    def check(self, spec: Spec, backend: str, needs: frozenset[str] | None = None) -> None:
-        """Raises UnsupportedFeature for the first thing `spec` asks that is not declared;
-        `needs`: what the fit's callbacks need (default: those `spec` names, `callback_needs`)."""
-        from crosstrain.errors import UnsupportedFeature
-
-        def need(ok: bool, feature: str, supported: frozenset[str] | None = None) -> None:
-            if not ok:
-                raise UnsupportedFeature(backend, feature, sorted(supported) if supported else None)
-
-        t = spec.trainer
-        if spec.model is not None:
-            for node in spec.model.layer_nodes():
-                need(
-                    node.layer.type in self.layers,
-                    f"layer {node.layer.type} ({node.path})",
-                    self.layers,
-                )
-        need(t.precision in self.precisions, f"precision {t.precision!r}", self.precisions)
-        need(
-            t.accelerator == "auto" or t.accelerator in self.accelerators,
-            f"accelerator {t.accelerator!r}",
-            self.accelerators,
-        )
-        need(
-            t.strategy == "auto" or t.strategy in self.strategies,
-            f"strategy {t.strategy!r}",
-            self.strategies,
-        )
-        need(
-            spec.optimizer.name in self.optimizers,
-            f"optimizer {spec.optimizer.name!r}",
-            self.optimizers,
-        )
-        need(
-            t.steps_per_execution == 1 or self.steps_per_execution,
-            "trainer.steps_per_execution > 1",
-        )
-        need(
-            t.accumulate_grad_batches == 1 or self.accumulate_grad_batches,
-            "trainer.accumulate_grad_batches > 1",
-        )
-        need(not t.compile or self.compile, "trainer.compile")
-        if needs is None:
-            needs = callback_needs(spec)
-        need(
-            self.grad_norm or "grad_norm" not in needs,
-            "the grad_norm callback (gradient norm in the train step)",
-        )
-        need(
-            self.losses is None or spec.loss.name in self.losses,
-            f"loss {spec.loss.name!r}",
-            self.losses,
-        )
 
 
 @dataclass
@@ -368,29 +289,3 @@ class Launcher(ABC):
     def fit(self, spec: Spec, request: LaunchRequest) -> Any:
         """Runs the fit in `request.devices` workers; the FitResult of rank 0's run (state and
         history read back from its last checkpoint; no native model in this process)."""
-
-
-NEEDS = frozenset({"grad_norm"})
-"""What a callback may need the backend's steps to compute: `grad_norm` (the train step reports
-the global gradient norm before clipping, `RunEnv.report_grad_norm`)."""
-
-
-def callback_needs(spec: Any, callbacks: Iterable[Any] = ()) -> frozenset[str]:
-    """The union of `needs` of the callbacks `spec.trainer.callbacks` names (their registered
-    factories) and of `callbacks` (objects passed to `fit`); an unknown need is a PluginError."""
-    from crosstrain.errors import PluginError
-    from crosstrain.plugin.registry import get_registry
-
-    table = get_registry().callbacks
-    found: set[str] = set()
-    sources = [table.find(item.name) for item in spec.trainer.callbacks] + list(callbacks)
-    for source in sources:
-        needs = frozenset(getattr(source, "needs", ()) or ())
-        unknown = needs - NEEDS
-        if unknown:
-            name = getattr(source, "__name__", type(source).__name__)
-            raise PluginError(
-                name, "callback", f"needs {sorted(unknown)}: not one of {sorted(NEEDS)}"
-            )
-        found |= needs
-    return frozenset(found)
