@@ -1,5 +1,6 @@
-"""Issue 14, correctness: targets the loss cannot use are refused before step 1, the same on
-every backend (the check is core's, `crosstrain.data.targets`).
+"""Issue 14, correctness: targets the loss cannot use, and input ids the model has no embedding
+for, are refused before step 1, the same on every backend (the checks are core's,
+`crosstrain.data.targets` and `crosstrain.data.inputs`).
 
 One row per case: the real command line, exit 2, one `error:` line naming the array, the
 offending value and row and the model's output units, and no file changed outside `runs/`.
@@ -84,6 +85,51 @@ def test_refused_before_step_one(workdir: Path, case: str, backend: str) -> None
     done = run_cli(line.format(backend=backend), workdir)
     assert_refused(done, Refusal(code=2, fragments=fragments), before, workdir)
     assert not list((workdir / "runs").rglob("step-*")), "a checkpoint was written"
+
+
+IDS_SPEC = """\
+name: ids
+data: {source: "npz:ids.npz", batch_size: 8, validation_split: 0.0}
+model:
+  input_shape: [6]
+  layers: [{type: Embedding, vocab_size: 10, dim: 4}, {type: Flatten}, {type: Dense, units: 3}]
+trainer: {max_epochs: 1, progress: false, loggers: []}
+"""
+
+
+def _ids(bad: float, at: tuple[int, int], dtype: type = np.int64) -> np.ndarray:
+    x = (np.arange(40 * 6).reshape(40, 6) % 10).astype(dtype)
+    x[at] = bad
+    return x
+
+
+ID_CASES = {
+    "id_above_vocabulary": (
+        _ids(10, (7, 2)),
+        (
+            "data.source 'npz:ids.npz'",
+            "input id 10 in row 7",
+            "model.layers[0] (Embedding with vocab_size 10 takes ids in [0, 9]",
+        ),
+    ),
+    "negative_id": (_ids(-1, (3, 0)), ("input id -1 in row 3", "[0, 9]")),
+    "fractional_id": (
+        _ids(2.5, (4, 1), np.float32),
+        ("data.source 'npz:ids.npz'", "input 2.5 in row 4 is not an integer id"),
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("case", list(ID_CASES))
+def test_input_ids_outside_the_vocabulary_are_refused(tmp_path: Path, case: str, backend: str):
+    """Integer-id inputs: torch would fail inside F.embedding, XLA would clamp them silently."""
+    x, fragments = ID_CASES[case]
+    (tmp_path / "ids.yaml").write_text(IDS_SPEC, encoding="utf-8")
+    np.savez(tmp_path / "ids.npz", x=x, y=np.arange(40) % 3)
+    before = snapshot(tmp_path)
+    done = run_cli(f"fit ids.yaml --backend {backend}", tmp_path)
+    assert_refused(done, Refusal(code=2, fragments=fragments), before, tmp_path)
 
 
 def test_evaluate_checks_labels_too(workdir: Path) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from crosstrain.data.inputs import check_input_ids, check_input_shape
 from crosstrain.data.targets import check_targets
 from crosstrain.errors import DataError
 
@@ -163,6 +164,7 @@ class Batches:
                 x, y = self._split(raw, count)
                 check_input_shape(x, self.spec, f"{self.where}, batch {count}")
                 if count == start:  # the first batch of a pass: cheap (target_checks)
+                    check_input_ids(x, self.spec, f"{self.where}, batch {count}")
                     check_targets(y, self.spec, f"{self.where}, batch {count}")
                 yield self._convert(x, kind), self._convert(y, kind)
             count += 1
@@ -178,21 +180,6 @@ class Batches:
             x, _ = self._split(raw, index, targets=False)
             check_input_shape(x, self.spec, f"{self.where}, batch {index}")
             yield self._convert(x, kind)
-
-
-def check_input_shape(array: Any, spec: Spec | None, where: str) -> None:
-    """DataError unless `array` holds samples of `model.input_shape` (skipped without a model
-    spec, as for a native model, or for an array without `shape`)."""
-    expected = spec.model.input_shape if spec is not None and spec.model is not None else None
-    shape = getattr(array, "shape", None)
-    if expected is None or shape is None:
-        return
-    per_sample = tuple(int(size) for size in shape[1:])
-    if per_sample != tuple(expected):
-        raise DataError(
-            f"{where}: inputs of shape {tuple(int(size) for size in shape)} hold samples of shape "
-            f"{per_sample}, but model.input_shape is {list(expected)}"
-        )
 
 
 def rows(array: Any) -> int:
@@ -252,6 +239,7 @@ def as_inputs(data: Any, where: str, spec: Spec) -> Batches | np.ndarray:
         inputs = np.asarray(data)
     if isinstance(inputs, np.ndarray):
         check_input_shape(inputs, spec, where)
+        check_input_ids(inputs, spec, where)
     return inputs
 
 
@@ -328,6 +316,7 @@ def as_data(value: Any, where: str, spec: Spec) -> Any:
     data = as_batches(value, where, spec) or as_array_data(value, where)
     if not isinstance(data, Batches):
         check_input_shape(data.x, spec, where)
+        check_input_ids(data.x, spec, where)
         check_targets(data.y, spec, where)
     return data
 

@@ -24,8 +24,9 @@ ELEMENTWISE_LOSSES = frozenset({"binary_cross_entropy", "mse", "mae", "huber"})
 """Losses that compare targets with outputs value by value (same number per sample)."""
 
 
-def _host(targets: Any) -> np.ndarray | None:
-    """Targets as numpy, or None where that would copy from a device (left unchecked)."""
+def host_array(targets: Any) -> np.ndarray | None:
+    """An array (targets or inputs) as numpy, or None where that would copy from a device
+    (left unchecked)."""
     if isinstance(targets, np.ndarray):
         return targets
     device = getattr(targets, "device", None)
@@ -59,7 +60,7 @@ def check_targets(targets: Any, spec: Any, where: str) -> None:
     if targets is None or spec is None:
         return
     found = _model_output(spec)
-    y = _host(targets)
+    y = host_array(targets)
     if found is None or y is None or y.ndim == 0 or y.size == 0:
         return
     output, layer = found
@@ -100,7 +101,7 @@ def _check_class_targets(
     if np.issubdtype(y.dtype, np.floating) and per_sample != output:
         raise DataError(
             f"{where}: {loss} got float labels of shape {y.shape} (row 0: "
-            f"{_shown(y[0])}); it takes integer class indices, or class probabilities of the "
+            f"{shown(y[0])}); it takes integer class indices, or class probabilities of the "
             f"output's shape (rows, {', '.join(map(str, output))}); {layer} has {units} units"
         )
     if not np.issubdtype(y.dtype, np.number) and not np.issubdtype(y.dtype, np.bool_):
@@ -124,12 +125,11 @@ def _check_elementwise(
             row = _row(bad)
             value = y[row].reshape(-1)[bad[row].reshape(-1)][0]
             raise DataError(
-                f"{where}: target {_shown(value)} in row {row} is outside [0, 1], which "
-                f"{loss} needs"
+                f"{where}: target {shown(value)} in row {row} is outside [0, 1], which {loss} needs"
             )
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     array = np.asarray(value)
     if array.ndim == 0:
         return repr(array.item())

@@ -171,7 +171,8 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     """Training and validation data: explicit data wins, else `data.source` (split by
     `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
     (never split: their validation data comes as `val_data`)."""
-    from crosstrain.data.batches import Batches, as_data, check_input_shape
+    from crosstrain.data.batches import Batches, as_data
+    from crosstrain.data.inputs import check_input_ids, check_input_shape
     from crosstrain.data.targets import check_targets
 
     if data is not None:
@@ -189,6 +190,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     source = get_registry().data_sources.get(kind)
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
     check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
+    check_input_ids(loaded.x, spec, f"data.source {spec.data.source!r}")
     check_targets(loaded.y, spec, f"data.source {spec.data.source!r}")
     check_finite(loaded, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)

@@ -1,0 +1,79 @@
+"""Inputs checked against the model before the first step: the per-sample shape, and the ids a
+model whose input is integer ids (`model.input_dtype: int64`, an Embedding first) takes.
+
+An id outside `[0, vocab_size)` fails deep inside torch (`IndexError: index out of range`) and
+is clamped silently by XLA on jax and keras, so the check lives in core and every backend refuses
+the same data with the same `DataError` naming the array, the value, its row and the layer;
+float inputs with a fraction are refused too (each backend would truncate them to ids).
+
+Cost: the shape on every batch; the values as one `min`/`max` pass over an array's inputs when
+the data is loaded, and for a stream only over the first batch of each pass (as targets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from crosstrain.errors import DataError
+
+from .targets import host_array, shown
+
+
+def check_input_shape(array: Any, spec: Any, where: str) -> None:
+    """DataError unless `array` holds samples of `model.input_shape` (skipped without a model
+    spec, as for a native model, or for an array without `shape`)."""
+    expected = spec.model.input_shape if spec is not None and spec.model is not None else None
+    shape = getattr(array, "shape", None)
+    if expected is None or shape is None:
+        return
+    per_sample = tuple(int(size) for size in shape[1:])
+    if per_sample != tuple(expected):
+        raise DataError(
+            f"{where}: inputs of shape {tuple(int(size) for size in shape)} hold samples of shape "
+            f"{per_sample}, but model.input_shape is {list(expected)}"
+        )
+
+
+def _first_layer(spec: Any) -> tuple[Any, str] | None:
+    """The layer that first sees the model's input, and its path (into composites)."""
+    from crosstrain.nn.model import plan
+
+    nodes = plan(spec.model)
+    node = nodes[0] if nodes else None
+    while node is not None and node.children:
+        node = node.children[0]
+    return None if node is None else (node.layer, node.path)
+
+
+def check_input_ids(array: Any, spec: Any, where: str) -> None:
+    """DataError when the model takes integer ids and `array` holds a value that is not one:
+    a fraction, or (when an Embedding reads the input) a value outside `[0, vocab_size)`."""
+    if spec is None or spec.model is None or spec.model.resolved_input_dtype != "int64":
+        return
+    x = host_array(array)
+    if x is None or x.size == 0 or not np.issubdtype(x.dtype, np.number):
+        return
+    if np.issubdtype(x.dtype, np.floating):
+        fraction = x != np.floor(x)
+        if fraction.any():
+            row = int(np.flatnonzero(fraction.reshape(len(x), -1).any(axis=1))[0])
+            value = x[row].reshape(-1)[fraction[row].reshape(-1)][0]
+            raise DataError(
+                f"{where}: input {shown(value)} in row {row} is not an integer id; the model "
+                "takes integer ids (model.input_dtype int64)"
+            )
+    found = _first_layer(spec)
+    vocab = getattr(found[0], "vocab_size", None) if found is not None else None
+    if vocab is None:
+        return
+    low, high = x.min(), x.max()
+    if low < 0 or high >= vocab:
+        bad = (x < 0) | (x >= vocab)
+        row = int(np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))[0])
+        value = x[row].reshape(-1)[bad[row].reshape(-1)][0]
+        raise DataError(
+            f"{where}: input id {shown(value)} in row {row} is not in the vocabulary of "
+            f"{found[1]} ({found[0].type} with vocab_size {vocab} takes ids in "
+            f"[0, {vocab - 1}]; the inputs span [{shown(low)}, {shown(high)}])"
+        )
