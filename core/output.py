@@ -52,26 +52,45 @@ def quiet_framework_logs() -> bool:
 
 
 @contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 points at /dev/null inside the block (C++ libraries' start-up lines),
-    when `quiet_framework_logs()` allows; Python exceptions still propagate as usual."""
-    if not quiet_framework_logs():
-        yield
-        return
+def descriptor_silenced(descriptor: int) -> Iterator[None]:
+    """File descriptor `descriptor` (1 or 2) points at /dev/null inside the block, so lines C++
+    libraries write there vanish; Python exceptions still propagate as usual."""
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real descriptor 2 (an embedding host): nothing to do
+        (sys.stdout if descriptor == 1 else sys.stderr).flush()
+        saved = os.dup(descriptor)
+    except (OSError, ValueError):  # no real descriptor (an embedding host): nothing to do
         yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        os.dup2(devnull, descriptor)
         yield
     finally:
-        os.dup2(saved, 2)
+        os.dup2(saved, descriptor)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Descriptor 2 silenced inside the block (C++ libraries' start-up lines), when
+    `quiet_framework_logs()` allows."""
+    if not quiet_framework_logs():
+        yield
+        return
+    with descriptor_silenced(2):
+        yield
+
+
+@contextlib.contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """Descriptor 1 silenced inside the block unless `-v` (`CROSSTRAIN_VERBOSE=1`): for the
+    lines a C++ library prints on stdout (gloo's `[Gloo] Rank r is connected ...`)."""
+    if verbose():
+        yield
+        return
+    with descriptor_silenced(1):
+        yield
 
 
 class _Format(logging.Formatter):

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crosstrain.errors import CrosstrainError, UnsupportedFeature
+from crosstrain.output import native_stdout_silenced
 from crosstrain.train.workers import DISTRIBUTED_WORKER_ENV
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -63,7 +64,23 @@ def maybe_initialize_distributed() -> bool:
         else:
             jax.distributed.initialize(*given)
         os.environ[DISTRIBUTED_WORKER_ENV] = "1"  # the command line ends without finalization
+        if jax.devices()[0].platform == "cpu":
+            with native_stdout_silenced():
+                _open_collectives()
     return True
+
+
+def _open_collectives() -> None:
+    """One sum across every process's devices: gloo connects the processes on the first
+    collective and prints `[Gloo] Rank r is connected to ...` on stdout each time it does;
+    done here, silenced, the training steps reuse the connection quietly."""
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("all",))
+    ones = jax.make_array_from_callback(
+        (len(devices),), NamedSharding(mesh, PartitionSpec("all")), lambda _: np.ones(1, np.int32)
+    )
+    total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(ones)
+    total.block_until_ready()
 
 
 def found_accelerators() -> list[str]:

@@ -67,6 +67,7 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = cli(["--devices", "2", "--run-dir", "runs"], root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("final metrics:") == 1  # rank 1 prints nothing
+    assert "[Gloo]" not in done.stdout  # gloo's connection lines, silenced unless -v
     (run,) = (root / "runs" / "jax-mp").iterdir()  # and writes nothing
     return run / "checkpoints"
 
@@ -123,6 +124,7 @@ def test_keras_jax_on_two_processes_equals_one_and_resumes_from_one(tmp_path):
     done = cli(["--devices", "2", "--run-dir", "two"], tmp_path, "keras:jax")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("final metrics:") == 1
+    assert "[Gloo]" not in done.stdout
     (two_run,) = (tmp_path / "two" / "jax-mp").iterdir()
     done = cli(["--run-dir", "one"], tmp_path, "keras:jax")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
