@@ -181,8 +181,13 @@ def test_fit_refuses_a_launcher_without_a_run_directory() -> None:
         ct.fit(ct.load_spec(SPEC), launcher="ray", run_dir=False)
 
 
+RAY_JAX_BACKENDS = os.environ.get("CROSSTRAIN_TEST_RAY_JAX", "jax").split(",")
+"""The suite runs jax; keras:jax takes the same Ray path (its multi-process training is tested
+in test_jax_multiprocess.py) and ~50 s more: `CROSSTRAIN_TEST_RAY_JAX=jax,keras:jax` adds it."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "keras:jax"])
+@pytest.mark.parametrize("backend", RAY_JAX_BACKENDS)
 def test_ray_jax_workers_equal_one_process(tmp_path: Path, backend: str) -> None:
     """jax and keras:jax in two Ray Train workers (`JaxTrainer`; on CPU the workers join
     through `jax.distributed` at a coordinator rank 0 broadcasts) end at the state of one
