@@ -6,8 +6,8 @@ The fit runs in N Ray Train workers, on a local Ray started on demand or the clu
 `MASTER_ADDR` and joins them in a torch.distributed group (gloo on CPU, nccl on GPU). jax and
 keras:jax: `JaxTrainer` starts them (and joins them itself on GPU/TPU); on CPU, where Ray
 Train leaves JAX alone, rank 0 broadcasts a coordinator address (`broadcast_from_rank_zero`)
-and every worker sets `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID` and the
-torchrun-style `RANK`/`WORLD_SIZE`, from which the backend calls `jax.distributed.initialize`
+and every worker sets `JAX_COORDINATOR_ADDRESS` and the torchrun-style `RANK`/`WORLD_SIZE`
+(what our own worker launcher sets), from which the backend calls `jax.distributed.initialize`
 as under `--devices N`. Each worker calls `crosstrain.fit` with the same spec, so the loop, data
 order, sharding and checkpoints are the ones of `--devices N` without Ray. Rank 0 writes the run directory, which
 core makes before launching, so that every attempt writes the same one.
@@ -204,9 +204,9 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 def join_jax_processes() -> None:
-    """Sets what `jax.distributed.initialize` reads in the backend (and the torchrun-style rank
-    variables crosstrain reads): a coordinator on rank 0's node at a free port, broadcast from
-    rank 0 to every worker of the group."""
+    """Sets what the jax backend reads to call `jax.distributed.initialize`, as our own worker
+    launcher does (`launch_workers`): the torchrun-style rank variables and a coordinator on
+    rank 0's node at a free port, broadcast from rank 0 to every worker of the group."""
     import ray
     from crosstrain.train.workers import free_port
     from ray.train.collective import broadcast_from_rank_zero
@@ -217,8 +217,6 @@ def join_jax_processes() -> None:
     os.environ.update(
         {
             "JAX_COORDINATOR_ADDRESS": broadcast_from_rank_zero(mine),
-            "JAX_NUM_PROCESSES": str(world),
-            "JAX_PROCESS_ID": str(rank),
             "RANK": str(rank),
             "WORLD_SIZE": str(world),
             "LOCAL_RANK": str(context.get_local_rank()),

@@ -184,7 +184,7 @@ class JaxProgram(Program):
         updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
         params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
         new = {**carry, "params": params, "rest": rest, "opt": opt, "step": carry["step"] + 1}
-        if "calls" in carry:
+        if self._shared_masks:
             new["calls"] = carry["calls"] + forwards
         return new
 

@@ -72,6 +72,7 @@ class JaxSteps(Steps):
         import jax
 
         self.jax, self.distribution = jax, distribution
+        self._multi_process = jax.process_count() > 1
         self.state: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         self._variables = (
             model.trainable_variables,
@@ -198,9 +199,7 @@ class JaxSteps(Steps):
             from jax.sharding import NamedSharding, PartitionSpec
 
             sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
-        if (
-            self.jax.process_count() > 1
-        ):  # every process holds the global batch: each gives its rows
+        if self._multi_process:  # every process holds the global batch: each gives its rows
             return self.jax.make_array_from_callback(array.shape, sharding, lambda i: array[i])
         return self.jax.device_put(array, sharding)
 
