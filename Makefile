@@ -62,7 +62,7 @@ PLUGIN_SITE := build/example-plugins
 CONFORMANCE_BACKENDS := numpy torch jax keras:tensorflow keras:jax keras:torch
 
 # One `crosstrain conformance` process per backend (one Keras engine per process), with the
-# example plugins importable, so RMSNorm is checked on every backend that declares it.
+# example plugins importable, so ExampleRMSNorm is checked on every backend that declares it.
 conformance: $(STAMP)
 	rm -rf $(PLUGIN_SITE)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --target $(PLUGIN_SITE) \

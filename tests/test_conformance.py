@@ -77,9 +77,13 @@ def test_backend_passes_what_it_declares(backend, tmp_path):
     assert "## Results" in report and "## Tolerances" in report
     passed = {r["test"] for r in data["results"] if r["outcome"] == "passed"}
     assert any("test_digits_mlp_reaches_target_accuracy" in t for t in passed)
+    if "ExampleRMSNorm" in data["header"]["capabilities"]["layers"]:
+        assert "test_layers.py::test_forward_matches_numpy_reference[ExampleRMSNorm-0]" in passed
+        assert (
+            "test_gradients.py::test_gradients_match_finite_differences[ExampleRMSNorm-1]" in passed
+        )
     if "RMSNorm" in data["header"]["capabilities"]["layers"]:
         assert "test_layers.py::test_forward_matches_numpy_reference[RMSNorm-0]" in passed
-        assert "test_gradients.py::test_gradients_match_finite_differences[RMSNorm-1]" in passed
     if backend == "numpy":
         skipped = [r["message"] for r in data["results"] if r["outcome"] == "skipped"]
         assert any("not declared by numpy: layer Conv2D" in m for m in skipped)

@@ -49,6 +49,24 @@ CASES = {
         (5, 8),
         [{"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3, "causal": True}],
     ),
+    "SiLU": ((6,), [{"type": "SiLU"}]),
+    "GELUtanh": ((6,), [{"type": "GELU", "approximate": True}]),
+    "PositionEmbedding": ((4, 3), [{"type": "PositionEmbedding", "sequence_length": 6}]),
+    "RMSNorm": ((5, 6), [{"type": "RMSNorm"}]),
+    "GatedMLP": ((5, 6), [{"type": "GatedMLP", "units": 8, "activation": "gelu"}]),
+    "Attention-gqa-rope": (
+        (5, 8),
+        [
+            {
+                "type": "MultiHeadSelfAttention",
+                "num_heads": 4,
+                "num_kv_heads": 2,
+                "head_dim": 2,
+                "rope_theta": 10000.0,
+                "dropout": 0.2,
+            }
+        ],
+    ),
     "Sequential": (
         (6,),
         [{"type": "Sequential", "layers": [{"type": "Dense", "units": 3}, {"type": "ReLU"}]}],

@@ -33,7 +33,7 @@ def rmsnorm_spec() -> dict:
         "input_shape": [8],
         "layers": [
             {"type": "Dense", "units": 16},
-            {"type": "RMSNorm"},
+            {"type": "ExampleRMSNorm"},
             {"type": "ReLU"},
             {"type": "Dense", "units": 3},
         ],
@@ -48,11 +48,11 @@ def test_plugins_lists_the_examples_with_their_hooks(tmp_path):
     assert re.search(r"rmsnorm +crosstrain_rmsnorm", out) and re.search(
         r"numpy +crosstrain_numpy", out
     )
-    assert "layers: RMSNorm" in out and "hooks: crosstrain_make_callbacks" in out
+    assert "layers: ExampleRMSNorm" in out and "hooks: crosstrain_make_callbacks" in out
     assert "numpy" in out and "backends: numpy" in out
     assert "broken" not in out
     done = cli("plugins", "--no-plugin", "rmsnorm", cwd=tmp_path, site=str(install_examples()))
-    assert "RMSNorm" not in done.stdout and "backends: numpy" in done.stdout
+    assert "ExampleRMSNorm" not in done.stdout and "backends: numpy" in done.stdout
 
 
 FIT_RMSNORM = """
@@ -84,7 +84,7 @@ def test_rmsnorm_trains_on_every_backend(backends, tmp_path):
         accuracy, epochs, last = results[backend]
         assert 0.0 <= accuracy <= 1.0
         assert epochs == 2 and last["epoch"] == 1
-        assert "rmsnorm_1/scale" in last and last["rmsnorm_1/scale"] != 1.0
+        assert "examplermsnorm_1/scale" in last and last["examplermsnorm_1/scale"] != 1.0
 
 
 def test_numpy_backend_trains_from_the_cli_and_torch_reads_its_checkpoint(tmp_path):

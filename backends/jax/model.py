@@ -20,7 +20,7 @@ names in this module, or `ArrayLayer` around an array-API `forward`.
 
 from __future__ import annotations
 
-import math
+import importlib
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -50,6 +50,7 @@ ACTIVATIONS: dict[str | None, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "softmax": partial(jax.nn.softmax, axis=-1),
+    "silu": jax.nn.silu,
 }
 
 
@@ -245,35 +246,6 @@ class _Projection(nnx.Module):
         return y + self.bias[...] if self.bias is not None else y
 
 
-class MultiHeadSelfAttention(nnx.Module):
-    """Parameters `{query,key,value,output}/{kernel,bias}` as in `crosstrain.nn.layers`."""
-
-    def __init__(self, layer: Any, shape: Shape, name: str, build: _Build):
-        self.query = _Projection(f"{name}/query", layer.use_bias, build)
-        self.key = _Projection(f"{name}/key", layer.use_bias, build)
-        self.value = _Projection(f"{name}/value", layer.use_bias, build)
-        self.output = _Projection(f"{name}/output", layer.use_bias, build)
-        self.heads, self.head_dim, self.causal = layer.num_heads, layer.head_dim, layer.causal
-
-    def __call__(self, x: Array, train: bool = False, key: Key = None) -> Array:
-        batch, seq, _ = x.shape
-
-        def split(y: Array) -> Array:
-            return y.reshape(batch, seq, self.heads, self.head_dim)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.asarray(
-            math.sqrt(self.head_dim), x.dtype
-        )
-        if self.causal:
-            scores = jnp.where(jnp.tril(jnp.ones((seq, seq), bool)), scores, -jnp.inf)
-        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)
-        mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(
-            batch, seq, self.heads * self.head_dim
-        )
-        return self.output(mixed)
-
-
 class Sequential(nnx.Module):
     """Children in order, in `self.layers` keyed by canonical child name.
 
@@ -303,11 +275,20 @@ class Sequential(nnx.Module):
         return x + y if self.residual else y
 
 
+def table_builder(entry: str) -> Any:
+    """The module class a `LAYER_BUILDERS` entry names: `Class` in this module, `module.Class`
+    in that module of this package."""
+    module, _, name = entry.rpartition(".")
+    if not module:
+        return globals()[name]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
 def _module(layer: Layer, shape: Shape, name: str, build: _Build) -> tuple[nnx.Module, bool]:
     """The module for a layer, and whether it is one of ours (False: a plugin's `jax_module`)."""
     route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
     if route == "table":
-        return globals()[LAYER_BUILDERS[layer.type]](layer, shape, name, build), True
+        return table_builder(LAYER_BUILDERS[layer.type])(layer, shape, name, build), True
     if route == "array":
         return ArrayLayer(layer, shape, name, build), True
     if route is None:

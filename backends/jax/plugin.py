@@ -31,15 +31,20 @@ LAYER_BUILDERS: dict[str, str] = {
     "Flatten": "Flatten",
     "Reshape": "Reshape",
     "ReLU": "Activation",
-    "GELU": "Activation",
+    "GELU": "sequence.GELU",
+    "SiLU": "Activation",
     "Tanh": "Activation",
     "Sigmoid": "Activation",
     "Softmax": "Activation",
     "Residual": "Sequential",
     "Sequential": "Sequential",
-    "MultiHeadSelfAttention": "MultiHeadSelfAttention",
+    "MultiHeadSelfAttention": "sequence.Attention",
+    "PositionEmbedding": "sequence.PositionEmbedding",
+    "RMSNorm": "sequence.RMSNorm",
+    "GatedMLP": "sequence.GatedMLP",
 }
-"""The JAX backend's layer table: layer type → its nnx module class in `model.py`.
+"""The JAX backend's layer table: layer type → its nnx module class in `model.py`
+(`module.Class`: in that module of this package).
 
 The supported layer types are these keys plus every registered layer with a `jax_module`
 method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""

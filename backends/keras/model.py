@@ -4,8 +4,8 @@ Every layer maps onto a stock Keras layer with the same semantics (`same` paddin
 momentum and biased variance, exact GELU ...), so the model saves to a `.keras` file that
 `keras.saving.load_model(..., safe_mode=True)` opens without crosstrain (with
 `model.dropout_masks: shared` training uses `SharedDropout`; exports build stock Dropout). Residual adds its
-input with `keras.layers.Add`; Sequential inlines its layers; MultiHeadSelfAttention is
-`keras.layers.MultiHeadAttention` called on `(x, x)`.
+input with `keras.layers.Add`; Sequential inlines its layers; the sequence layers' builders
+are in `sequence.py`.
 
 Keras layer names are the canonical names with `/` written as `__` (Keras forbids `/`, the
 torch engine `.`).
@@ -21,6 +21,7 @@ this module, or `ArrayLayer` around an array-API `forward`.
 
 from __future__ import annotations
 
+import importlib
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,15 @@ def keras_name(canonical: str) -> str:
     return canonical.replace("/", "__")
 
 
+def table_builder(entry: str) -> Any:
+    """The builder a `LAYER_BUILDERS` entry names: `function` in this module,
+    `module.function` in that module of this package."""
+    module, _, name = entry.rpartition(".")
+    if not module:
+        return globals()[name]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
 class _Builder:
     """Walks the planned layer tree, creating and calling Keras layers, collecting ParamRefs."""
 
@@ -98,7 +108,7 @@ class _Builder:
         options = {"name": keras_name(node.name), "dtype": self.dtype}
         route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
         if route == "table":
-            return globals()[LAYER_BUILDERS[layer.type]](self, node, x, options)
+            return table_builder(LAYER_BUILDERS[layer.type])(self, node, x, options)
         if route == "native":
             native = layer.keras_layer(tuple(node.input_shape), **options)
         elif route == "array":
@@ -152,24 +162,6 @@ def sequential(builder: _Builder, node: LayerNode, x: Any, options: dict[str, An
 
 def residual(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
     return keras.layers.Add(**options)([x, builder.chain(node.children, x)])
-
-
-def attention(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
-    layer = node.layer
-    native = keras.layers.MultiHeadAttention(
-        layer.num_heads, layer.head_dim, use_bias=layer.use_bias, flash_attention=False, **options
-    )
-    y = native(x, x, use_causal_mask=layer.causal)
-    dense = {
-        "query": native._query_dense,
-        "key": native._key_dense,
-        "value": native._value_dense,
-        "output": native._output_dense,
-    }
-    for pname in layer.params(node.input_shape):
-        proj, _, kind = pname.partition("/")
-        builder._add(node, pname, getattr(dense[proj], kind))
-    return y
 
 
 def dense(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:

@@ -32,15 +32,19 @@ LAYER_BUILDERS: dict[str, str] = {
     "Flatten": "flatten",
     "Reshape": "reshape",
     "ReLU": "activation",
-    "GELU": "activation",
+    "GELU": "sequence.gelu",
+    "SiLU": "activation",
     "Tanh": "activation",
     "Sigmoid": "activation",
     "Softmax": "activation",
     "Residual": "residual",
     "Sequential": "sequential",
-    "MultiHeadSelfAttention": "attention",
+    "MultiHeadSelfAttention": "sequence.attention",
+    "RMSNorm": "sequence.rms_norm",
+    "GatedMLP": "sequence.gated_mlp",
 }
-"""The Keras backend's layer table: layer type → its builder function in `model.py`.
+"""The Keras backend's layer table: layer type → its builder function in `model.py`
+(`module.function`: in that module of this package).
 
 The supported layer types are these keys plus every registered layer with a `keras_layer`
 method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""

@@ -35,6 +35,7 @@ ACTIVATIONS: dict[str | None, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "softmax": partial(F.softmax, dim=-1),
+    "silu": F.silu,
 }
 
 
@@ -267,44 +268,6 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """Self-attention through `F.scaled_dot_product_attention`, scale `1/sqrt(head_dim)`."""
-
-    PROJECTIONS = ("query", "key", "value", "output")
-    canonical = {
-        f"{p}/{k}": (f"{p}_{a}", "linear" if k == "kernel" else "same")
-        for p in PROJECTIONS
-        for k, a in (("kernel", "weight"), ("bias", "bias"))
-    }
-
-    def __init__(self, layer: Any, input_shape: Shape, factory: dict[str, Any]):
-        super().__init__()
-        features, inner = input_shape[-1], layer.num_heads * layer.head_dim
-        for proj in self.PROJECTIONS[:3]:
-            setattr(self, f"{proj}_weight", _param((inner, features), factory))
-            _optional_param(self, f"{proj}_bias", layer.use_bias, (inner,), factory)
-        self.output_weight = _param((features, inner), factory)
-        _optional_param(self, "output_bias", layer.use_bias, (features,), factory)
-        self.heads, self.head_dim, self.causal = layer.num_heads, layer.head_dim, layer.causal
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, _ = x.shape
-
-        def project(name: str) -> torch.Tensor:
-            y = F.linear(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"))
-            return y.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)
-
-        mixed = F.scaled_dot_product_attention(
-            project("query"),
-            project("key"),
-            project("value"),
-            is_causal=self.causal,
-            scale=1.0 / math.sqrt(self.head_dim),
-        )
-        mixed = mixed.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim)
-        return F.linear(mixed, self.output_weight, self.output_bias)
 
 
 class Sequential(nn.Module):

@@ -7,6 +7,7 @@ names in `layers.py`, or `ArrayLayer` around an array-API `forward`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -68,13 +69,20 @@ def _resolve(module: nn.Module, path: str) -> tuple[nn.Module, str]:
     return module, attr
 
 
+def table_builder(entry: str) -> Any:
+    """The module class a `LAYER_BUILDERS` entry names: `Class` in layers.py, `module.Class`
+    in that module of this package."""
+    module, _, name = entry.rpartition(".")
+    return getattr(importlib.import_module(f".{module}", __package__) if module else builders, name)
+
+
 def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]) -> nn.Module:
     layer = node.layer
     route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
     if route == "native":
         module = plugin_module(layer, node.input_shape, factory)
     elif route == "table":
-        builder = getattr(builders, LAYER_BUILDERS[layer.type])
+        builder = table_builder(LAYER_BUILDERS[layer.type])
         if issubclass(builder, Sequential):
             return builder([_layer_module(child, refs, factory) for child in node.children])
         module = builder(layer, node.input_shape, factory)

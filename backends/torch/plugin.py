@@ -32,15 +32,20 @@ LAYER_BUILDERS: dict[str, str] = {
     "Flatten": "Reshape",
     "Reshape": "Reshape",
     "ReLU": "Activation",
-    "GELU": "Activation",
+    "GELU": "sequence.GELU",
+    "SiLU": "Activation",
     "Tanh": "Activation",
     "Sigmoid": "Activation",
     "Softmax": "Activation",
-    "MultiHeadSelfAttention": "MultiHeadSelfAttention",
+    "MultiHeadSelfAttention": "sequence.Attention",
+    "PositionEmbedding": "sequence.PositionEmbedding",
+    "RMSNorm": "sequence.RMSNorm",
+    "GatedMLP": "sequence.GatedMLP",
     "Sequential": "Sequential",
     "Residual": "Residual",
 }
-"""The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`.
+"""The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`
+(`module.Class`: in that module of this package).
 
 The supported layer types are these keys plus every registered layer with a `torch_module`
 method or an array-API `forward` (`crosstrain.nn.layers.layer_route`)."""

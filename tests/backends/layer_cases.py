@@ -105,6 +105,51 @@ LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
         [{"type": "Dense", "units": 4, "use_bias": False, "activation": "gelu"}],
     ),
     "global_avg_pool_3d": ([2, 3, 4, 3], [{"type": "GlobalAvgPool"}]),
+    "llama_block": (
+        [6, 8],
+        [
+            {
+                "type": "Residual",
+                "layers": [
+                    {"type": "RMSNorm", "epsilon": 1e-5},
+                    {
+                        "type": "MultiHeadSelfAttention",
+                        "num_heads": 4,
+                        "num_kv_heads": 2,
+                        "head_dim": 4,
+                        "causal": True,
+                        "use_bias": False,
+                        "rope_theta": 10000.0,
+                    },
+                ],
+            },
+            {
+                "type": "Residual",
+                "layers": [{"type": "RMSNorm"}, {"type": "GatedMLP", "units": 12}],
+            },
+        ],
+    ),
+    "gpt2_bits": (
+        [5, 6],
+        [
+            {"type": "Residual", "layers": [{"type": "PositionEmbedding", "sequence_length": 8}]},
+            {"type": "GELU", "approximate": True},
+            {"type": "GatedMLP", "units": 4, "activation": "gelu", "use_bias": True},
+            {"type": "SiLU"},
+        ],
+    ),
+    "mhsa_one_kv_head_rope": (
+        [5, 6],
+        [
+            {
+                "type": "MultiHeadSelfAttention",
+                "num_heads": 3,
+                "num_kv_heads": 1,
+                "head_dim": 2,
+                "rope_theta": 100.0,
+            }
+        ],
+    ),
 }
 
 

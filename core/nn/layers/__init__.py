@@ -11,9 +11,10 @@ Example:
 
 from __future__ import annotations
 
-from crosstrain.nn.layers import basic, composite, norm, spatial
+from crosstrain.nn.layers import attention, basic, composite, norm, sequence, spatial
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
 from crosstrain.nn.layers._support import Route, layer_route, supported_layer_types
+from crosstrain.nn.layers.attention import MultiHeadSelfAttention, apply_rope, rope_tables
 from crosstrain.nn.layers.basic import (
     GELU,
     Dense,
@@ -23,23 +24,24 @@ from crosstrain.nn.layers.basic import (
     ReLU,
     Reshape,
     Sigmoid,
+    SiLU,
     Softmax,
     Tanh,
 )
 from crosstrain.nn.layers.composite import (
     AnyLayer,
-    MultiHeadSelfAttention,
     Residual,
     Sequential,
     child_name,
     child_params,
 )
 from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
+from crosstrain.nn.layers.sequence import GatedMLP, PositionEmbedding, RMSNorm
 from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
-    for module in (basic, spatial, norm, composite)
+    for module in (basic, spatial, norm, composite, attention, sequence)
     for value in vars(module).values()
     if isinstance(value, type)
     and issubclass(value, Layer)
@@ -62,25 +64,31 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GatedMLP",
     "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "MaxPool2D",
     "MultiHeadSelfAttention",
     "ParamSpec",
+    "PositionEmbedding",
+    "RMSNorm",
     "ReLU",
     "Reshape",
     "Route",
     "Residual",
     "Sequential",
     "Shape",
+    "SiLU",
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "apply_rope",
     "as_pair",
     "child_name",
     "child_params",
     "layer_route",
+    "rope_tables",
     "same_padding",
     "supported_layer_types",
     "window_output",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 Shape = tuple[int, ...]
 """A per-sample shape: the batch axis is never included."""
 
-Activation = Literal["linear", "relu", "gelu", "tanh", "sigmoid", "softmax"]
+Activation = Literal["linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "silu"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,11 @@ def activate(x: np.ndarray, activation: str | None) -> np.ndarray:
         from scipy.special import erf
 
         return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
+    if activation == "gelu_tanh":  # GELU's tanh approximation (GPT-2's gelu_new)
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
+    if activation == "silu":
+        return (x / (1.0 + np.exp(-x))).astype(x.dtype)
     if activation == "tanh":
         return np.tanh(x)
     if activation == "sigmoid":

@@ -168,13 +168,33 @@ class ReLU(_Activation):
 
 
 class GELU(_Activation):
-    """Exact (erf) GELU."""
+    """GELU: exact (erf), or with `approximate: true` the tanh form (Keras's `approximate`,
+    torch's `approximate="tanh"`, GPT-2's `gelu_new`)."""
 
     type: Literal["GELU"] = "GELU"
     conformance_cases: ClassVar[list[dict[str, Any]]] = [
-        {"layer": {"type": "GELU"}, "input_shape": [6]}
+        {"layer": {"type": "GELU"}, "input_shape": [6]},
+        {
+            "id": "GELU-approximate",
+            "layer": {"type": "GELU", "approximate": True},
+            "input_shape": [6],
+        },
     ]
     activation: ClassVar[str] = "gelu"
+    approximate: bool = False
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        return activate(x, "gelu_tanh" if self.approximate else "gelu")
+
+
+class SiLU(_Activation):
+    """`x * sigmoid(x)` (swish)."""
+
+    type: Literal["SiLU"] = "SiLU"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "SiLU"}, "input_shape": [6]}
+    ]
+    activation: ClassVar[str] = "silu"
 
 
 class Tanh(_Activation):

@@ -1,14 +1,13 @@
-"""Layers made of other layers (Sequential, Residual) and self-attention."""
+"""Layers made of other layers: Sequential, Residual."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, activate
+from crosstrain.nn.layers._base import Layer, Shape
 from crosstrain.plugin.registry import get_registry, import_reference
-from pydantic import Field, PositiveInt, WrapValidator
+from pydantic import Field, WrapValidator
 from pydantic_core import PydanticCustomError
 
 
@@ -145,85 +144,3 @@ class Residual(Sequential):
 
     def forward(self, xp, params, x, training=False, rng=None):
         return x + sequence_forward(self.layers, params, x, training, rng, xp)
-
-
-class MultiHeadSelfAttention(Layer):
-    """Self-attention on `(sequence, features)`, projected back to `features`.
-
-    Parameters: `{query,key,value}/kernel (features, heads*head_dim)` and `/bias`,
-    `output/kernel (heads*head_dim, features)` and `output/bias`. Scores are scaled by
-    `1/sqrt(head_dim)`; `causal` masks future positions.
-    """
-
-    positional: ClassVar = ("num_heads", "head_dim")
-    type: Literal["MultiHeadSelfAttention"] = "MultiHeadSelfAttention"
-    conformance_cases: ClassVar[list[dict[str, Any]]] = [
-        {
-            "id": "MultiHeadSelfAttention",
-            "layer": {"type": "MultiHeadSelfAttention", "num_heads": 2, "head_dim": 3},
-            "input_shape": [4, 6],
-            "extended": True,
-        },
-        {
-            "id": "MultiHeadSelfAttention-causal",
-            "layer": {
-                "type": "MultiHeadSelfAttention",
-                "num_heads": 2,
-                "head_dim": 3,
-                "causal": True,
-            },
-            "input_shape": [4, 6],
-        },
-    ]
-    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
-    num_heads: PositiveInt
-    head_dim: PositiveInt
-    causal: bool = False
-    use_bias: bool = True
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 2:
-            raise ValueError(
-                f"MultiHeadSelfAttention expects (sequence, features), got {input_shape}"
-            )
-        return tuple(input_shape)
-
-    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
-        features, inner = input_shape[-1], self.num_heads * self.head_dim
-        specs: dict[str, ParamSpec] = {}
-        for proj in ("query", "key", "value"):
-            specs[f"{proj}/kernel"] = ParamSpec(
-                (features, inner), "glorot_uniform", (features, inner)
-            )
-            if self.use_bias:
-                specs[f"{proj}/bias"] = ParamSpec((inner,), "zeros")
-        specs["output/kernel"] = ParamSpec((inner, features), "glorot_uniform", (inner, features))
-        if self.use_bias:
-            specs["output/bias"] = ParamSpec((features,), "zeros")
-        return specs
-
-    def forward_flops(self, input_shape: Shape) -> int:
-        """The four projections, the scores `q·k` and the weighted sum of the values."""
-        seq, features = input_shape
-        inner = self.num_heads * self.head_dim
-        return 2 * seq * features * inner * 4 + 2 * seq * seq * inner * 2
-
-    def forward(self, xp, params, x, training=False, rng=None):
-        batch, seq, _ = x.shape
-
-        def project(name: str) -> np.ndarray:
-            y = x @ params[f"{name}/kernel"]
-            if self.use_bias:
-                y = y + params[f"{name}/bias"]
-            return y.reshape(batch, seq, self.num_heads, self.head_dim)
-
-        q, k, v = project("query"), project("key"), project("value")
-        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
-        if self.causal:
-            scores = np.where(np.tril(np.ones((seq, seq), dtype=bool)), scores, -np.inf)
-        weights = activate(scores, "softmax")
-        mixed = np.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, seq, -1)
-        y = mixed @ params["output/kernel"]
-        if self.use_bias:
-            y = y + params["output/bias"]
-        return y.astype(x.dtype)

@@ -1,5 +1,6 @@
-"""crosstrain-rmsnorm: the RMSNorm layer, written once for every backend, and a callback that
-logs its scales.
+"""crosstrain-rmsnorm: an RMSNorm layer (`ExampleRMSNorm`), written once for every backend, and a
+callback that logs its scales. (crosstrain has a built-in `RMSNorm` on fused kernels; this one
+shows how a third party writes a layer.)
 
 The layer has no torch, flax or Keras class: its `forward` is written against the array API
 (`xp` is numpy for the reference, torch, jax.numpy or Keras ops inside each backend's compiled
@@ -18,15 +19,15 @@ from crosstrain.nn.layers import Layer, ParamSpec, Shape
 from pydantic import Field
 
 
-class RMSNorm(Layer):
+class ExampleRMSNorm(Layer):
     """`x / sqrt(mean(x**2, last axis) + epsilon) * scale`; parameter `scale` (ones)."""
 
-    type: Literal["RMSNorm"] = "RMSNorm"
+    type: Literal["ExampleRMSNorm"] = "ExampleRMSNorm"
     epsilon: float = Field(1e-6, gt=0.0)
 
     conformance_cases: ClassVar[list[dict[str, Any]]] = [
-        {"layer": {"type": "RMSNorm"}, "input_shape": [3, 6]},
-        {"layer": {"type": "RMSNorm", "epsilon": 0.1}, "input_shape": [6]},
+        {"layer": {"type": "ExampleRMSNorm"}, "input_shape": [3, 6]},
+        {"layer": {"type": "ExampleRMSNorm", "epsilon": 0.1}, "input_shape": [6]},
     ]
     """What the conformance suite checks on every backend."""
 
@@ -62,12 +63,12 @@ class ScaleLogger(Callback):
 
 def _is_scale(name: str) -> bool:
     *layer, param = name.split("/")
-    return param == "scale" and bool(layer) and layer[-1].startswith("rmsnorm")
+    return param == "scale" and bool(layer) and layer[-1].startswith("examplermsnorm")
 
 
 @hookimpl
 def crosstrain_add_layers(registry: Any) -> None:
-    registry.layers.add(RMSNorm)
+    registry.layers.add(ExampleRMSNorm)
 
 
 @hookimpl
@@ -76,9 +77,9 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
         return []
     from crosstrain.nn.model import plan, walk
 
-    if not any(node.layer.type == "RMSNorm" for node in walk(plan(spec.model))):
+    if not any(node.layer.type == "ExampleRMSNorm" for node in walk(plan(spec.model))):
         return []
     return [ScaleLogger(run_dir / "rmsnorm_scales.jsonl")]
 
 
-__all__ = ["RMSNorm", "ScaleLogger", "crosstrain_add_layers", "crosstrain_make_callbacks"]
+__all__ = ["ExampleRMSNorm", "ScaleLogger", "crosstrain_add_layers", "crosstrain_make_callbacks"]
