@@ -156,10 +156,24 @@ def resolve_function(fs: FunctionSpec, kind: str, path: str) -> Callable[..., An
     return functools.partial(fn, **fs.options) if fs.options else fn
 
 
+TOKEN_METRICS = frozenset({"accuracy", "perplexity"})
+"""Built-in metrics that take the loss's `ignore_index` unless given their own."""
+
+
+def token_options(spec: Spec, metric: FunctionSpec) -> FunctionSpec:
+    """`metric` with the loss's `ignore_index` (per-token targets: padding the loss skips is
+    not counted by `accuracy` or `perplexity` either) unless the metric sets its own."""
+    ignore = spec.loss.options.get("ignore_index")
+    if ignore is None or metric.name not in TOKEN_METRICS or "ignore_index" in metric.options:
+        return metric
+    return metric.model_copy(update={"options": {**metric.options, "ignore_index": ignore}})
+
+
 def metric_functions(spec: Spec) -> dict[str, Callable[..., Any]]:
     """Metric name (as it appears in `<split>_<name>`) → bound function."""
     named = {}
     for index, metric in enumerate(spec.metrics):
+        metric = token_options(spec, metric)
         key = metric.name.rsplit(":", 1)[-1]
         if metric.name == "top_k_accuracy" and "k" in metric.options:
             key = f"top_{metric.options['k']}_accuracy"
