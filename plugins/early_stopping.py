@@ -86,6 +86,6 @@ class EarlyStopping(Callback):
         state = trainer.program.get_state()
         state.params.update(self.best_params)
         trainer.program.set_state(state)
-        result.state = trainer.program.get_state()
+        result.state = None  # read again from the restored program, when read
         result.native_model = trainer.program.native_model
         result.extras["restored_best_epoch"] = self.best_epoch

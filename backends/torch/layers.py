@@ -168,7 +168,15 @@ class GlobalAvgPool(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """Keras BatchNorm over the last axis: `moving = moving * momentum + batch * (1 - momentum)`."""
+    """Keras BatchNorm over the last axis: `moving = moving * momentum + batch * (1 - momentum)`,
+    with the biased batch variance, as Keras.
+
+    Channels-last data of any rank is normalised as a `(rows, channels)` view by torch's fused
+    `F.batch_norm`. Its running update is torch's (`unbiased` variance, momentum as the weight
+    of the batch), so it runs on scratch buffers with momentum 1, which then hold the batch
+    mean and unbiased variance; the Keras update of the moving statistics follows from them
+    (variance scaled by `(n - 1) / n`) in two small in-place ops.
+    """
 
     canonical = {
         "gamma": ("gamma", "same"),
@@ -183,10 +191,37 @@ class BatchNorm(nn.Module):
         self.gamma, self.beta = _param(channels, factory), _param(channels, factory)
         self.register_buffer("moving_mean", torch.zeros(channels, **factory))
         self.register_buffer("moving_variance", torch.ones(channels, **factory))
+        self.register_buffer("batch_mean", torch.zeros(channels, **factory), persistent=False)
+        self.register_buffer("batch_variance", torch.ones(channels, **factory), persistent=False)
         self.momentum, self.epsilon = layer.momentum, layer.epsilon
         self.axes = tuple(range(len(input_shape)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        count = rows.shape[0]
+        if x.dtype != self.gamma.dtype or (self.training and count < 2):
+            return self._unfused(x)
+        if not self.training:
+            y = F.batch_norm(
+                rows, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                False, 0.0, self.epsilon,
+            )  # fmt: skip
+            return y.view(x.shape)
+        y = F.batch_norm(
+            rows, self.batch_mean, self.batch_variance, self.gamma, self.beta,
+            True, 1.0, self.epsilon,
+        )  # fmt: skip
+        with torch.no_grad():
+            keep = self.momentum
+            self.moving_mean.mul_(keep).add_(self.batch_mean, alpha=1.0 - keep)
+            self.moving_variance.mul_(keep).add_(
+                self.batch_variance, alpha=(1.0 - keep) * (count - 1) / count
+            )
+        return y.view(x.shape)
+
+    def _unfused(self, x: torch.Tensor) -> torch.Tensor:
+        """Parameters in another dtype than the data (mixed precision), or a training batch of
+        one row (no unbiased variance): the same maths, op by op."""
         if self.training:
             var, mean = torch.var_mean(x, dim=self.axes, correction=0)
             with torch.no_grad():

@@ -369,6 +369,10 @@ class TorchProgram(Program):
         """Parameters, optimizer slots, update count and torch RNG (`state.get_state`)."""
         return state_io.get_state(self)
 
+    def state_for_write(self) -> CanonicalState:
+        """The state as views of the CPU tensors, no copy (`Program.state_for_write`)."""
+        return state_io.get_state(self, copy=False)
+
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly from another backend (`state.set_state`)."""
         state_io.set_state(self, state)

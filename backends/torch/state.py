@@ -61,9 +61,11 @@ def placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     )
 
 
-def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
+def to_canonical(tensor: torch.Tensor, layout: str, copy: bool = True) -> np.ndarray:
     """A torch tensor as a canonical numpy array (bf16/fp16 become float32).
 
+    With `copy=False` a CPU tensor comes back as a (possibly strided) view of its own memory,
+    valid until the tensor changes; other tensors are copied as with `copy=True`.
     An FSDP-sharded tensor is gathered whole first: a collective, every rank must call it.
     """
     tensor = whole(tensor.detach())
@@ -71,6 +73,8 @@ def to_canonical(tensor: torch.Tensor, layout: str) -> np.ndarray:
         tensor = tensor.permute(*_TO_CANONICAL[layout])
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
+    if not copy and tensor.device.type == "cpu":
+        return tensor.numpy()
     return np.array(tensor.cpu().contiguous().numpy(), copy=True)
 
 
@@ -93,9 +97,10 @@ def canonical_shape(ref: ParamRef) -> tuple[int, ...]:
     return shape
 
 
-def params_to_canonical(refs: list[ParamRef]) -> dict[str, np.ndarray]:
-    """Every parameter and buffer of the map, canonical name → numpy array."""
-    return {ref.name: to_canonical(ref.tensor, ref.layout) for ref in refs}
+def params_to_canonical(refs: list[ParamRef], copy: bool = True) -> dict[str, np.ndarray]:
+    """Every parameter and buffer of the map, canonical name → numpy array (views of CPU
+    tensors when not `copy`)."""
+    return {ref.name: to_canonical(ref.tensor, ref.layout, copy) for ref in refs}
 
 
 @torch.no_grad()
@@ -115,16 +120,21 @@ def trainable(refs: list[ParamRef]) -> Iterator[ParamRef]:
 
 
 def slots_to_canonical(
-    refs: list[ParamRef], optimizer: torch.optim.Optimizer, name: str, slots: tuple[str, ...]
+    refs: list[ParamRef],
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    slots: tuple[str, ...],
+    copy: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Optimizer slots as `<slot>/<param>` → array; empty before the first update."""
+    """Optimizer slots as `<slot>/<param>` → array (views of CPU tensors when not `copy`);
+    empty before the first update."""
     out: dict[str, np.ndarray] = {}
     for ref in trainable(refs):
         entry = optimizer.state.get(ref.tensor, {})
         for slot in slots:
             value = entry.get(TORCH_SLOTS[name][slot])
             if value is not None:
-                out[f"{slot}/{ref.name}"] = to_canonical(value, ref.layout)
+                out[f"{slot}/{ref.name}"] = to_canonical(value, ref.layout, copy)
     return out
 
 
@@ -210,16 +220,17 @@ def set_rng_state(rng: dict[str, np.ndarray], device: torch.device) -> None:
         )
 
 
-def get_state(program: TorchProgram) -> CanonicalState:
+def get_state(program: TorchProgram, copy: bool = True) -> CanonicalState:
     """The program's parameters, optimizer slots, update count and torch RNG, canonical and
-    on the host (`Program.get_state`)."""
+    on the host (`Program.get_state`); with `copy=False` CPU tensors are not copied but seen
+    through numpy views (`Program.state_for_write`)."""
     rng = rng_state(program.device)
     if program.dropout_key is not None:
         rng[DROPOUT_CALLS] = np.asarray(program.dropout_key.calls, np.int64)
     return CanonicalState(
-        params=params_to_canonical(program.refs),
+        params=params_to_canonical(program.refs, copy),
         optimizer=slots_to_canonical(
-            program.refs, program.optimizer, program.spec.optimizer.name, program.slots
+            program.refs, program.optimizer, program.spec.optimizer.name, program.slots, copy
         ),
         step=program.step,
         rng=rng,

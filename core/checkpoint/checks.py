@@ -64,7 +64,7 @@ _RECORD_KEYS = frozenset(
 )
 
 
-def check_tensor_file(path: Path | str) -> None:
+def check_tensor_file(path: Path | str) -> dict[str, Any]:
     """Checks a safetensors file's framing against its size, before any tensor is read.
 
     The file must start with an 8-byte little-endian header length and a JSON header whose
@@ -128,6 +128,7 @@ def check_tensor_file(path: Path | str) -> None:
         raise CheckpointError(
             f"{path}: {data_size - position} bytes after the last tensor (truncated or padded)"
         )
+    return header
 
 
 def decode_array(entry: Any) -> np.ndarray:
@@ -359,13 +360,19 @@ def _check_stored_spec(record: _Record, spec: dict[str, Any]) -> None:
 
 
 def check_finite(tensors: dict[str, np.ndarray], path: Path) -> None:
-    """Refuses a tensor file with NaN or Inf values, naming the first such tensor."""
+    """Refuses a tensor file with NaN or Inf values, naming the first such tensor (checked in
+    blocks, so no boolean copy of a whole tensor is made)."""
+    block = 1 << 20
     for name, array in tensors.items():
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int(array.size - np.isfinite(array).sum())
-            raise CheckpointError(
-                f"{path}: tensor {name} has {bad} NaN/Inf values of {array.size}; refusing to load"
-            )
+        if array.dtype.kind != "f":
+            continue
+        flat = array.reshape(-1)
+        if all(np.isfinite(flat[i : i + block]).all() for i in range(0, flat.size, block)):
+            continue
+        bad = int(array.size - np.isfinite(array).sum())
+        raise CheckpointError(
+            f"{path}: tensor {name} has {bad} NaN/Inf values of {array.size}; refusing to load"
+        )
 
 
 def check_dtypes(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
@@ -30,10 +29,11 @@ from crosstrain.checkpoint.checks import (
     TENSOR_FILES,
     check_finite,
     check_meta,
-    check_tensor_file,
+    check_tensor_file,  # noqa: F401  (re-exported: backends read tensor files through format)
     decode_array,
     record_digest,
 )
+from crosstrain.checkpoint.stream import read_tensor_file, write_tensor_file
 from crosstrain.errors import CheckpointError
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -77,14 +77,6 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _tensor_bytes(tensors: dict[str, np.ndarray]) -> bytes:
-    from safetensors.numpy import save
-
-    return save(
-        {k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"format": FORMAT}
-    )
-
-
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
     array = np.ascontiguousarray(array)
     return {
@@ -119,9 +111,7 @@ def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, An
         temp.mkdir()
         files = {}
         for name, tensors in zip(TENSOR_FILES, (state.params, state.optimizer), strict=True):
-            data = _tensor_bytes(tensors)
-            _write_file(temp / name, data)
-            files[name] = hashlib.sha256(data).hexdigest()
+            files[name] = write_tensor_file(temp / name, tensors, {"format": FORMAT})
         record = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -170,29 +160,6 @@ def remove_checkpoint(path: Path | str) -> None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _load_tensors(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
-    check_tensor_file(path)
-    if expected_sha != _sha256(path):
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt or was changed")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from None
-
-
 def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
     """Loads and verifies a checkpoint directory: (state, trainer.json contents).
 
@@ -228,7 +195,7 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
             "its fields are checked, but an edit cannot be detected",
             file=sys.stderr,
         )
-    tensors = [_load_tensors(path / name, meta["files"][name]) for name in TENSOR_FILES]
+    tensors = [read_tensor_file(path / name, meta["files"][name]) for name in TENSOR_FILES]
     for name, loaded in zip(TENSOR_FILES, tensors, strict=True):
         check_finite(loaded, path / name)
     try:

@@ -76,6 +76,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def measure(spec_data: dict[str, Any], backend: str) -> dict[str, Any]:
     """Trains the spec on `backend` in this process; history, timings and peak memory."""
     import crosstrain as ct
+    import numpy as np
     from crosstrain.spec.resolve import load_data
 
     spec = ct.load_spec(spec_data)
@@ -83,7 +84,7 @@ def measure(spec_data: dict[str, Any], backend: str) -> dict[str, Any]:
     batch = spec.data.batch_size
     start = time.perf_counter()
     program = ct.build(spec, backend=backend)
-    program.metrics_to_host([program.train_step((train.x[:batch], train.y[:batch]))])
+    program.metrics_to_host([program.train_step(train.rows(np.arange(min(batch, len(train)))))])
     first_step = time.perf_counter() - start
     del program
 

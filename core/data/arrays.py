@@ -7,6 +7,7 @@ exactly where it stopped.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
@@ -36,12 +37,33 @@ class DataSpec(BaseModel):
     device_cache: Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch)] = "auto"
 
 
+def memory_mapped(array: Any) -> bool:
+    """Whether a numpy array's memory is a memory-mapped file (`np.load(mmap_mode=...)`, a view
+    of one): such data is never copied whole or read whole before training."""
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 @dataclass
 class ArrayData:
-    """Inputs and targets as numpy arrays with the sample axis first."""
+    """Inputs and targets as numpy arrays with the sample axis first.
+
+    Attributes:
+        x, y: the arrays.
+        index: the rows of `x`/`y` this data set holds (an index view: a split of
+            memory-mapped arrays is never a copy), or None for all of them. Read rows with
+            `rows`, whole arrays with `arrays`.
+        unchecked: set (to the name of the data, for errors) when the finite values of `x` and
+            `y` were not scanned up front (memory-mapped data): each batch is checked as drawn.
+    """
 
     x: np.ndarray
     y: np.ndarray
+    index: np.ndarray | None = None
+    unchecked: str | None = None
 
     def __post_init__(self) -> None:
         self.x, self.y = np.asarray(self.x), np.asarray(self.y)
@@ -49,10 +71,62 @@ class ArrayData:
             raise ValueError(f"inputs have {len(self.x)} samples but targets have {len(self.y)}")
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x) if self.index is None else len(self.index)
+
+    def source_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Positions `indices` of this data set as rows of `x` and `y`."""
+        return np.asarray(indices) if self.index is None else self.index[indices]
+
+    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(x, y)` of the samples at positions `indices` (a copy of those rows only)."""
+        rows = self.source_rows(indices)
+        return self.x[rows], self.y[rows]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole `(x, y)` (a copy for an index view)."""
+        return (self.x, self.y) if self.index is None else self.rows(np.arange(len(self)))
 
     def take(self, index: np.ndarray) -> ArrayData:
-        return ArrayData(self.x[index], self.y[index])
+        """The samples at positions `index`: copied rows, or an index view of memory-mapped
+        arrays."""
+        if self.index is not None or memory_mapped(self.x):
+            return ArrayData(self.x, self.y, self.source_rows(index), self.unchecked)
+        return ArrayData(self.x[index], self.y[index], unchecked=self.unchecked)
+
+
+FINITE_CHECK_ROWS = 65536
+"""Rows per chunk of the non-finite scan (bounds its temporary memory on memory-mapped data)."""
+
+
+def check_finite_rows(
+    array: np.ndarray, name: str, where: str, rows: np.ndarray | None = None
+) -> None:
+    """DataError naming `where`, the array `name` and the first row with NaN or infinity of a
+    floating `array` (scanned in chunks); `rows`, when given, are the source rows of `array`'s
+    rows (a drawn batch), so the error names the row of the data set."""
+    from crosstrain.errors import DataError
+
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.inexact):
+        return
+    for start in range(0, len(array), FINITE_CHECK_ROWS):
+        chunk = array[start : start + FINITE_CHECK_ROWS]
+        bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if bad.any():
+            at = start + int(np.flatnonzero(bad)[0])
+            values = np.asarray(array[at]).ravel()
+            row = at if rows is None else int(rows[at])
+            raise DataError(
+                f"{where}: {name} has a non-finite value ({values[~np.isfinite(values)][0]}) in "
+                f"row {row}; remove or impute it before training"
+            )
+
+
+def check_drawn(data: ArrayData, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+    """The finiteness check of a batch drawn from data whose arrays were not scanned up front
+    (`ArrayData.unchecked`); `rows` are the batch's source rows."""
+    if data.unchecked is not None:
+        check_finite_rows(x, "x", data.unchecked, rows)
+        check_finite_rows(y, "y", data.unchecked, rows)
 
 
 class DataSource(Protocol):

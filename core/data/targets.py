@@ -66,6 +66,9 @@ def check_targets(targets: Any, spec: Any, where: str) -> None:
     output, layer = found
     loss = spec.loss.name
     if loss in CLASS_LOSSES:
+        ignore = spec.loss.options.get("ignore_index")
+        if ignore is not None and np.issubdtype(y.dtype, np.integer):
+            y = np.where(y == int(ignore), 0, y)  # an ignored label is in range by definition
         _check_class_targets(y, output, layer, loss, where)
     elif loss in ELEMENTWISE_LOSSES:
         _check_elementwise(y, output, layer, loss, where)

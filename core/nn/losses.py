@@ -43,9 +43,48 @@ def class_targets(xp: Any, logits: Any, targets: Any) -> Any:
     return xp.astype(targets, logits.dtype)
 
 
-def cross_entropy(xp: Any, logits: Any, targets: Any, label_smoothing: float = 0.0) -> Any:
-    """Softmax cross-entropy from logits `(B, C)`; targets are labels `(B,)` or probabilities `(B, C)`."""
-    probs = class_targets(xp, logits, targets)
+def token_log_probs(
+    xp: Any, logits: Any, labels: Any, ignore_index: int | None
+) -> tuple[Any, Any, Any]:
+    """Log-softmax of `(..., C)` logits gathered at integer `labels` `(...)` (no one-hot), flat
+    `(N,)`; the `(N,)` float mask of the counted tokens (0 where the label is `ignore_index`);
+    and the `(N, C)` log-softmax itself."""
+    classes = logits.shape[-1]
+    logp = log_softmax(xp, xp.reshape(logits, (-1, classes)))
+    flat = xp.reshape(labels, (-1,))
+    if ignore_index is None:
+        keep = xp.ones(flat.shape, dtype=logp.dtype)
+        index = flat
+    else:
+        valid = flat != ignore_index
+        keep = xp.astype(valid, logp.dtype)
+        index = xp.where(valid, flat, xp.zeros_like(flat))
+    picked = xp.take_along_axis(logp, xp.reshape(index, (-1, 1)), axis=-1)
+    return xp.reshape(picked, (-1,)), keep, logp
+
+
+def cross_entropy(
+    xp: Any,
+    logits: Any,
+    targets: Any,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+) -> Any:
+    """Softmax cross-entropy from logits `(..., C)`: targets are integer labels `(...)` (one per
+    row, or per token of a sequence) or probabilities of the logits' shape.
+
+    Integer labels gather the log-softmax at the label (no one-hot); labels equal to
+    `ignore_index` (e.g. -100, torch's convention) count neither in the sum nor in the mean, which
+    is over the counted tokens (0 when none is counted).
+    """
+    if xp.isdtype(targets.dtype, "integral"):
+        picked, keep, logp = token_log_probs(xp, logits, targets, ignore_index)
+        per_token = -picked
+        if label_smoothing:
+            smooth = -xp.mean(logp, axis=-1)
+            per_token = (1.0 - label_smoothing) * per_token + label_smoothing * smooth
+        return xp.sum(per_token * keep) / xp.maximum(xp.sum(keep), xp.ones_like(xp.sum(keep)))
+    probs = xp.astype(targets, logits.dtype)
     if label_smoothing:
         probs = probs * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     return -xp.mean(xp.sum(probs * log_softmax(xp, logits), axis=-1))

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from crosstrain.nn.losses import _match_shape, class_targets, mae, mse
+from crosstrain.nn.losses import _match_shape, class_targets, cross_entropy, mae, mse
 
 
 def _labels(xp: Any, logits: Any, targets: Any) -> Any:
-    """Integer class labels `(B,)` from labels or probability rows."""
+    """Flat integer class labels `(N,)` from labels or probability rows."""
     if xp.isdtype(targets.dtype, "integral"):
         return xp.reshape(targets, (-1,))
-    return xp.argmax(targets, axis=-1)
+    return xp.argmax(xp.reshape(targets, (-1, logits.shape[-1])), axis=-1)
 
 
-def accuracy(xp: Any, logits: Any, targets: Any) -> Any:
-    """Share of correct predictions: argmax of `(B, C)` logits, or `logit > 0` for one output."""
+def accuracy(xp: Any, logits: Any, targets: Any, ignore_index: int | None = None) -> Any:
+    """Share of correct predictions: argmax of `(..., C)` logits against integer labels `(...)`
+    or probability rows, or `logit > 0` for one output. Labels equal to `ignore_index` are not
+    counted (the mean is over the other tokens)."""
     if logits.ndim == 1 or logits.shape[-1] == 1:
         predicted = xp.astype(xp.reshape(logits, (-1,)) > 0, logits.dtype)
         return xp.mean(
@@ -27,9 +29,19 @@ def accuracy(xp: Any, logits: Any, targets: Any) -> Any:
                 predicted == xp.reshape(_match_shape(xp, logits, targets), (-1,)), logits.dtype
             )
         )
-    predicted = xp.argmax(logits, axis=-1)
-    hits = predicted == xp.astype(_labels(xp, logits, targets), predicted.dtype)
-    return xp.mean(xp.astype(hits, logits.dtype))
+    predicted = xp.argmax(xp.reshape(logits, (-1, logits.shape[-1])), axis=-1)
+    labels = xp.astype(_labels(xp, logits, targets), predicted.dtype)
+    hits = xp.astype(predicted == labels, logits.dtype)
+    if ignore_index is None or not xp.isdtype(targets.dtype, "integral"):
+        return xp.mean(hits)
+    keep = xp.astype(labels != ignore_index, logits.dtype)
+    return xp.sum(hits * keep) / xp.maximum(xp.sum(keep), xp.ones_like(xp.sum(keep)))
+
+
+def perplexity(xp: Any, logits: Any, targets: Any, ignore_index: int | None = None) -> Any:
+    """`exp` of the per-token cross-entropy of `(..., V)` logits at integer labels `(...)`
+    (labels equal to `ignore_index` not counted)."""
+    return xp.exp(cross_entropy(xp, logits, targets, ignore_index=ignore_index))
 
 
 def top_k_accuracy(xp: Any, logits: Any, targets: Any, k: int = 5) -> Any:
@@ -42,6 +54,7 @@ def top_k_accuracy(xp: Any, logits: Any, targets: Any, k: int = 5) -> Any:
 BUILTIN_METRICS = {
     "accuracy": accuracy,
     "top_k_accuracy": top_k_accuracy,
+    "perplexity": perplexity,
     "mse": mse,
     "mae": mae,
 }

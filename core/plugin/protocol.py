@@ -135,6 +135,12 @@ class Program(ABC):
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state (possibly written by another backend)."""
 
+    def state_for_write(self) -> CanonicalState:
+        """The state for a checkpoint written at once, before the next step: its arrays may be
+        views of the program's own buffers (no host copy), valid only until the state changes.
+        Default: `get_state()`."""
+        return self.get_state()
+
     def train_steps(self, batches: Batch) -> StepOutput:
         """K optimizer steps in one call; called only if `Capabilities.steps_per_execution`.
 

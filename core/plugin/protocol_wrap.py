@@ -46,6 +46,7 @@ PROGRAM_OPTIONAL = (
     "cache_data",
     "any_rank",
     "export",
+    "state_for_write",
 )
 
 

@@ -156,10 +156,24 @@ def resolve_function(fs: FunctionSpec, kind: str, path: str) -> Callable[..., An
     return functools.partial(fn, **fs.options) if fs.options else fn
 
 
+TOKEN_METRICS = frozenset({"accuracy", "perplexity"})
+"""Built-in metrics that take the loss's `ignore_index` unless given their own."""
+
+
+def token_options(spec: Spec, metric: FunctionSpec) -> FunctionSpec:
+    """`metric` with the loss's `ignore_index` (per-token targets: padding the loss skips is
+    not counted by `accuracy` or `perplexity` either) unless the metric sets its own."""
+    ignore = spec.loss.options.get("ignore_index")
+    if ignore is None or metric.name not in TOKEN_METRICS or "ignore_index" in metric.options:
+        return metric
+    return metric.model_copy(update={"options": {**metric.options, "ignore_index": ignore}})
+
+
 def metric_functions(spec: Spec) -> dict[str, Callable[..., Any]]:
     """Metric name (as it appears in `<split>_<name>`) → bound function."""
     named = {}
     for index, metric in enumerate(spec.metrics):
+        metric = token_options(spec, metric)
         key = metric.name.rsplit(":", 1)[-1]
         if metric.name == "top_k_accuracy" and "k" in metric.options:
             key = f"top_{metric.options['k']}_accuracy"
@@ -199,30 +213,18 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     return train, val
 
 
-FINITE_CHECK_ROWS = 65536
-"""Rows per chunk of the non-finite scan (bounds its temporary memory on memory-mapped data)."""
-
-
 def check_finite(data: Any, where: str) -> Any:
     """`data` unchanged when its floating arrays hold only finite values, else a DataError naming
-    the array (`x`, `y`) and the first row with NaN or infinity. Loaders and iterables (Batches)
-    pass unchecked: their batches are not read here (the loss guard reports them)."""
-    import numpy as np
-    from crosstrain.errors import DataError
+    the array (`x`, `y`) and the first row with NaN or infinity. Memory-mapped arrays are not
+    read here (time to the first step must not grow with the data set): the data is marked
+    `unchecked` and each batch is checked as it is drawn (`arrays.check_drawn`). Loaders and
+    iterables (Batches) pass: their batches are not read here."""
+    from crosstrain.data.arrays import ArrayData, check_finite_rows, memory_mapped
 
-    for name in ("x", "y"):
-        array = getattr(data, name, None)
-        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.inexact):
-            continue
-        for start in range(0, len(array), FINITE_CHECK_ROWS):
-            chunk = array[start : start + FINITE_CHECK_ROWS]
-            bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
-            if bad.any():
-                row = start + int(np.flatnonzero(bad)[0])
-                values = np.asarray(array[row]).ravel()
-                found = values[~np.isfinite(values)][0]
-                raise DataError(
-                    f"{where}: {name} has a non-finite value ({found}) in row {row}; "
-                    "remove or impute it before training"
-                )
+    arrays = [(name, getattr(data, name, None)) for name in ("x", "y")]
+    if isinstance(data, ArrayData) and any(memory_mapped(a) for _, a in arrays):
+        data.unchecked = where
+        return data
+    for name, array in arrays:
+        check_finite_rows(array, name, where)
     return data

@@ -74,5 +74,9 @@ def predict_program(spec: Spec, program: Program, backend: str, x: Any = None) -
     trainer = Trainer(spec, program, get_registry(), backend, None)
     if x is None:
         train, val = load_data(spec)
-        x = train.x if val is None else np.concatenate([train.x, val.x])
+        x = (
+            train.arrays()[0]
+            if val is None
+            else np.concatenate([train.arrays()[0], val.arrays()[0]])
+        )
     return trainer.predict(as_inputs(x, "predict data", spec))

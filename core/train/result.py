@@ -73,6 +73,23 @@ def _enable_notebook_display() -> None:
         select_figure_formats(shell, "png")
 
 
+class _StateWhenRead:
+    """`FitResult.state`: given, or (given None) the program's `get_state()` built at the first
+    read and kept, so a fit's end holds no host copy of parameters and optimizer slots that
+    nobody reads. On the class it raises AttributeError: the dataclass field has no default."""
+
+    def __get__(self, result: FitResult | None, owner: type | None = None) -> CanonicalState:
+        if result is None:
+            raise AttributeError("state")
+        state = result.__dict__.get("_state")
+        if state is None and result.program is not None:
+            state = result.__dict__["_state"] = result.program.get_state()
+        return state
+
+    def __set__(self, result: FitResult, state: CanonicalState | None) -> None:
+        result.__dict__["_state"] = state
+
+
 @dataclass
 class FitResult:
     """What `fit` returns.
@@ -80,7 +97,9 @@ class FitResult:
     Attributes:
         metrics: the last epoch's metrics (`train_loss`, `val_accuracy` ...).
         history: one record per epoch (a `History`; any list of dicts given is converted).
-        state: the canonical state at the end; `native_model` and `program` the backend's objects.
+        state: the canonical state at the end, copied from the program when first read (so
+            read it before training the same program further); `native_model` and `program`
+            the backend's objects.
         run_dir, last_checkpoint: where the run's files went (None when nothing was written).
         stopped_early: an early-stopping callback (or `trainer.should_stop`) ended the fit.
         extras: backend- or trainer-specific facts, e.g. `skipped_steps`.
@@ -90,7 +109,7 @@ class FitResult:
 
     metrics: dict[str, float]
     history: History
-    state: CanonicalState
+    state: CanonicalState = _StateWhenRead()  # type: ignore[assignment]
     native_model: Any
     program: Program
     run_dir: Path | None = None
@@ -181,7 +200,7 @@ def fit_result(trainer: Trainer) -> FitResult:
     return FitResult(
         metrics={k: v for k, v in last.items() if k not in ("epoch", "step")},
         history=trainer.history,
-        state=trainer.program.get_state(),
+        state=None,  # built when read
         native_model=trainer.program.native_model,
         program=trainer.program,
         run_dir=trainer.run_dir,

@@ -61,7 +61,8 @@ class CheckpointSaver:
             if trainer.program.collective_state:
                 trainer.program.get_state()
             return None
-        state = trainer.program.get_state()
+        background = self.background and self.in_loop
+        state = trainer.program.state_for_write()  # views: copied below for a background write
         if trainer.spec.trainer.detect_anomaly:
             bad = next((n for n, v in state.params.items() if not np.isfinite(v).all()), None)
             if bad is not None:
@@ -71,7 +72,7 @@ class CheckpointSaver:
                 )
         info = trainer.trainer_info()
         root = trainer.checkpoint_dir
-        if not (self.background and self.in_loop):
+        if not background:
             self.wait(trainer)
             return self._committed(trainer, self._write(root, state, info))
         snapshot = host_copy(state)

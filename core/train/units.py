@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from crosstrain.data.arrays import ArrayData, batch_slices
+from crosstrain.data.arrays import ArrayData, batch_slices, check_drawn, check_finite_rows
 from crosstrain.data.batches import Batches, array_kind, array_units, rows
 from crosstrain.train.run_length import limited
 
@@ -51,13 +51,25 @@ def device_batch(
     trainer: Any, data: ArrayData, indices: np.ndarray, group: int = 1
 ) -> tuple[Any, Any]:
     """The rows `indices` as a step's input: `(handle, rows)` when the program caches the data set on
-    its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches."""
-    if id(data) not in trainer._device_data:
-        trainer._device_data[id(data)] = trainer.program.cache_data(data.x, data.y)
-    handle = trainer._device_data[id(data)]
+    its device (`cache_data`), else numpy `(x, y)`; `group > 1` stacks K batches.
+
+    An index view (a split of memory-mapped arrays) caches its whole source arrays once and
+    draws its rows from them. Data not scanned for NaN up front (`ArrayData.unchecked`) is
+    checked batch by batch as drawn, or whole when it goes to the device whole.
+    """
+    key = id(data) if data.index is None else (id(data.x), id(data.y))
+    if key not in trainer._device_data:
+        handle = trainer.program.cache_data(data.x, data.y)
+        if handle is not None and data.unchecked is not None:
+            check_finite_rows(data.x, "x", data.unchecked)
+            check_finite_rows(data.y, "y", data.unchecked)
+        trainer._device_data[key] = handle
+    handle = trainer._device_data[key]
+    source = data.source_rows(indices)
     if handle is not None:
-        return handle, indices if group == 1 else indices.reshape(group, -1)
-    x, y = data.x[indices], data.y[indices]
+        return handle, source if group == 1 else source.reshape(group, -1)
+    x, y = data.x[source], data.y[source]
+    check_drawn(data, x, y, source)
     if group == 1:
         return x, y
     return x.reshape(group, -1, *x.shape[1:]), y.reshape(group, -1, *y.shape[1:])

@@ -153,6 +153,42 @@ def test_batchnorm_moving_statistics_follow_keras() -> None:
     np.testing.assert_array_equal(state["batchnorm_0/gamma"], params["batchnorm_0/gamma"])
 
 
+@pytest.mark.parametrize(("input_shape", "batch"), [((5, 3), 6), ((4, 4, 3), 5), ((3,), 1)])
+def test_fused_batchnorm_matches_keras_maths_over_steps(
+    input_shape: tuple[int, ...], batch: int
+) -> None:
+    """Three training forwards (fused path; a one-row batch takes the op-by-op one): moving
+    statistics with the biased variance, outputs and gradients as the numpy/Keras maths."""
+    x = np.random.default_rng(4).normal(1.0, 2.0, size=(3, batch, *input_shape))
+    x = x.astype(np.float32)
+    _, _, (module, refs, params) = compare(
+        [{"type": "BatchNorm", "momentum": 0.8, "epsilon": 1e-3}], input_shape, training=True
+    )
+    load_params(refs, params)
+    mean, var = params["batchnorm_0/moving_mean"], params["batchnorm_0/moving_variance"]
+    gamma, beta = params["batchnorm_0/gamma"], params["batchnorm_0/beta"]
+    axes = tuple(range(len(input_shape)))
+    for step in x:
+        module.zero_grad()
+        inputs = torch.from_numpy(step).requires_grad_()
+        out = module(inputs)
+        (out * out).sum().backward()
+        mu, sigma2 = step.mean(axis=axes), step.var(axis=axes)
+        expected = (step - mu) / np.sqrt(sigma2 + 1e-3) * gamma + beta
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-4, atol=1e-5)
+        mean, var = 0.8 * mean + 0.2 * mu, 0.8 * var + 0.2 * sigma2
+    state = params_to_canonical(refs)
+    np.testing.assert_allclose(state["batchnorm_0/moving_mean"], mean, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(state["batchnorm_0/moving_variance"], var, rtol=RTOL, atol=ATOL)
+    layer = module.layers[0] if hasattr(module, "layers") else module
+    fused = (layer.gamma.grad.clone(), inputs.grad.clone())
+    layer.gamma.grad, inputs.grad = None, None
+    out = layer._unfused(inputs)
+    (out * out).sum().backward()
+    np.testing.assert_allclose(fused[0], layer.gamma.grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused[1], inputs.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_batchnorm_eval_leaves_moving_statistics() -> None:
     _, _, (module, refs, params) = compare([{"type": "BatchNorm"}], (5,), training=False)
     np.testing.assert_array_equal(
