@@ -53,6 +53,8 @@ CASES = {
     "GELUtanh": ((6,), [{"type": "GELU", "approximate": True}]),
     "PositionEmbedding": ((4, 3), [{"type": "PositionEmbedding", "sequence_length": 6}]),
     "RMSNorm": ((5, 6), [{"type": "RMSNorm"}]),
+    "LSTM": ((5, 3), [{"type": "LSTM", "units": 4, "return_sequences": True}]),
+    "GRU": ((5, 3), [{"type": "GRU", "units": 4}]),
     "GatedMLP": ((5, 6), [{"type": "GatedMLP", "units": 8, "activation": "gelu"}]),
     "Attention-gqa-rope": (
         (5, 8),

@@ -42,6 +42,8 @@ LAYER_BUILDERS: dict[str, str] = {
     "PositionEmbedding": "sequence.PositionEmbedding",
     "RMSNorm": "sequence.RMSNorm",
     "GatedMLP": "sequence.GatedMLP",
+    "LSTM": "recurrent.LSTM",
+    "GRU": "recurrent.GRU",
 }
 """The JAX backend's layer table: layer type → its nnx module class in `model.py`
 (`module.Class`: in that module of this package).

@@ -42,6 +42,8 @@ LAYER_BUILDERS: dict[str, str] = {
     "MultiHeadSelfAttention": "sequence.attention",
     "RMSNorm": "sequence.rms_norm",
     "GatedMLP": "sequence.gated_mlp",
+    "LSTM": "recurrent.recurrent",
+    "GRU": "recurrent.recurrent",
 }
 """The Keras backend's layer table: layer type → its builder function in `model.py`
 (`module.function`: in that module of this package).

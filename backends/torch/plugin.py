@@ -41,6 +41,8 @@ LAYER_BUILDERS: dict[str, str] = {
     "PositionEmbedding": "sequence.PositionEmbedding",
     "RMSNorm": "sequence.RMSNorm",
     "GatedMLP": "sequence.GatedMLP",
+    "LSTM": "recurrent.LSTM",
+    "GRU": "recurrent.GRU",
     "Sequential": "Sequential",
     "Residual": "Residual",
 }

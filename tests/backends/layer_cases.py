@@ -138,6 +138,13 @@ LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
             {"type": "SiLU"},
         ],
     ),
+    "recurrent": (
+        [6, 3],
+        [
+            {"type": "LSTM", "units": 4, "return_sequences": True},
+            {"type": "GRU", "units": 3},
+        ],
+    ),
     "mhsa_one_kv_head_rope": (
         [5, 6],
         [

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from crosstrain.nn.layers import attention, basic, composite, norm, sequence, spatial
+from crosstrain.nn.layers import attention, basic, composite, norm, recurrent, sequence, spatial
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
 from crosstrain.nn.layers._support import Route, layer_route, supported_layer_types
 from crosstrain.nn.layers.attention import MultiHeadSelfAttention, apply_rope, rope_tables
@@ -36,12 +36,13 @@ from crosstrain.nn.layers.composite import (
     child_params,
 )
 from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
+from crosstrain.nn.layers.recurrent import GRU, LSTM
 from crosstrain.nn.layers.sequence import GatedMLP, PositionEmbedding, RMSNorm
 from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
-    for module in (basic, spatial, norm, composite, attention, sequence)
+    for module in (basic, spatial, norm, composite, attention, sequence, recurrent)
     for value in vars(module).values()
     if isinstance(value, type)
     and issubclass(value, Layer)
@@ -64,8 +65,10 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GRU",
     "GatedMLP",
     "GlobalAvgPool",
+    "LSTM",
     "Layer",
     "LayerNorm",
     "MaxPool2D",

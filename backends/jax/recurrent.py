@@ -1,0 +1,60 @@
+"""nnx modules of LSTM and GRU: one `jax.lax.scan` over time (compiled once whatever the
+sequence length; the input projection of every step is one matrix product before the scan)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from crosstrain.nn.layers import Shape
+from flax import nnx
+from jax import Array
+
+from .model import Key, _Build
+
+
+class _Recurrent(nnx.Module):
+    def __init__(self, layer: Any, shape: Shape, name: str, build: _Build):
+        self.kernel = build.param(f"{name}/kernel")
+        self.recurrent_kernel = build.param(f"{name}/recurrent_kernel")
+        self.bias = build.param(f"{name}/bias")
+        self.units, self.return_sequences = layer.units, layer.return_sequences
+
+    def _scan(self, step: Any, carry: Any, inputs: Array) -> Array:
+        last, outputs = jax.lax.scan(step, carry, jnp.swapaxes(inputs, 0, 1))
+        if self.return_sequences:
+            return jnp.swapaxes(outputs, 0, 1)
+        return outputs[-1]
+
+
+class LSTM(_Recurrent):
+    def __call__(self, x: Array, train: bool = False, key: Key = None) -> Array:
+        recurrent = self.recurrent_kernel[...].astype(x.dtype)
+        projected = x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+        def step(carry: tuple[Array, Array], z: Array) -> tuple[tuple[Array, Array], Array]:
+            h, c = carry
+            i, f, g, o = jnp.split(z + h @ recurrent, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zeros = jnp.zeros((x.shape[0], self.units), x.dtype)
+        return self._scan(step, (zeros, zeros), projected)
+
+
+class GRU(_Recurrent):
+    def __call__(self, x: Array, train: bool = False, key: Key = None) -> Array:
+        bias = self.bias[...].astype(x.dtype)
+        recurrent = self.recurrent_kernel[...].astype(x.dtype)
+        projected = x @ self.kernel[...].astype(x.dtype) + bias[0]
+
+        def step(h: Array, z: Array) -> tuple[Array, Array]:
+            xz, xr, xh = jnp.split(z, 3, axis=-1)
+            hz, hr, hh = jnp.split(h @ recurrent + bias[1], 3, axis=-1)
+            update, reset = jax.nn.sigmoid(xz + hz), jax.nn.sigmoid(xr + hr)
+            h = update * h + (1.0 - update) * jnp.tanh(xh + reset * hh)
+            return h, h
+
+        return self._scan(step, jnp.zeros((x.shape[0], self.units), x.dtype), projected)

@@ -1,0 +1,74 @@
+"""torch modules of LSTM and GRU on torch's own recurrent kernels (`torch.lstm`/`torch.gru`, what
+`nn.LSTM`/`nn.GRU` call: cuDNN on CUDA, the fused CPU kernel otherwise).
+
+The parameters are kept in Keras's canonical layout (`kernel (features, gates*units)` ...);
+each forward hands the kernel torch's layout: transposed, and for the GRU the gate blocks
+reordered from Keras's update, reset, candidate to torch's reset, update, new. The LSTM's
+second bias (torch has two, Keras one) is a zero buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from crosstrain.nn.layers import Shape
+from torch import nn
+
+from .layers import _param
+
+
+class _Recurrent(nn.Module):
+    canonical = {
+        "kernel": ("kernel", "same"),
+        "recurrent_kernel": ("recurrent_kernel", "same"),
+        "bias": ("bias", "same"),
+    }
+
+    def __init__(self, layer: Any, input_shape: Shape, factory: dict[str, Any]):
+        super().__init__()
+        specs = layer.params(tuple(input_shape))
+        for name in ("kernel", "recurrent_kernel", "bias"):
+            setattr(self, name, _param(specs[name].shape, factory))
+        self.units, self.return_sequences = layer.units, layer.return_sequences
+
+    def _finish(self, outputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return outputs if self.return_sequences else last[0]
+
+
+class LSTM(_Recurrent):
+    def __init__(self, layer: Any, input_shape: Shape, factory: dict[str, Any]):
+        super().__init__(layer, input_shape, factory)
+        self.register_buffer("zero_bias", torch.zeros(4 * layer.units, **factory), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        zeros = x.new_zeros((1, x.shape[0], self.units))
+        weights = [
+            self.kernel.t().to(x.dtype),
+            self.recurrent_kernel.t().to(x.dtype),
+            self.bias.to(x.dtype),
+            self.zero_bias.to(x.dtype),
+        ]
+        outputs, h, _ = torch.lstm(
+            x, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True
+        )
+        return self._finish(outputs, h)
+
+
+def _keras_to_torch_gates(tensor: torch.Tensor) -> torch.Tensor:
+    """Gate blocks on the last axis: Keras (update, reset, candidate) → torch (reset, update, new)."""
+    update, reset, candidate = tensor.chunk(3, dim=-1)
+    return torch.cat((reset, update, candidate), dim=-1)
+
+
+class GRU(_Recurrent):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = [
+            _keras_to_torch_gates(self.kernel).t().to(x.dtype),
+            _keras_to_torch_gates(self.recurrent_kernel).t().to(x.dtype),
+            _keras_to_torch_gates(self.bias[0]).to(x.dtype),
+            _keras_to_torch_gates(self.bias[1]).to(x.dtype),
+        ]
+        zeros = x.new_zeros((1, x.shape[0], self.units))
+        outputs, h = torch.gru(x, zeros, weights, True, 1, 0.0, self.training, False, True)
+        return self._finish(outputs, h)

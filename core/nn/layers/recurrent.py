@@ -1,0 +1,121 @@
+"""Recurrent layers with Keras's arguments, gate order and canonical parameters: LSTM, GRU.
+
+LSTM: `kernel (features, 4*units)`, `recurrent_kernel (units, 4*units)`, `bias (4*units,)`,
+gates in Keras's order input, forget, cell, output. GRU (Keras's default `reset_after=True`,
+which is also torch's `nn.GRU`): `kernel (features, 3*units)`, `recurrent_kernel (units,
+3*units)`, `bias (2, 3*units)` (input and recurrent biases), gates update, reset, candidate.
+Both take `(sequence, features)` and return the last state `(units,)` or, with
+`return_sequences`, every state `(sequence, units)`; the state starts at zero. Initial values:
+Glorot for both kernels and zero biases (Keras uses an orthogonal recurrent kernel and a
+forget-gate bias of one; crosstrain's seeded initialisers have neither).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
+from pydantic import PositiveInt
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class _Recurrent(Layer):
+    positional: ClassVar = ("units",)
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    gates: ClassVar[int] = 4
+    units: PositiveInt
+    return_sequences: bool = False
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2:
+            raise ValueError(f"{self.type} expects (sequence, features), got {input_shape}")
+        if self.return_sequences:
+            return (input_shape[0], self.units)
+        return (self.units,)
+
+    def _bias_shape(self) -> Shape:
+        return (self.gates * self.units,)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        features, width = input_shape[-1], self.gates * self.units
+        return {
+            "kernel": ParamSpec((features, width), "glorot_uniform", (features, width)),
+            "recurrent_kernel": ParamSpec(
+                (self.units, width), "glorot_uniform", (self.units, width)
+            ),
+            "bias": ParamSpec(self._bias_shape(), "zeros"),
+        }
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        seq, features = input_shape
+        return 2 * seq * (features + self.units) * self.gates * self.units
+
+    def step(self, params: dict[str, np.ndarray], x: np.ndarray, state: Any) -> tuple[Any, Any]:
+        """One time step of the numpy reference: `(output, next state)`."""
+        raise NotImplementedError
+
+    def initial_state(self, batch: int, dtype: Any) -> Any:
+        return np.zeros((batch, self.units), dtype)
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        state = self.initial_state(x.shape[0], np.float64)
+        outputs = []
+        for t in range(x.shape[1]):
+            out, state = self.step(params, x[:, t].astype(np.float64), state)
+            outputs.append(out)
+        y = np.stack(outputs, axis=1) if self.return_sequences else outputs[-1]
+        return y.astype(x.dtype)
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory (Keras's `LSTM`, torch's `nn.LSTM`)."""
+
+    type: Literal["LSTM"] = "LSTM"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "LSTM", "units": 4}, "input_shape": [5, 3]},
+        {
+            "id": "LSTM-sequences",
+            "layer": {"type": "LSTM", "units": 3, "return_sequences": True},
+            "input_shape": [4, 2],
+            "extended": True,
+        },
+    ]
+
+    def initial_state(self, batch: int, dtype: Any) -> Any:
+        return np.zeros((batch, self.units), dtype), np.zeros((batch, self.units), dtype)
+
+    def step(self, params, x, state):
+        h, c = state
+        z = x @ params["kernel"] + h @ params["recurrent_kernel"] + params["bias"]
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        return h, (h, c)
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit with Keras's `reset_after=True` (the reset gate multiplies the
+    recurrent candidate after its bias), as Keras's `GRU` and torch's `nn.GRU` compute it."""
+
+    type: Literal["GRU"] = "GRU"
+    gates: ClassVar[int] = 3
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {"layer": {"type": "GRU", "units": 4, "return_sequences": True}, "input_shape": [5, 3]}
+    ]
+
+    def _bias_shape(self) -> Shape:
+        return (2, 3 * self.units)
+
+    def step(self, params, x, state):
+        xz, xr, xh = np.split(x @ params["kernel"] + params["bias"][0], 3, axis=-1)
+        hz, hr, hh = np.split(state @ params["recurrent_kernel"] + params["bias"][1], 3, axis=-1)
+        z, r = _sigmoid(xz + hz), _sigmoid(xr + hr)
+        h = z * state + (1.0 - z) * np.tanh(xh + r * hh)
+        return h, h
+
+
+__all__ = ["GRU", "LSTM"]
