@@ -55,6 +55,10 @@ CASES = {
     "RMSNorm": ((5, 6), [{"type": "RMSNorm"}]),
     "LSTM": ((5, 3), [{"type": "LSTM", "units": 4, "return_sequences": True}]),
     "GRU": ((5, 3), [{"type": "GRU", "units": 4}]),
+    "MaxPool1D": ((7, 2), [{"type": "MaxPool1D", "pool_size": 2, "padding": "same"}]),
+    "AvgPool1D": ((7, 2), [{"type": "AvgPool1D", "pool_size": 3, "strides": 2}]),
+    "GlobalMaxPool": ((4, 4, 3), [{"type": "GlobalMaxPool"}]),
+    "UpSampling2D": ((3, 2, 2), [{"type": "UpSampling2D", "size": 2}]),
     "GatedMLP": ((5, 6), [{"type": "GatedMLP", "units": 8, "activation": "gelu"}]),
     "Attention-gqa-rope": (
         (5, 8),

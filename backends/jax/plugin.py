@@ -44,6 +44,10 @@ LAYER_BUILDERS: dict[str, str] = {
     "GatedMLP": "sequence.GatedMLP",
     "LSTM": "recurrent.LSTM",
     "GRU": "recurrent.GRU",
+    "MaxPool1D": "pooling.Pool1D",
+    "AvgPool1D": "pooling.Pool1D",
+    "GlobalMaxPool": "pooling.GlobalMaxPool",
+    "UpSampling2D": "pooling.UpSampling2D",
 }
 """The JAX backend's layer table: layer type → its nnx module class in `model.py`
 (`module.Class`: in that module of this package).

@@ -44,6 +44,10 @@ LAYER_BUILDERS: dict[str, str] = {
     "GatedMLP": "sequence.gated_mlp",
     "LSTM": "recurrent.recurrent",
     "GRU": "recurrent.recurrent",
+    "MaxPool1D": "pooling.pool_1d",
+    "AvgPool1D": "pooling.pool_1d",
+    "GlobalMaxPool": "pooling.global_max_pool",
+    "UpSampling2D": "pooling.upsampling",
 }
 """The Keras backend's layer table: layer type → its builder function in `model.py`
 (`module.function`: in that module of this package).

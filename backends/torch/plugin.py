@@ -43,6 +43,10 @@ LAYER_BUILDERS: dict[str, str] = {
     "GatedMLP": "sequence.GatedMLP",
     "LSTM": "recurrent.LSTM",
     "GRU": "recurrent.GRU",
+    "MaxPool1D": "pooling.Pool1D",
+    "AvgPool1D": "pooling.Pool1D",
+    "GlobalMaxPool": "pooling.GlobalMaxPool",
+    "UpSampling2D": "pooling.UpSampling2D",
     "Sequential": "Sequential",
     "Residual": "Residual",
 }

@@ -145,6 +145,18 @@ LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
             {"type": "GRU", "units": 3},
         ],
     ),
+    "pool_1d": (
+        [9, 3],
+        [
+            {"type": "MaxPool1D", "pool_size": 3, "strides": 2, "padding": "same"},
+            {"type": "AvgPool1D", "pool_size": 2, "padding": "same"},
+            {"type": "GlobalMaxPool"},
+        ],
+    ),
+    "upsampling": (
+        [3, 2, 2],
+        [{"type": "UpSampling2D", "size": [2, 3]}, {"type": "GlobalMaxPool"}],
+    ),
     "mhsa_one_kv_head_rope": (
         [5, 6],
         [

@@ -11,7 +11,16 @@ Example:
 
 from __future__ import annotations
 
-from crosstrain.nn.layers import attention, basic, composite, norm, recurrent, sequence, spatial
+from crosstrain.nn.layers import (
+    attention,
+    basic,
+    composite,
+    norm,
+    pooling,
+    recurrent,
+    sequence,
+    spatial,
+)
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, as_pair, same_padding, window_output
 from crosstrain.nn.layers._support import Route, layer_route, supported_layer_types
 from crosstrain.nn.layers.attention import MultiHeadSelfAttention, apply_rope, rope_tables
@@ -36,13 +45,14 @@ from crosstrain.nn.layers.composite import (
     child_params,
 )
 from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
+from crosstrain.nn.layers.pooling import AvgPool1D, GlobalMaxPool, MaxPool1D, UpSampling2D
 from crosstrain.nn.layers.recurrent import GRU, LSTM
 from crosstrain.nn.layers.sequence import GatedMLP, PositionEmbedding, RMSNorm
 from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
-    for module in (basic, spatial, norm, composite, attention, sequence, recurrent)
+    for module in (basic, spatial, norm, composite, attention, sequence, recurrent, pooling)
     for value in vars(module).values()
     if isinstance(value, type)
     and issubclass(value, Layer)
@@ -55,6 +65,7 @@ it up from here)."""
 
 __all__ = [
     "AnyLayer",
+    "AvgPool1D",
     "AvgPool2D",
     "BUILTIN_LAYERS",
     "BatchNorm",
@@ -68,9 +79,11 @@ __all__ = [
     "GRU",
     "GatedMLP",
     "GlobalAvgPool",
+    "GlobalMaxPool",
     "LSTM",
     "Layer",
     "LayerNorm",
+    "MaxPool1D",
     "MaxPool2D",
     "MultiHeadSelfAttention",
     "ParamSpec",
@@ -86,6 +99,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "UpSampling2D",
     "apply_rope",
     "as_pair",
     "child_name",
