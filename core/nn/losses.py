@@ -53,7 +53,7 @@ def token_log_probs(
     logp = log_softmax(xp, xp.reshape(logits, (-1, classes)))
     flat = xp.reshape(labels, (-1,))
     if ignore_index is None:
-        keep = xp.ones(flat.shape, dtype=logp.dtype)
+        keep = xp.ones_like(xp.astype(flat, logp.dtype))  # shape may be unknown in a TF graph
         index = flat
     else:
         valid = flat != ignore_index
