@@ -13,6 +13,7 @@ from pathlib import Path
 import crosstrain as ct
 import pytest
 from conftest import tiny_spec
+from crosstrain.errors import CheckpointError
 
 KILL_SCRIPT = """
 import os, signal, sys
@@ -57,3 +58,29 @@ def test_metrics_csv_keeps_every_logged_row_through_a_kill_and_a_resume(tmp_path
     rows = _steps(run / "metrics.csv")
     assert [step for stage, step in rows if stage == "step"] == list(range(1, 13))
     assert [step for stage, step in rows if stage == "epoch"] == [6, 12]
+
+
+def test_latest_is_the_newest_checkpoint_and_skips_a_junk_one(tmp_path: Path, capsys):
+    from crosstrain.spec.schema import load_spec
+    from crosstrain.train.rundir import find_checkpoint
+
+    runs = tmp_path / "runs"
+    long = tiny_spec(trainer={"max_epochs": 2, "progress": False, "run_dir": str(runs)})
+    short = tiny_spec(trainer={"max_epochs": 1, "progress": False, "run_dir": str(runs)})
+    ct.fit(long, backend="torch", run_dir=runs / "tiny" / "a-long")
+    ct.fit(short, backend="torch", run_dir=runs / "tiny" / "b-short")
+    junk = runs / "tiny" / "c-junk" / "checkpoints" / "step-9999"
+    junk.mkdir(parents=True)
+    (junk / "trainer.json").write_text("{}")
+    spec = load_spec(short)
+    assert find_checkpoint(spec, "latest") == runs / "tiny" / "b-short" / "checkpoints" / "step-6"
+    assert f"warning: skipping unreadable checkpoint: {junk}" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        find_checkpoint(spec, junk.parent.parent)
+    result = ct.fit(
+        tiny_spec(trainer={"max_epochs": 2, "progress": False, "run_dir": str(runs)}),
+        backend="torch",
+        resume="latest",
+        run_dir=False,
+    )
+    assert result.state.step == 12
