@@ -99,3 +99,48 @@ def test_an_explicit_null_survives_overrides_and_the_command_line(tmp_path: Path
     done = run_cli("config spec.json --set trainer.max_epochs=2 --run-dir out", tmp_path)
     assert done.returncode == 0, done.stderr
     assert "checkpoint: null" in done.stdout
+
+
+def test_set_a_new_optimizer_or_schedule_name_starts_that_mapping_afresh(tmp_path: Path):
+    from bad_inputs import run_cli
+    from crosstrain.spec.schema import load_spec
+
+    spec = load_spec(tiny_spec(schedule={"name": "cosine", "warmup_steps": 2}))
+    changed = spec.override({"optimizer.momentum": "0.9", "optimizer.name": "sgd"})
+    assert changed.optimizer.name == "sgd" and changed.optimizer.momentum == 0.9
+    assert spec.override({"schedule.name": "step"}).schedule.name == "step"
+    assert spec.override({"optimizer.name": "adam"}).optimizer == spec.optimizer  # same name
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    done = run_cli("config spec.json --set optimizer.name=sgd schedule.name=linear", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "name: sgd" in done.stdout and "beta_1" not in done.stdout
+
+
+def test_module_with_its_own_loss_and_a_mixin_callback_hook():
+    class Tiny(ct.Module):
+        input_shape = (8,)
+
+        def layers(self):
+            return [{"type": "Dense", "units": 3}]
+
+        def loss(self, xp, logits, targets):
+            return ct.losses.cross_entropy(xp, logits, targets)
+
+        def data(self):
+            return tiny_spec()["data"]
+
+    spec = Tiny().to_spec().override({"trainer.max_epochs": 1, "trainer.progress": False})
+    assert spec.loss.name == "Tiny.loss" and spec.loss.fn is not None
+
+    seen = []
+
+    class Counting:
+        def on_epoch_end(self, stage, metrics):
+            seen.append(stage)
+
+    class Counter(Counting, ct.Callback):
+        pass
+
+    ct.fit(spec, backend="torch", run_dir=False, callbacks=[Counter()])
+    assert "train" in seen
+    assert not hasattr(Counting.on_epoch_end, "crosstrain_impl")  # the mixin is left alone
