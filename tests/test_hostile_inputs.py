@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import crosstrain as ct
+import numpy as np
 import pytest
 from conftest import tiny_spec
 from crosstrain.errors import CheckpointError
@@ -144,3 +145,46 @@ def test_module_with_its_own_loss_and_a_mixin_callback_hook():
     ct.fit(spec, backend="torch", run_dir=False, callbacks=[Counter()])
     assert "train" in seen
     assert not hasattr(Counting.on_epoch_end, "crosstrain_impl")  # the mixin is left alone
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_every_streamed_batch_is_label_checked(backend: str):
+    torch = pytest.importorskip("torch")
+    from crosstrain.errors import DataError
+    from torch.utils.data import DataLoader, TensorDataset
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    spec["data"] = {"validation_split": 0.0}
+    x = torch.zeros((96, 8))
+    y = torch.arange(96) % 3
+    y[70] = 100  # batch 2 (of 32 rows): torch raised IndexError, XLA clamped it silently
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    with pytest.raises(DataError, match=r"^data, batch 2: label 100 in row 6 .* 3 units"):
+        ct.fit(spec, backend=backend, data=loader, run_dir=False)
+
+
+def test_streamed_label_check_costs_microseconds_a_batch():
+    import time
+
+    from crosstrain.data.targets import target_checker
+    from crosstrain.spec.schema import load_spec
+
+    check = target_checker(load_spec(tiny_spec()))
+    labels = np.arange(256) % 3
+    started = time.perf_counter()
+    for _ in range(1000):
+        check(labels, "data, batch 0")
+    assert (
+        time.perf_counter() - started
+    ) / 1000 < 1e-3  # measured 20-50 µs a batch of 256 (numpy, CPU torch)
+
+
+def test_a_loader_of_three_tuples_is_refused_not_half_used():
+    from crosstrain.errors import DataError
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    spec["data"] = {"validation_split": 0.0}
+    x, y, w = np.zeros((32, 8), np.float32), np.arange(32) % 3, np.ones(32, np.float32)
+    batches = [(x, y, w), (x, y, w)]
+    with pytest.raises(DataError, match=r"batch 0 is a tuple of 3 items; expected \(x, y\)"):
+        ct.fit(spec, backend="torch", data=batches, run_dir=False)
