@@ -140,8 +140,8 @@ class JaxProgram(Program):
             self.graphdef, nest(params, self._param_paths), nest(rest, self._rest_paths)
         )
         out = model(x, train=train, key=key)
-        new_rest = (
-            unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)
+        new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
+            {**rest, **unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)}
             if train
             else rest
         )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.nn.model import init_params
+from crosstrain.nn.model import core_drawn, init_params
 from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
@@ -124,6 +124,10 @@ class TorchProgram(Program):
         module, refs = build_module(spec.model, self.device, dtype)
         if spec.model.init == "native":
             native_init(refs)
+            drawn = core_drawn(spec.model)
+            if drawn:
+                chosen = [ref for ref in refs if ref.name in drawn]
+                load_params(chosen, init_params(spec.model, spec.seed, drawn))
         else:
             load_params(refs, init_params(spec.model, spec.seed))
         input_dtype = torch.int64 if spec.model.resolved_input_dtype == "int64" else dtype

@@ -7,6 +7,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import (
     Activation,
     Layer,
@@ -84,6 +85,8 @@ class Conv2D(Layer):
     padding: Padding = "valid"
     activation: Activation | None = None
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
         return as_pair(self.kernel_size), as_pair(self.strides)
@@ -100,9 +103,11 @@ class Conv2D(Layer):
         (kh, kw), _ = self._geometry()
         cin = input_shape[-1]
         fans = (kh * kw * cin, kh * kw * self.filters)
-        specs = {"kernel": ParamSpec((kh, kw, cin, self.filters), "glorot_uniform", fans)}
+        kernel = self.initializer("kernel_initializer", "glorot_uniform")
+        specs = {"kernel": ParamSpec((kh, kw, cin, self.filters), kernel, fans)}
         if self.use_bias:
-            specs["bias"] = ParamSpec((self.filters,), "zeros")
+            init = self.initializer("bias_initializer", "zeros")
+            specs["bias"] = ParamSpec((self.filters,), init)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:
@@ -214,6 +219,8 @@ class Conv1D(Layer):
     padding: Padding = "valid"
     activation: Activation | None = None
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
@@ -227,11 +234,14 @@ class Conv1D(Layer):
         cin, k = input_shape[-1], self.kernel_size
         specs = {
             "kernel": ParamSpec(
-                (k, cin, self.filters), "glorot_uniform", (k * cin, k * self.filters)
+                (k, cin, self.filters),
+                self.initializer("kernel_initializer", "glorot_uniform"),
+                (k * cin, k * self.filters),
             )
         }
         if self.use_bias:
-            specs["bias"] = ParamSpec((self.filters,), "zeros")
+            init = self.initializer("bias_initializer", "zeros")
+            specs["bias"] = ParamSpec((self.filters,), init)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:
