@@ -6,6 +6,7 @@ table with before/after is docs/hostile-inputs.md.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,17 @@ def test_latest_is_the_newest_checkpoint_and_skips_a_junk_one(tmp_path: Path, ca
         run_dir=False,
     )
     assert result.state.step == 12
+
+
+def test_an_explicit_null_survives_overrides_and_the_command_line(tmp_path: Path):
+    from bad_inputs import run_cli
+    from crosstrain.spec.schema import load_spec
+
+    spec = load_spec(tiny_spec(trainer={"max_epochs": 1, "checkpoint": None}))
+    assert spec.override({"trainer.max_epochs": 2}).trainer.checkpoint is None
+    assert load_spec(spec.to_dict()).trainer.checkpoint is None
+    assert load_spec(tiny_spec()).override({}).trainer.checkpoint is not None  # default kept
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    done = run_cli("config spec.json --set trainer.max_epochs=2 --run-dir out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint: null" in done.stdout

@@ -101,8 +101,15 @@ class Spec(BaseModel):
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON types) that `load_spec` turns back into an equal spec."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain data (JSON types) that `load_spec` turns back into an equal spec.
+
+        A None is left out where it is the field's default, and kept where it is not
+        (`trainer.checkpoint: null` turns checkpointing off: dropping it would restore the
+        default on the way back, e.g. through `override` or a run's `spec.yaml`).
+        """
+        data = self.model_dump(mode="json")
+        _drop_default_nones(self, data)
+        return data
 
     def to_yaml(self) -> str:
         """The spec as YAML, keys in field order: what a run directory's `spec.yaml` holds."""
@@ -123,6 +130,34 @@ class Spec(BaseModel):
         for metric, fn in zip(spec.metrics, callables["metrics"], strict=False):
             metric.fn = metric.fn or fn
         return spec
+
+
+def _default_is_none(field: Any) -> bool:
+    return field.default is None and field.default_factory is None
+
+
+def _drop_default_nones(value: Any, data: Any) -> None:
+    """Removes from `data` (the JSON dump of `value`) each None that is its field's default,
+    and each None among a model's extra keys, walking models, lists and mappings together."""
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        for name, field in type(value).model_fields.items():
+            if name not in data:
+                continue
+            item = getattr(value, name)
+            if item is None:
+                if _default_is_none(field):
+                    del data[name]
+            else:
+                _drop_default_nones(item, data[name])
+        for name in list(value.model_extra or {}):
+            if name in data and data[name] is None:
+                del data[name]
+    elif isinstance(value, (list, tuple)) and isinstance(data, list):
+        for item, dumped in zip(value, data, strict=False):
+            _drop_default_nones(item, dumped)
+    elif isinstance(value, dict) and isinstance(data, dict):
+        for item, key in zip(value.values(), list(data), strict=False):
+            _drop_default_nones(item, data[key])
 
 
 def _override_value(key: str, value: Any) -> Any:
