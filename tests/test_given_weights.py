@@ -156,3 +156,47 @@ def test_bad_weights_options_are_spec_errors() -> None:
         _spec({"weights": "a.safetensors", "weights_map": {"(": "x"}})
     with pytest.raises(SpecError, match=r"model.weights: .*no such file"):
         ct.build(_spec({"weights": "/nonexistent/w.safetensors"}), backend="torch")
+
+
+def test_a_keras_file_loads_by_layer_name(tmp_path) -> None:
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, name="conv", activation="relu"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(1)
+    bn.moving_mean.assign(rng.normal(size=3).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, size=3).astype(np.float32))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    x = rng.normal(size=(4, 6, 6, 2)).astype(np.float32)
+    expected = np.asarray(model.predict(x, verbose=0))
+    spec = ct.load_spec(
+        {
+            "model": {
+                "input_shape": [6, 6, 2],
+                "weights": str(path),
+                "layers": [
+                    {
+                        "type": "Conv2D",
+                        "name": "conv",
+                        "filters": 3,
+                        "kernel_size": 3,
+                        "activation": "relu",
+                    },
+                    {"type": "BatchNorm", "name": "bn"},
+                    {"type": "Flatten"},
+                    {"type": "Dense", "name": "head", "units": 4},
+                ],
+            },
+            "trainer": {"progress": False},
+        }
+    )
+    out = np.asarray(ct.build(spec, backend="torch").predict_step((x, None)))
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)

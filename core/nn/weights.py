@@ -41,6 +41,7 @@ the rest from the seed as usual, listing them at info level.
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -100,6 +101,31 @@ def _checkpoint_dir(path: Path) -> Path | None:
     return None
 
 
+def _snake_case(name: str) -> str:
+    """Keras's `naming.to_snake_case` (what its weights file names a layer after)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _keras_layer_names(config: Any) -> dict[str, str]:
+    """The weights file's path of each top-level layer (its class in snake case, numbered from
+    the second on, as Keras saves) → the layer's own name in `config.json`."""
+    layers = config.get("config", {}).get("layers", []) if isinstance(config, dict) else []
+    used: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("class_name") == "InputLayer":
+            continue
+        snake = _snake_case(str(layer.get("class_name", "")))
+        key = f"{snake}_{used[snake]}" if snake in used else snake
+        used[snake] = used.get(snake, 0) + 1
+        name = layer.get("config", {}).get("name")
+        if isinstance(name, str):
+            out[key] = name
+    return out
+
+
 def _read_keras(path: Path) -> dict[str, np.ndarray]:
     try:
         import h5py
@@ -108,8 +134,10 @@ def _read_keras(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             data = archive.read("model.weights.h5")
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
         raise _issue("model.weights", f"{path}: not a Keras 3 .keras file ({err})") from None
+    names = _keras_layer_names(config)
     tensors: dict[str, np.ndarray] = {}
     with h5py.File(io.BytesIO(data), "r") as h5:
         if "layers" not in h5:
@@ -118,6 +146,7 @@ def _read_keras(path: Path) -> dict[str, np.ndarray]:
         def visit(name: str, item: Any) -> None:
             if isinstance(item, h5py.Dataset):
                 parts = [p for p in name.split("/") if p != "layers"]
+                parts[0] = names.get(parts[0], parts[0])
                 tensors["/".join(parts)] = np.asarray(item[()])
 
         h5["layers"].visititems(visit)
