@@ -29,7 +29,8 @@ from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.errors import CheckpointError
 from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 from crosstrain.nn.initializers import native_name
-from crosstrain.nn.model import ModelSpec, core_drawn, init_params, param_specs
+from crosstrain.nn.model import ModelSpec, param_specs
+from crosstrain.nn.weights import initial_params
 
 from .optim import get_slots, with_slots
 
@@ -139,12 +140,11 @@ def native_initial_values(model: ModelSpec, seed: int) -> dict[str, jax.Array]:
     models never pass through host memory. Same distributions, not the same values."""
     base = jax.random.wrap_key_data(jnp.asarray(seed_key_data(seed)))
     values = {}
-    drawn = core_drawn(model)
-    values.update(init_params(model, seed, drawn) if drawn else {})
+    values.update(initial_params(model, seed, core_only=True))
     for name, spec in param_specs(model).items():
         init = native_name(spec.init)
-        if init is None:
-            continue  # drawn by core above
+        if init is None or name in values:
+            continue  # drawn or given by core above
         key = jax.random.fold_in(base, zlib.crc32(name.encode()) & 0x7FFFFFFF)
         if init in ("zeros", "ones"):
             values[name] = (jnp.zeros if init == "zeros" else jnp.ones)(spec.shape, jnp.float32)

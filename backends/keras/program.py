@@ -17,7 +17,7 @@ from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.model import core_drawn, init_params
+from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 
@@ -70,9 +70,7 @@ class KerasProgram(Program):
                 spec.model, self.precision.policy, spec.seed, self.backend
             )
             # `init: native` keeps Keras's own draws except for initialisers core draws
-            initial = init_params(
-                spec.model, spec.seed, None if spec.model.init == "seed" else core_drawn(spec.model)
-            )
+            initial = initial_params(spec.model, spec.seed, core_only=spec.model.init == "native")
             for ref in self.refs:
                 if ref.name in initial:
                     ref.write(initial[ref.name])

@@ -4,6 +4,7 @@ the layer tree with shapes, canonical parameter names, seeded initialisation, nu
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,27 @@ class ModelSpec(BaseModel):
         DEFAULT_MAX_PARAMETERS,
         description="refuse a model with more parameter elements than this, before allocating",
     )
+    weights: str | None = Field(
+        None,
+        description="start from these weights (must fit exactly): a .safetensors file (torch "
+        "state_dicts converted), a crosstrain checkpoint directory, a .npz or a .keras file; "
+        "never a pickle",
+    )
+    weights_map: dict[str, str | None] | None = Field(
+        None,
+        description="renames for `weights`/`init_from`: {their name (a regular expression over "
+        "the whole name): our name (may use \\1), or null to drop it}",
+    )
+    weights_layout: Literal["auto", "crosstrain", "torch", "keras"] | None = Field(
+        None,
+        description="how to read the names and layouts of `weights` (default auto: torch for "
+        "a state_dict's `.weight`/`.bias` names, keras for a .keras file, else crosstrain)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="start from the matching tensors (same name and shape) of another run's "
+        "checkpoint or weights file; the others are initialised from the seed",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -78,6 +100,23 @@ class ModelSpec(BaseModel):
             if problem is not None:
                 raise PydanticCustomError("layer_tree", "{problem}", {"problem": problem})
         return data
+
+    @model_validator(mode="after")
+    def _weights_options(self) -> ModelSpec:
+        if self.weights is not None and self.init_from is not None:
+            raise PydanticCustomError(
+                "weights", "give model.weights (exact fit) or model.init_from (what fits), not both"
+            )
+        for pattern in self.weights_map or {}:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise PydanticCustomError(
+                    "weights_map",
+                    "model.weights_map: {pattern!r} is not a regular expression ({err})",
+                    {"pattern": pattern, "err": str(err)},
+                ) from None
+        return self
 
     def layer_nodes(self) -> list[LayerNode]:
         """Every layer of the tree, parents before their children, with shapes and paths (what

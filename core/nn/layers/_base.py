@@ -169,3 +169,12 @@ def window_output(size: int, kernel: int, stride: int, padding: str) -> int:
             f"window {kernel} is larger than the input size {size} with padding 'valid'"
         )
     return (size - kernel) // stride + 1
+
+
+def transposed_window(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """Keras's Conv2DTranspose along one axis: (output length, rows cropped at the start of the
+    full `(size - 1) * stride + kernel` result; the end is cropped, or padded with zeros, to the
+    output length). The crop is where the forward `same` convolution would pad."""
+    if padding == "same":
+        return size * stride, max(kernel - stride, 0) // 2
+    return size * stride + max(kernel - stride, 0), 0
