@@ -188,3 +188,33 @@ def test_a_loader_of_three_tuples_is_refused_not_half_used():
     batches = [(x, y, w), (x, y, w)]
     with pytest.raises(DataError, match=r"batch 0 is a tuple of 3 items; expected \(x, y\)"):
         ct.fit(spec, backend="torch", data=batches, run_dir=False)
+
+
+def test_a_csv_with_a_bom_reads_its_first_column_by_name(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"{i % 5},{i % 3},{i % 3}\n" for i in range(40))
+    (tmp_path / "bom.csv").write_text("a,b,y\n" + rows, encoding="utf-8-sig")
+    spec = tiny_spec(
+        data={"source": "csv:bom.csv", "options": {"columns": ["a", "b"]}},
+        trainer={"max_epochs": 1, "progress": False, "loggers": []},
+    )
+    spec["model"]["input_shape"] = [2]
+    assert ct.fit(spec, backend="torch", run_dir=False).history
+
+
+def test_a_tensor_that_requires_grad_is_data():
+    torch = pytest.importorskip("torch")
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    x = torch.zeros((64, 8), requires_grad=True)
+    assert ct.fit(spec, backend="torch", data=(x, torch.arange(64) % 3), run_dir=False).history
+
+
+def test_big_endian_arrays_train_on_jax(tmp_path: Path, monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(">f4")
+    np.savez(tmp_path / "be.npz", x=x, y=(np.arange(64) % 3).astype(">i8"))
+    spec = tiny_spec(
+        data={"source": "npz:be.npz"}, trainer={"max_epochs": 1, "progress": False, "loggers": []}
+    )
+    assert ct.fit(spec, backend="jax", run_dir=False).history

@@ -320,10 +320,11 @@ def array_units(
 
 def as_data(value: Any, where: str, spec: Spec) -> Any:
     """`fit(data=...)`/`val_data` as ArrayData (arrays) or Batches (anything yielding batches)."""
-    from crosstrain.data.arrays import as_array_data
+    from crosstrain.data.arrays import as_array_data, check_array_kinds
 
     data = as_batches(value, where, spec) or as_array_data(value, where)
     if not isinstance(data, Batches):
+        check_array_kinds(data, where)
         check_input_shape(data.x, spec, where)
         check_input_ids(data.x, spec, where)
         check_targets(data.y, spec, where)
