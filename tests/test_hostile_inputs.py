@@ -218,3 +218,33 @@ def test_big_endian_arrays_train_on_jax(tmp_path: Path, monkeypatch):
         data={"source": "npz:be.npz"}, trainer={"max_epochs": 1, "progress": False, "loggers": []}
     )
     assert ct.fit(spec, backend="jax", run_dir=False).history
+
+
+def test_resume_on_a_read_only_run_directory_is_one_line(tmp_path: Path):
+    import os
+    import subprocess as sp
+
+    from bad_inputs import Refusal, assert_refused, run_cli, snapshot
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    run = tmp_path / "runs" / "tiny" / "20000101-000000"
+    ct.fit(spec, backend="torch", run_dir=run)
+    mounted = (
+        os.geteuid() == 0
+        and sp.run(["mount", "--bind", run, run], capture_output=True).returncode == 0
+    )
+    try:
+        if mounted:
+            sp.run(["mount", "-o", "remount,bind,ro", run], check=True)
+        else:
+            run.chmod(0o555)
+        before = snapshot(tmp_path)
+        done = run_cli("fit spec.json --backend torch --max-epochs 2 --resume latest", tmp_path)
+        cause = "Read-only file system" if mounted else "Permission denied"
+        expected = Refusal(code=2, fragments=(f"cannot use run directory {run.relative_to(tmp_path)}: {cause}",))
+        assert_refused(done, expected, before, tmp_path)
+    finally:
+        if mounted:
+            sp.run(["umount", "-l", run], check=False)
+        run.chmod(0o755)

@@ -90,7 +90,13 @@ def locked_run_dir(path: Path | None) -> Iterator[None]:
     if path is None or fcntl is None:
         yield
         return
-    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise CrosstrainError(
+            f"cannot use run directory {path}: {err.strerror or err} "
+            f"({Path(path) / LOCK_FILE}); a fit writes its lock, checkpoints and metrics there"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
