@@ -56,7 +56,7 @@ CASES = [
     ),
     pytest.param(
         _spec(tiny_spec()),
-        "config spec.json --set model.layers[0]={type: {a: 1}}",
+        "config spec.json --set 'model.layers[0]={type: {a: 1}}'",
         Refusal(fragments=("model.layers[0]",)),
         id="layer_type_a_mapping",
     ),
@@ -148,6 +148,12 @@ CASES = [
         FIT,
         Refusal(fragments=("data.source 'npz:c.npz': x holds complex numbers (complex64)",)),
         id="complex_inputs",
+    ),
+    pytest.param(
+        _spec(tiny_spec()),
+        "config spec.json --set 'model.layers[1]={type: Dropout, rate: false}'",
+        Refusal(fragments=("model.layers[1].rate", "expected a number, got the boolean False")),
+        id="dropout_rate_false",
     ),
 ]
 

@@ -242,9 +242,44 @@ def test_resume_on_a_read_only_run_directory_is_one_line(tmp_path: Path):
         before = snapshot(tmp_path)
         done = run_cli("fit spec.json --backend torch --max-epochs 2 --resume latest", tmp_path)
         cause = "Read-only file system" if mounted else "Permission denied"
-        expected = Refusal(code=2, fragments=(f"cannot use run directory {run.relative_to(tmp_path)}: {cause}",))
+        expected = Refusal(
+            code=2, fragments=(f"cannot use run directory {run.relative_to(tmp_path)}: {cause}",)
+        )
         assert_refused(done, expected, before, tmp_path)
     finally:
         if mounted:
             sp.run(["umount", "-l", run], check=False)
         run.chmod(0o755)
+
+
+def test_an_endless_generator_is_bounded_by_max_steps_or_warned_about():
+    import itertools
+
+    x, y = np.zeros((16, 8), np.float32), np.arange(16) % 3
+    spec = tiny_spec(trainer={"max_steps": 3, "progress": False, "loggers": []})  # max_epochs 10
+    spec["data"] = {}
+    result = ct.fit(spec, backend="torch", data=itertools.repeat((x, y)), run_dir=False)
+    assert result.state.step == 3
+    spec["trainer"] = {"max_epochs": 1, "progress": False, "loggers": []}
+    with pytest.warns(UserWarning, match="an iterator of unknown length .* set trainer.max_steps"):
+        ct.fit(spec, backend="torch", data=iter([(x, y)] * 2), run_dir=False)
+
+
+def test_an_empty_streamed_batch_says_so_not_nan():
+    from crosstrain.errors import DataError
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    spec["data"] = {}
+    x, y = np.zeros((16, 8), np.float32), np.arange(16) % 3
+    batches = [(x, y), (x[:0], y[:0])]
+    with pytest.raises(DataError, match=r"^data, batch 1 has 0 rows"):
+        ct.fit(spec, backend="torch", data=batches, run_dir=False)
+
+
+def test_no_training_batch_names_the_validation_split_not_drop_last(tmp_path: Path):
+    from crosstrain.errors import TrainingError
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    x, y = np.zeros((1, 8), np.float32), np.array([1])
+    with pytest.raises(TrainingError, match=r"0 samples \(after data.validation_split 0.25\)$"):
+        ct.fit(spec, backend="torch", data=(x, y), run_dir=False)
