@@ -283,3 +283,16 @@ def test_no_training_batch_names_the_validation_split_not_drop_last(tmp_path: Pa
     x, y = np.zeros((1, 8), np.float32), np.array([1])
     with pytest.raises(TrainingError, match=r"0 samples \(after data.validation_split 0.25\)$"):
         ct.fit(spec, backend="torch", data=(x, y), run_dir=False)
+
+
+def test_a_missing_accelerator_is_refused_before_the_summary_table(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has cuda")
+    from bad_inputs import run_cli
+
+    (tmp_path / "spec.json").write_text(json.dumps(tiny_spec()))
+    done = run_cli("fit spec.json --backend torch --accelerator cuda", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "error: accelerator 'cuda' not found by backend 'torch'" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
