@@ -260,15 +260,6 @@ def _check_callbacks(record: _Record, callbacks: dict[str, Any]) -> None:
         value, path = checkpoint.get("best_value"), checkpoint.get("best_path")
         if not (value is None or _is_number(value)) or not (path is None or isinstance(path, str)):
             record.fail(f"callbacks.ModelCheckpoint best_value/best_path are {_shown(checkpoint)}")
-        paths = [path] + [
-            e[1] for e in checkpoint.get("top_k") or [] if isinstance(e, list) and len(e) == 2
-        ]
-        for named in paths:
-            if isinstance(named, str) and not _is_checkpoint_path(named):
-                record.fail(
-                    f"callbacks.ModelCheckpoint names {_shown(named)}, which is not a checkpoint "
-                    "of a run (<run>/checkpoints/step-<N>)"
-                )
         if not isinstance(checkpoint.get("top_k", []), list):
             record.fail(f"callbacks.ModelCheckpoint.top_k is {_shown(checkpoint['top_k'])}")
         for entry in checkpoint.get("top_k", []):
@@ -279,6 +270,15 @@ def _check_callbacks(record: _Record, callbacks: dict[str, Any]) -> None:
                 and isinstance(entry[1], str)
             ):
                 record.fail(f"callbacks.ModelCheckpoint.top_k has entry {_shown(entry)}")
+        paths = [path] + [
+            e[1] for e in checkpoint.get("top_k") or [] if isinstance(e, list) and len(e) == 2
+        ]
+        for named in paths:
+            if isinstance(named, str) and not _is_checkpoint_path(named):
+                record.fail(
+                    f"callbacks.ModelCheckpoint names {_shown(named)}, which is not a checkpoint "
+                    "of a run (<run>/checkpoints/step-<N>)"
+                )
     stopping = callbacks.get("EarlyStopping")
     if stopping is not None:
         best, wait = stopping.get("best"), stopping.get("wait")
