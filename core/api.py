@@ -346,7 +346,7 @@ def evaluate(
 
 def predict(
     target: Any,
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     x: Any = None,
     backend: str | None = None,
     *,
@@ -354,7 +354,16 @@ def predict(
 ) -> np.ndarray:
     """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
     whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
-    DataLoader, tf.data, grain...); default every input of `spec.data`."""
+    DataLoader, tf.data, grain...); default every input of `spec.data`. A `checkpoint` of
+    None predicts with the model as the spec builds it (`model.weights`, else the seed's
+    initialisation), e.g. a `from_pretrained` spec."""
+    if checkpoint is None:
+        spec_obj, native = _split_target(target, spec)
+        name = backend_name(spec_obj, backend)
+        program = _checked_backend(get_registry(), name, spec_obj).build(
+            spec_obj, make_env(spec_obj, native, None, name)
+        )
+        return predict_program(spec_obj, program, name, x)
     trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
     return predict_program(trainer.spec, trainer.program, trainer.backend, x)
 
