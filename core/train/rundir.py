@@ -9,6 +9,7 @@ holds its pid); a second fit on the same directory is refused with a CrosstrainE
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -113,6 +114,25 @@ def write_run_files(path: Path, spec: Any, plan: str = "") -> None:
     text = plan + ("\n" if plan and table is not None else "") + (table + "\n" if table else "")
     if text:
         (path / "summary.txt").write_text(text, encoding="utf-8")
+
+
+TOKENIZER_FILE = "tokenizer.json"
+"""The tokenizer record of a run on text data (`crosstrain.data.tokenizers`), beside spec.yaml."""
+
+
+def write_tokenizer(path: Path, record: dict[str, Any]) -> None:
+    """`<run>/tokenizer.json`: the record generation decodes with."""
+    (path / TOKENIZER_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def read_tokenizer(run_dir: Path | None) -> dict[str, Any] | None:
+    """The run directory's tokenizer record, or None where it has none."""
+    if run_dir is None or not (Path(run_dir) / TOKENIZER_FILE).is_file():
+        return None
+    try:
+        return json.loads((Path(run_dir) / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CrosstrainError(f"{Path(run_dir) / TOKENIZER_FILE}: not JSON ({err})") from None
 
 
 def find_checkpoint(spec: Any, resume: str | Path) -> Path:
