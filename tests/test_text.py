@@ -220,10 +220,12 @@ def test_sampling_is_seeded_and_the_command_prints_it(trained: Any, capsys: Any)
         ct.generate(bidirectional, checkpoint, backend="torch")
 
 
-def test_char_gpt_example_trains_and_generates(tmp_path: Path) -> None:
+def test_char_gpt_example_trains_and_generates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # its corpus is text:docs
     spec = ct.load_spec(EXAMPLES / "char_gpt.yaml").override(
         {
-            "data.source": f"text:{ROOT / 'docs'}",
             "data.batch_size": 8,
             "trainer.max_epochs": 1,
             "trainer.limit_train_batches": 3,

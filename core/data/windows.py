@@ -126,12 +126,12 @@ class TokenWindows(ArrayData):
 
     def check_model(self, spec: Any) -> None:
         """DataError when the model's Embedding or its output is smaller than the vocabulary."""
-        from .inputs import _first_layer
+        from .inputs import first_layer
         from .targets import _model_output
 
         if spec is None or spec.model is None or not self.vocab_size:
             return
-        found = _first_layer(spec)
+        found = first_layer(spec)
         vocab = getattr(found[0], "vocab_size", None) if found is not None else None
         if vocab is not None and vocab < self.vocab_size:
             raise DataError(
