@@ -44,6 +44,7 @@ EXIT_TERMINATED = 143
 BUILTIN_COMMANDS = (
     "crosstrain.cli.fit",
     "crosstrain.cli.inference",
+    "crosstrain.cli.generate",
     "crosstrain.cli.summary",
     "crosstrain.cli.plugins",
     "crosstrain.cli.schema",
