@@ -36,7 +36,7 @@ from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.model import init_params
+from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from flax import nnx
@@ -88,7 +88,7 @@ class JaxProgram(Program):
             if spec.model.init == "native":
                 model = Model(spec.model, native_initial_values(spec.model, spec.seed))
             else:
-                model = Model(spec.model, init_params(spec.model, spec.seed))
+                model = Model(spec.model, initial_params(spec.model, spec.seed))
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self._param_paths, self._rest_paths = flat_names(params), flat_names(rest)
         self._param_names = {p: n for n, p in self._param_paths.items()}
@@ -139,8 +139,8 @@ class JaxProgram(Program):
             self.graphdef, nest(params, self._param_paths), nest(rest, self._rest_paths)
         )
         out = model(x, train=train, key=key)
-        new_rest = (
-            unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)
+        new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
+            {**rest, **unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)}
             if train
             else rest
         )

@@ -31,7 +31,7 @@ import numpy as np
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import DROPOUT_CALLS, call_key, name_salt, shared_dropout
 from crosstrain.nn.layers import layer_route
-from crosstrain.nn.model import LayerNode, ModelSpec, plan
+from crosstrain.nn.model import LayerNode, ModelSpec, frozen_params, plan
 
 from .array_layer import ArrayLayer
 from .plugin import LAYER_BUILDERS, NATIVE_METHOD
@@ -291,4 +291,9 @@ def build_model(
     builder = _Builder(dtype, seed, backend, model.dropout_masks == "shared")
     outputs = builder.chain(nodes, inputs)
     native = keras.Model(inputs, outputs, name="crosstrain")
+    frozen = frozen_params(model)
+    for ref in builder.refs:
+        if ref.name in frozen:  # `trainable: false`: a non-trainable Keras weight
+            ref.trainable = False
+            ref.variable.trainable = False
     return native, builder.refs

@@ -109,6 +109,8 @@ class NameTable(Generic[T]):
         self.owners[name] = self._owner
 
     def find(self, name: str) -> T | None:
+        if not isinstance(name, str):  # a spec's `type: [Dense]`: unknown, not a TypeError
+            return None
         if name in self._entries or not (self.references and ":" in name):
             return self._entries.get(name)
         try:

@@ -48,7 +48,14 @@ from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
 from crosstrain.nn.layers.pooling import AvgPool1D, GlobalMaxPool, MaxPool1D, UpSampling2D
 from crosstrain.nn.layers.recurrent import GRU, LSTM
 from crosstrain.nn.layers.sequence import GatedMLP, PositionEmbedding, RMSNorm
-from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
+from crosstrain.nn.layers.spatial import (
+    AvgPool2D,
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    GlobalAvgPool,
+    MaxPool2D,
+)
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
@@ -71,6 +78,7 @@ __all__ = [
     "BatchNorm",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "Dense",
     "Dropout",
     "Embedding",
