@@ -32,13 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
 from crosstrain.nn.optim import slot_names
-from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from flax import nnx
