@@ -25,6 +25,7 @@ T = TypeVar("T")
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "crosstrain.plugins.builtins",
     "crosstrain.plugins.sources",
+    "crosstrain.plugins.text_sources",
     "crosstrain.plugins.data_adapters",
     "crosstrain.plugins.csv_logger",
     "crosstrain.plugins.tensorboard_logger",
