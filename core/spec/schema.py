@@ -16,7 +16,8 @@ import yaml
 from crosstrain.data.arrays import DataSpec
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
-from crosstrain.nn.optim import Adam, OptimizerSpec, ScheduleSpec
+from crosstrain.nn.optim import Adam, ScheduleSpec
+from crosstrain.nn.optimizers import AnyOptimizer
 from crosstrain.spec.messages import issues_from_validation_error
 from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
     Accelerator,
@@ -96,7 +97,7 @@ class Spec(BaseModel):
     model: ModelSpec | None = None
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
     metrics: list[NamedFunction] = Field(default_factory=list)
-    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    optimizer: AnyOptimizer = Field(default_factory=Adam)
     schedule: ScheduleSpec | None = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
@@ -121,15 +122,22 @@ class Spec(BaseModel):
         String values are read as YAML scalars (`"3"` → 3), as `--set key=value` does.
         """
         data = self.to_dict()
-        callables = {"loss": self.loss.fn, "metrics": [m.fn for m in self.metrics]}
-        for key, value in changes.items():
-            _set_path(data, key, _override_value(key, value))
-        spec = validate_spec(data, source="overrides")
-        if callables["loss"] is not None and spec.loss.name == self.loss.name:
-            spec.loss.fn = callables["loss"]
-        for metric, fn in zip(spec.metrics, callables["metrics"], strict=False):
-            metric.fn = metric.fn or fn
-        return spec
+        values = [(key, _override_value(key, value)) for key, value in changes.items()]
+        for key, value in values:
+            _renamed(data, key, value)
+        for key, value in values:
+            _set_path(data, key, value)
+        loss = data.get("loss")
+        if (
+            self.loss.fn is not None
+            and isinstance(loss, dict)
+            and loss.get("name") == self.loss.name
+        ):
+            loss["fn"] = self.loss.fn  # a Module's own loss, or a callable given to fit
+        for metric, old in zip(data.get("metrics") or [], self.metrics, strict=False):
+            if old.fn is not None and isinstance(metric, dict) and metric.get("name") == old.name:
+                metric["fn"] = old.fn
+        return validate_spec(data, source="overrides")
 
 
 def _default_is_none(field: Any) -> bool:
@@ -158,6 +166,34 @@ def _drop_default_nones(value: Any, data: Any) -> None:
     elif isinstance(value, dict) and isinstance(data, dict):
         for item, key in zip(value.values(), list(data), strict=False):
             _drop_default_nones(item, data[key])
+
+
+def _renamed(data: dict[str, Any], key: str, value: Any) -> None:
+    """As `extends:` does: setting a mapping's `name` or `type` to another one (`optimizer.name`,
+    `schedule.name`, `model.layers[0].type`) starts that mapping afresh, since its other keys
+    belong to the thing named before (Adam's `beta_1` is no option of SGD); a new `data.source`
+    drops `data.options`. Keys set in the same override are applied after this."""
+    parts = _split_path(key)
+    if parts == ["data", "source"]:
+        section = data.get("data")
+        if isinstance(section, dict) and section.get("source") != value:
+            section.pop("options", None)
+        return
+    if len(parts) < 2 or parts[-1] not in ("name", "type"):
+        return
+    node: Any = data
+    for part in parts[:-2]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    parent = parts[-2]
+    try:
+        mapping = node[parent]
+    except (KeyError, IndexError, TypeError):
+        return
+    if isinstance(mapping, dict) and parts[-1] in mapping and mapping[parts[-1]] != value:
+        node[parent] = {parts[-1]: value}
 
 
 def _override_value(key: str, value: Any) -> Any:
