@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crosstrain.checkpoint.weights import without_given
 from crosstrain.data.batches import check_streams
 from crosstrain.data.windows import TokenWindows
 from crosstrain.errors import CheckpointError, CrosstrainError
@@ -252,7 +253,8 @@ def fit(
     else:  # a remote checkpoint resumed into a new local run, or no URL at all
         directory = run_directory(spec_obj, run_dir, None if staging else checkpoint, rank)
     env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
-    program = backend_obj.build(spec_obj, env)
+    # a resumed run starts from its checkpoint: model.weights / init_from are not read again
+    program = backend_obj.build(without_given(spec_obj) if plan is not None else spec_obj, env)
     if plan is not None:  # before the run directory is locked or written
         plan.check_model(program.get_state(), spec_obj)
     trainer = Trainer(spec_obj, program, registry, name, directory, remote=remote)
@@ -316,7 +318,7 @@ def _load_checkpoint(
     path = find_checkpoint(spec_obj, checkpoint)
     state, meta = read_checkpoint(path)
     program = _checked_backend(registry, name, spec_obj).build(
-        spec_obj, make_env(spec_obj, native, None, name)
+        without_given(spec_obj), make_env(spec_obj, native, None, name)
     )
     check_fits_model(state, program.get_state(), path, precision_changed(meta, spec_obj))
     try:
@@ -360,7 +362,7 @@ def evaluate(
 
 def predict(
     target: Any,
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     x: Any = None,
     backend: str | None = None,
     *,
@@ -368,7 +370,16 @@ def predict(
 ) -> np.ndarray:
     """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
     whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
-    DataLoader, tf.data, grain...); default every input of `spec.data`."""
+    DataLoader, tf.data, grain...); default every input of `spec.data`. A `checkpoint` of
+    None predicts with the model as the spec builds it (`model.weights`, else the seed's
+    initialisation), e.g. a `from_pretrained` spec."""
+    if checkpoint is None:
+        spec_obj, native = _split_target(target, spec)
+        name = backend_name(spec_obj, backend)
+        program = _checked_backend(get_registry(), name, spec_obj).build(
+            spec_obj, make_env(spec_obj, native, None, name)
+        )
+        return predict_program(spec_obj, program, name, x)
     trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
     return predict_program(trainer.spec, trainer.program, trainer.backend, x)
 

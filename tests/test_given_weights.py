@@ -137,6 +137,15 @@ def test_npz_round_trip_and_init_from_a_checkpoint(tmp_path) -> None:
         data=(x, y),
         run_dir=tmp_path / "runs",
     )
+    # a checkpoint of a run that started from given weights is read without the file
+    given = {
+        **first.spec.to_dict(),
+        "model": {**spec.to_dict()["model"], "weights": str(tmp_path / "w.npz")},
+    }
+    from_file = ct.fit(given, backend="torch", data=(x, y), run_dir=tmp_path / "given")
+    (tmp_path / "w.npz").unlink()
+    out = ct.predict(given, from_file.run_dir, x[:2], backend="torch")
+    assert np.asarray(out).shape == (2, 10)
     layers = [dict(layer) for layer in LAYERS]
     layers[7] = {**layers[7], "units": 3}
     second = _spec({"init_from": str(first.run_dir)}, layers)

@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import CheckpointError
 from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 from crosstrain.nn.initializers import native_name
 from crosstrain.nn.model import ModelSpec, param_specs
-from crosstrain.nn.weights import initial_params
 
 from .optim import get_slots, with_slots
 

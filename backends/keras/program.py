@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 

@@ -16,9 +16,9 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.optim import slot_names
-from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
