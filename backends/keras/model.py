@@ -284,11 +284,15 @@ def build_model(
         `(keras.Model, refs)` with one ParamRef per canonical parameter, in canonical order.
     """
     nodes = plan(model)
+    builder = _Builder(dtype, seed, backend, model.dropout_masks == "shared")
+    if model.is_graph:
+        from .graph import build_graph
+
+        return build_graph(builder, model, nodes, keras_name), builder.refs
     dtype_in = model.resolved_input_dtype
     if dtype_in == "int64" and keras.backend.backend() == "jax":
         dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
     inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
-    builder = _Builder(dtype, seed, backend, model.dropout_masks == "shared")
     outputs = builder.chain(nodes, inputs)
     native = keras.Model(inputs, outputs, name="crosstrain")
     return native, builder.refs

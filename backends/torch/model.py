@@ -16,7 +16,7 @@ import torch
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import host_call_key, name_salt
 from crosstrain.nn.layers import Layer, ParamSpec, Shape, layer_route
-from crosstrain.nn.model import LayerNode, ModelSpec, plan
+from crosstrain.nn.model import LayerNode, ModelSpec, node_params, plan
 from torch import nn
 
 from . import layers as builders
@@ -79,7 +79,11 @@ def table_builder(entry: str) -> Any:
 def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]) -> nn.Module:
     layer = node.layer
     route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
-    if route == "native":
+    if node.tie is not None:
+        from .graph import TiedDense
+
+        module = TiedDense(layer, node.input_shape, factory)
+    elif route == "native":
         module = plugin_module(layer, node.input_shape, factory)
     elif route == "table":
         builder = table_builder(LAYER_BUILDERS[layer.type])
@@ -97,7 +101,7 @@ def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]
             sorted(LAYER_BUILDERS),
         )
     mapping = getattr(module, "canonical", {})
-    for pname, pspec in layer.params(node.input_shape).items():
+    for pname, pspec in node_params(node).items():
         path, layout = mapping.get(pname, (pname.replace("/", "."), "same"))
         owner, attr = _resolve(module, path)
         refs.append(ParamRef(f"{node.name}/{pname}", owner, attr, layout, pspec.trainable, pspec))
@@ -119,6 +123,10 @@ def build_module(
     """
     refs: list[ParamRef] = []
     factory = {"device": device, "dtype": dtype}
+    if model.is_graph:
+        from .graph import build_graph
+
+        return build_graph(model, plan(model), _layer_module, refs, factory), refs
     module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
     return module, refs
 
