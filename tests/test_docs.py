@@ -22,7 +22,7 @@ Conventions for fenced blocks (the info string is the language, then optional ta
   full); it is compared, not run, so a copy in the docs cannot drift from the file.
 - Any other language (yaml, toml, text, none) is shown only.
 
-docs/design.md is not run: it is the architecture contract, and its code is sketches.
+docs/design.md and docs/decisions.md are not run: the contract and its log, whose code is sketches.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import pytest
 from crosstrain.spec.reference import slug
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_RUN_PAGES = {"docs/design.md"}
+NOT_RUN_PAGES = {"docs/design.md", "docs/decisions.md"}
 PAGES = sorted(
     str(p.relative_to(ROOT))
     for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]

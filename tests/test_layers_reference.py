@@ -59,6 +59,18 @@ CASES = {
     "AvgPool1D": ((7, 2), [{"type": "AvgPool1D", "pool_size": 3, "strides": 2}]),
     "GlobalMaxPool": ((4, 4, 3), [{"type": "GlobalMaxPool"}]),
     "UpSampling2D": ((3, 2, 2), [{"type": "UpSampling2D", "size": 2}]),
+    "Conv2DTranspose": (
+        (3, 4, 2),
+        [
+            {
+                "type": "Conv2DTranspose",
+                "filters": 3,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+            }
+        ],
+    ),
     "GatedMLP": ((5, 6), [{"type": "GatedMLP", "units": 8, "activation": "gelu"}]),
     "Attention-gqa-rope": (
         (5, 8),

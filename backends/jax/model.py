@@ -31,7 +31,7 @@ import numpy as np
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import name_salt, shared_dropout
 from crosstrain.nn.layers import Layer, Shape, as_pair, child_name, layer_route, same_padding
-from crosstrain.nn.model import ModelSpec
+from crosstrain.nn.model import ModelSpec, frozen_params
 from flax import nnx
 from jax import Array
 
@@ -54,15 +54,28 @@ ACTIVATIONS: dict[str | None, Callable[[Array], Array]] = {
 }
 
 
+class Frozen(nnx.Variable):
+    """A parameter of a layer with `trainable: false`: kept with the model's other non-trainable
+    state (no gradient, no optimizer slots), still canonical state."""
+
+
 class _Build:
     """What module constructors share: initial values by canonical name, Dropout numbering."""
 
-    def __init__(self, values: dict[str, np.ndarray], shared_masks: bool = False):
+    def __init__(
+        self,
+        values: dict[str, np.ndarray],
+        shared_masks: bool = False,
+        frozen: frozenset[str] = frozenset(),
+    ):
         self.values = values
         self.dropouts = 0
         self.shared_masks = shared_masks
+        self.frozen = frozen
 
     def param(self, name: str, kind: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
+        if kind is nnx.Param and name in self.frozen:
+            kind = Frozen  # not an nnx.Param: outside the gradient and the optimizer
         return kind(jnp.asarray(self.values[name], dtype=jnp.float32))
 
     def next_dropout(self) -> int:
@@ -296,6 +309,10 @@ def _module(layer: Layer, shape: Shape, name: str, build: _Build) -> tuple[nnx.M
             "jax", f"layer {layer.type} (no jax_module and no array-API forward)"
         )
     module = layer.jax_module(tuple(shape))
+    if any(n.startswith(f"{name}/") for n in build.frozen):
+        raise UnsupportedFeature(
+            "jax", f"trainable: false on plugin layer {layer.type} ({name}) built by jax_module"
+        )
     for path, variable in nnx.to_flat_state(nnx.state(module)):
         full = f"{name}/{'/'.join(str(p) for p in path)}"
         if full in build.values:
@@ -307,7 +324,7 @@ class Model(Sequential):
     """The whole model of a spec: a Sequential at the root (canonical prefix empty)."""
 
     def __init__(self, model: ModelSpec, values: dict[str, np.ndarray]):
-        build = _Build(values, model.dropout_masks == "shared")
+        build = _Build(values, model.dropout_masks == "shared", frozen_params(model))
         if model.is_graph:
             from .graph import Graph
 

@@ -51,6 +51,7 @@ LAYER_BUILDERS: dict[str, str] = {
     "AvgPool1D": "pooling.Pool1D",
     "GlobalMaxPool": "pooling.GlobalMaxPool",
     "UpSampling2D": "pooling.UpSampling2D",
+    "Conv2DTranspose": "pooling.Conv2DTranspose",
 }
 """The JAX backend's layer table: layer type → its nnx module class in `model.py`
 (`module.Class`: in that module of this package).

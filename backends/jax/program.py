@@ -32,11 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.model import init_params
+from crosstrain.nn.model import frozen_params
 from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
@@ -89,11 +90,12 @@ class JaxProgram(Program):
             if spec.model.init == "native":
                 model = Model(spec.model, native_initial_values(spec.model, spec.seed))
             else:
-                model = Model(spec.model, init_params(spec.model, spec.seed))
+                model = Model(spec.model, initial_params(spec.model, spec.seed))
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self._param_paths, self._rest_paths = flat_names(params), flat_names(rest)
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
+        self._frozen = frozen_params(spec.model)
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
         self.slots = slot_names(spec.optimizer)
@@ -132,16 +134,19 @@ class JaxProgram(Program):
         self, params: dict[str, Any], rest: dict[str, Any], x: Any, train: bool, key: Any
     ) -> tuple[Any, dict[str, Any]]:
         dtype = self.policy.compute_dtype
+        given = rest
         if dtype != jnp.float32:
             params = {n: p.astype(dtype) for n, p in params.items()}
+            # frozen parameters compute like the others; their stored values stay float32
+            given = {n: r.astype(dtype) if n in self._frozen else r for n, r in rest.items()}
             if jnp.issubdtype(x.dtype, jnp.floating):
                 x = x.astype(dtype)
         model = nnx.merge(
-            self.graphdef, nest(params, self._param_paths), nest(rest, self._rest_paths)
+            self.graphdef, nest(params, self._param_paths), nest(given, self._rest_paths)
         )
         out = model(x, train=train, key=key)
-        new_rest = (
-            unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)
+        new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
+            {**rest, **unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)}
             if train
             else rest
         )

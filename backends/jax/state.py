@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import CheckpointError
 from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
+from crosstrain.nn.initializers import native_name
 from crosstrain.nn.model import ModelSpec, param_specs
 
 from .optim import get_slots, with_slots
@@ -138,15 +140,15 @@ def native_initial_values(model: ModelSpec, seed: int) -> dict[str, jax.Array]:
     models never pass through host memory. Same distributions, not the same values."""
     base = jax.random.wrap_key_data(jnp.asarray(seed_key_data(seed)))
     values = {}
+    values.update(initial_params(model, seed, core_only=True))
     for name, spec in param_specs(model).items():
+        init = native_name(spec.init)
+        if init is None or name in values:
+            continue  # drawn or given by core above
         key = jax.random.fold_in(base, zlib.crc32(name.encode()) & 0x7FFFFFFF)
-        if spec.init in ("zeros", "ones"):
-            values[name] = (jnp.zeros if spec.init == "zeros" else jnp.ones)(
-                spec.shape, jnp.float32
-            )
+        if init in ("zeros", "ones"):
+            values[name] = (jnp.zeros if init == "zeros" else jnp.ones)(spec.shape, jnp.float32)
             continue
-        limit = 0.05 if spec.init == "uniform_0.05" else float(np.sqrt(6.0 / sum(spec.fans)))
-        if spec.init not in ("uniform_0.05", "glorot_uniform"):
-            raise ValueError(f"unknown initialiser {spec.init!r} for {name}")
+        limit = 0.05 if init == "uniform_0.05" else float(np.sqrt(6.0 / sum(spec.fans)))
         values[name] = jax.random.uniform(key, spec.shape, jnp.float32, -limit, limit)
     return values

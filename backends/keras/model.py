@@ -31,7 +31,7 @@ import numpy as np
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import DROPOUT_CALLS, call_key, name_salt, shared_dropout
 from crosstrain.nn.layers import layer_route
-from crosstrain.nn.model import LayerNode, ModelSpec, plan
+from crosstrain.nn.model import LayerNode, ModelSpec, frozen_params, plan
 
 from .array_layer import ArrayLayer
 from .plugin import LAYER_BUILDERS, NATIVE_METHOD
@@ -288,11 +288,16 @@ def build_model(
     if model.is_graph:
         from .graph import build_graph
 
-        return build_graph(builder, model, nodes, keras_name), builder.refs
-    dtype_in = model.resolved_input_dtype
-    if dtype_in == "int64" and keras.backend.backend() == "jax":
-        dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
-    inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
-    outputs = builder.chain(nodes, inputs)
-    native = keras.Model(inputs, outputs, name="crosstrain")
+        native = build_graph(builder, model, nodes, keras_name)
+    else:
+        dtype_in = model.resolved_input_dtype
+        if dtype_in == "int64" and keras.backend.backend() == "jax":
+            dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
+        inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
+        native = keras.Model(inputs, builder.chain(nodes, inputs), name="crosstrain")
+    frozen = frozen_params(model)
+    for ref in builder.refs:
+        if ref.name in frozen:  # `trainable: false`: a non-trainable Keras weight
+            ref.trainable = False
+            ref.variable.trainable = False
     return native, builder.refs

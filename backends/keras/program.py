@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.model import init_params
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 
@@ -69,9 +69,10 @@ class KerasProgram(Program):
             self.model, self.refs = build_model(
                 spec.model, self.precision.policy, spec.seed, self.backend
             )
-            if spec.model.init == "seed":
-                initial = init_params(spec.model, spec.seed)
-                for ref in self.refs:
+            # `init: native` keeps Keras's own draws except for initialisers core draws
+            initial = initial_params(spec.model, spec.seed, core_only=spec.model.init == "native")
+            for ref in self.refs:
+                if ref.name in initial:
                     ref.write(initial[ref.name])
             self.optimizer = make_optimizer(
                 spec.optimizer, spec.schedule, env.total_steps, self.precision.loss_scaling

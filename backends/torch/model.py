@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import host_call_key, name_salt
+from crosstrain.nn.initializers import native_name
 from crosstrain.nn.layers import Layer, ParamSpec, Shape, layer_route
-from crosstrain.nn.model import LayerNode, ModelSpec, node_params, plan
+from crosstrain.nn.model import LayerNode, ModelSpec, frozen_params, node_params, plan
 from torch import nn
 
 from . import layers as builders
@@ -126,8 +127,15 @@ def build_module(
     if model.is_graph:
         from .graph import build_graph
 
-        return build_graph(model, plan(model), _layer_module, refs, factory), refs
-    module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
+        module = build_graph(model, plan(model), _layer_module, refs, factory)
+    else:
+        module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
+    frozen = frozen_params(model)
+    for ref in refs:
+        if ref.name in frozen:  # `trainable: false`: no gradient, left out of the optimizer
+            ref.trainable = False
+            if isinstance(ref.tensor, nn.Parameter):
+                ref.tensor.requires_grad_(False)
     return module, refs
 
 
@@ -155,19 +163,18 @@ def native_init(refs: list[ParamRef]) -> None:
     """Initialises every parameter on its device with the declared distribution (torch's RNG)."""
     for ref in refs:
         tensor, spec = ref.tensor, ref.spec
-        if spec is None:
-            continue
-        if spec.init == "zeros":
+        init = native_name(spec.init) if spec is not None else None
+        if init is None:
+            continue  # core draws it (crosstrain.nn.model.core_drawn)
+        if init == "zeros":
             tensor.zero_()
-        elif spec.init == "ones":
+        elif init == "ones":
             tensor.fill_(1.0)
-        elif spec.init == "glorot_uniform":
+        elif init == "glorot_uniform":
             limit = math.sqrt(6.0 / (spec.fans[0] + spec.fans[1]))
             tensor.uniform_(-limit, limit)
-        elif spec.init == "uniform_0.05":
-            tensor.uniform_(-0.05, 0.05)
         else:
-            raise ValueError(f"unknown initialiser {spec.init!r} for {ref.name}")
+            tensor.uniform_(-0.05, 0.05)
 
 
 def native_refs(module: nn.Module) -> list[ParamRef]:

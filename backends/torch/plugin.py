@@ -47,6 +47,7 @@ LAYER_BUILDERS: dict[str, str] = {
     "AvgPool1D": "pooling.Pool1D",
     "GlobalMaxPool": "pooling.GlobalMaxPool",
     "UpSampling2D": "pooling.UpSampling2D",
+    "Conv2DTranspose": "pooling.Conv2DTranspose",
     "Sequential": "Sequential",
     "Residual": "Residual",
     "Add": "graph.Merge",

@@ -16,8 +16,8 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.nn.model import init_params
 from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
@@ -122,10 +122,12 @@ class TorchProgram(Program):
             module = env.native_model.to(device=self.device, dtype=dtype)
             return module, native_refs(module), None
         module, refs = build_module(spec.model, self.device, dtype)
-        if spec.model.init == "native":
+        native = spec.model.init == "native"
+        if native:
             native_init(refs)
-        else:
-            load_params(refs, init_params(spec.model, spec.seed))
+        # the seeded values (or under `init: native` only those core draws), given weights in place
+        values = initial_params(spec.model, spec.seed, core_only=native)
+        load_params([ref for ref in refs if ref.name in values], values)
         input_dtype = torch.int64 if spec.model.resolved_input_dtype == "int64" else dtype
         return module, refs, input_dtype
 

@@ -60,6 +60,7 @@ _RECORD_KEYS = frozenset(
         "backend",
         "versions",
         "callbacks",
+        "tokenizer",
     }
 )
 
@@ -343,6 +344,9 @@ def check_meta(meta: Any, meta_path: Path, dir_step: int | None = None) -> bool:
     callbacks = record.kind("callbacks", dict)
     if callbacks is not None:
         _check_callbacks(record, callbacks)
+    tokenizer = record.kind("tokenizer", dict)
+    if tokenizer is not None and not isinstance(tokenizer.get("kind"), str):
+        record.fail(f"tokenizer has no kind: {_shown(tokenizer)}")
     return version >= 2
 
 

@@ -15,9 +15,9 @@ import os
 import re
 import shutil
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,21 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
     }
 
 
+def created_now() -> str:
+    """The `created` field of a new `trainer.json`: local time, ISO 8601 to the microsecond
+    with its offset (`2026-12-08T00:21:36.688140+00:00`); `latest` orders checkpoints by it."""
+    return datetime.now().astimezone().isoformat(timespec="microseconds")
+
+
+def created_time(meta: dict[str, Any]) -> float | None:
+    """A record's `created` as a POSIX timestamp, or None when absent or unreadable (older
+    records have whole seconds: `2026-12-08T00:21:36+0000`)."""
+    try:
+        return datetime.fromisoformat(str(meta["created"])).timestamp()
+    except (KeyError, ValueError, TypeError, OverflowError, OSError):
+        return None
+
+
 def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, Any]) -> Path:
     """Writes `root/step-<state.step>/` atomically and returns its path.
 
@@ -116,7 +131,7 @@ def write_checkpoint(root: Path | str, state: CanonicalState, info: dict[str, An
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "step": int(state.step),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created": created_now(),
             "files": files,
             "rng": {k: _encode_array(v) for k, v in state.rng.items()},
             **info,

@@ -113,7 +113,8 @@ def _read_into(handle: BinaryIO, target: memoryview, digest: Any, path: Path) ->
 
 
 def read_tensor_file(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file whose sha256 must be `expected_sha`, in one pass.
+    """The tensors of a safetensors file whose sha256 must be `expected_sha`, in one pass
+    (None: a file of someone else's, with no recorded checksum to compare).
 
     Raises:
         CheckpointError: missing, framing wrong (see `check_tensor_file`), checksum mismatch.
@@ -139,6 +140,6 @@ def read_tensor_file(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
                 tensors[name] = array
     except OSError as err:
         raise CheckpointError(f"{path}: unreadable ({err.strerror or err})") from None
-    if expected_sha != digest.hexdigest():
+    if expected_sha is not None and expected_sha != digest.hexdigest():
         raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt or was changed")
     return tensors

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from crosstrain.data.inputs import check_input_ids, check_input_shape
-from crosstrain.data.targets import check_targets
+from crosstrain.data.inputs import check_input_ids, check_input_shape, first_layer, takes_ids
+from crosstrain.data.targets import check_targets, target_checker
 from crosstrain.errors import DataError
 
 if TYPE_CHECKING:
@@ -126,6 +126,12 @@ class Batches:
                 f"{self.where}: batch {index} is a dict with keys {sorted(batch)}; expected {names} "
                 "(name others with crosstrain.data.batches.Batches(data, x_key=..., y_key=...))"
             )
+        if isinstance(batch, (tuple, list)) and targets and len(batch) > 2:
+            raise DataError(
+                f"{self.where}: batch {index} is a {type(batch).__name__} of {len(batch)} items; "
+                "expected (x, y): a third item such as sample weights would be dropped silently, "
+                "and crosstrain does not use sample weights"
+            )
         if isinstance(batch, (tuple, list)) and len(batch) >= (2 if targets else 1):
             return batch[0], batch[1] if targets else None
         if not targets:
@@ -159,13 +165,16 @@ class Batches:
         self._passes += 1
         self._set_epoch(epoch)
         count = 0
+        check_y = target_checker(self.spec)
+        first = first_layer(self.spec) if takes_ids(self.spec) else None
         for raw in self.source:
             if count >= start:
                 x, y = self._split(raw, count)
-                check_input_shape(x, self.spec, f"{self.where}, batch {count}")
-                if count == start:  # the first batch of a pass: cheap (target_checks)
-                    check_input_ids(x, self.spec, f"{self.where}, batch {count}")
-                    check_targets(y, self.spec, f"{self.where}, batch {count}")
+                where = f"{self.where}, batch {count}"
+                check_input_shape(x, self.spec, where)
+                check_input_ids(x, self.spec, where, first)  # every batch, on the host only
+                if check_y is not None:
+                    check_y(y, where)
                 yield self._convert(x, kind), self._convert(y, kind)
             count += 1
         if count == 0:

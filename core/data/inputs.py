@@ -7,7 +7,7 @@ the same data with the same `DataError` naming the array, the value, its row and
 float inputs with a fraction are refused too (each backend would truncate them to ids).
 
 Cost: the shape on every batch; the values as one `min`/`max` pass over an array's inputs when
-the data is loaded, and for a stream only over the first batch of each pass (as targets).
+the data is loaded, and for a stream over every batch on the host as it is drawn (as targets).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def check_input_shape(array: Any, spec: Any, where: str) -> None:
         )
 
 
-def _first_layer(spec: Any) -> tuple[Any, str] | None:
+def first_layer(spec: Any) -> tuple[Any, str] | None:
     """The layer that first sees the model's input, and its path (into composites)."""
     from crosstrain.nn.model import plan
 
@@ -46,10 +46,18 @@ def _first_layer(spec: Any) -> tuple[Any, str] | None:
     return None if node is None else (node.layer, node.path)
 
 
-def check_input_ids(array: Any, spec: Any, where: str) -> None:
+def takes_ids(spec: Any) -> bool:
+    """Whether the model's input is integer ids (`check_input_ids` has something to check)."""
+    return (
+        spec is not None and spec.model is not None and spec.model.resolved_input_dtype == "int64"
+    )
+
+
+def check_input_ids(array: Any, spec: Any, where: str, first: Any = None) -> None:
     """DataError when the model takes integer ids and `array` holds a value that is not one:
-    a fraction, or (when an Embedding reads the input) a value outside `[0, vocab_size)`."""
-    if spec is None or spec.model is None or spec.model.resolved_input_dtype != "int64":
+    a fraction, or (when an Embedding reads the input) a value outside `[0, vocab_size)`.
+    `first`: the model's first layer and path, when the caller has worked it out once."""
+    if not takes_ids(spec):
         return
     x = host_array(array)
     if x is None or x.size == 0 or not np.issubdtype(x.dtype, np.number):
@@ -63,7 +71,7 @@ def check_input_ids(array: Any, spec: Any, where: str) -> None:
                 f"{where}: input {shown(value)} in row {row} is not an integer id; the model "
                 "takes integer ids (model.input_dtype int64)"
             )
-    found = _first_layer(spec)
+    found = first if first is not None else first_layer(spec)
     vocab = getattr(found[0], "vocab_size", None) if found is not None else None
     if vocab is None:
         return

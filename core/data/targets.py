@@ -7,12 +7,16 @@ core, so every backend refuses the same data with the same `DataError` naming th
 offending value, its row and the model's output units.
 
 Cost: one pass of `min`/`max` over an array's targets when the data is loaded (arrays and
-`data.source`); for a stream (a DataLoader, tf.data ...), only the first batch of each pass
-(later batches are not read twice, and device tensors would cost a host sync each).
+`data.source`); for a stream (a DataLoader, tf.data ...), every batch as it is drawn, when it
+is on the host (numpy, a CPU tensor: a `min`/`max` over one batch's labels, with the model's
+output worked out once per stream by `target_checker`). A batch already on an accelerator is
+not copied back to be checked (that would be a host sync per step).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,11 +61,28 @@ def check_targets(targets: Any, spec: Any, where: str) -> None:
     output (`binary_cross_entropy`: in [0, 1]). Other losses (a `module:function`) are the
     user's: unchecked. `where` names the array (`data`, `val_data`, `data.source '...'`).
     """
-    if targets is None or spec is None:
-        return
+    if targets is not None and spec is not None:
+        check = target_checker(spec)
+        if check is not None:
+            check(targets, where)
+
+
+def target_checker(spec: Any) -> Callable[[Any, str], None] | None:
+    """`check_targets` for one spec, with the model's output worked out once: a stream checks
+    each batch with it (None: nothing to check, no model spec or a loss of the user's)."""
+    if spec is None or (spec.loss.name not in CLASS_LOSSES | ELEMENTWISE_LOSSES):
+        return None
     found = _model_output(spec)
+    if found is None:
+        return None
+    return functools.partial(_check_with_output, spec=spec, found=found)
+
+
+def _check_with_output(
+    targets: Any, where: str, spec: Any, found: tuple[tuple[int, ...], str]
+) -> None:
     y = host_array(targets)
-    if found is None or y is None or y.ndim == 0 or y.size == 0:
+    if y is None or y.ndim == 0 or y.size == 0:
         return
     output, layer = found
     loss = spec.loss.name

@@ -4,15 +4,17 @@ the layer tree with shapes, canonical parameter names, seeded initialisation, nu
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.dropout import DropoutMasks
 from crosstrain.nn.graph import InputSpec, NodeSpec
+from crosstrain.nn.initializers import draw, native_name
 from crosstrain.nn.layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
 from crosstrain.nn.layers.composite import sequence_forward
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -77,6 +79,27 @@ class ModelSpec(BaseModel):
         DEFAULT_MAX_PARAMETERS,
         description="refuse a model with more parameter elements than this, before allocating",
     )
+    weights: str | None = Field(
+        None,
+        description="start from these weights (must fit exactly): a .safetensors file (torch "
+        "state_dicts converted), a crosstrain checkpoint directory, a .npz or a .keras file; "
+        "never a pickle",
+    )
+    weights_map: dict[str, str | None] | None = Field(
+        None,
+        description="renames for `weights`/`init_from`: {their name (a regular expression over "
+        "the whole name): our name (may use \\1), or null to drop it}",
+    )
+    weights_layout: Literal["auto", "crosstrain", "torch", "keras"] | None = Field(
+        None,
+        description="how to read the names and layouts of `weights` (default auto: torch for "
+        "a state_dict's `.weight`/`.bias` names, keras for a .keras file, else crosstrain)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="start from the matching tensors (same name and shape) of another run's "
+        "checkpoint or weights file; the others are initialised from the seed",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +130,23 @@ class ModelSpec(BaseModel):
     @property
     def is_graph(self) -> bool:
         return self.nodes is not None
+
+    @model_validator(mode="after")
+    def _weights_options(self) -> ModelSpec:
+        if self.weights is not None and self.init_from is not None:
+            raise PydanticCustomError(
+                "weights", "give model.weights (exact fit) or model.init_from (what fits), not both"
+            )
+        for pattern in self.weights_map or {}:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise PydanticCustomError(
+                    "weights_map",
+                    "model.weights_map: {pattern!r} is not a regular expression ({err})",
+                    {"pattern": pattern, "err": str(err)},
+                ) from None
+        return self
 
     def layer_nodes(self) -> list[LayerNode]:
         """Every layer of the tree, parents before their children, with shapes and paths (what
@@ -227,35 +267,59 @@ def node_params(node: LayerNode) -> dict[str, ParamSpec]:
 
 
 def param_specs(model: ModelSpec) -> dict[str, ParamSpec]:
-    """Canonical parameters of the whole model: `<layer>/<param>` → ParamSpec, in layer order."""
+    """Canonical parameters of the whole model: `<layer>/<param>` → ParamSpec, in layer order;
+    those of a frozen layer (`trainable: false`, or inside one) are not trainable."""
     specs: dict[str, ParamSpec] = {}
+    frozen = frozen_params(model)
     for node in walk(plan(model)):
         for pname, spec in node_params(node).items():
-            specs[f"{node.name}/{pname}"] = spec
+            name = f"{node.name}/{pname}"
+            specs[name] = replace(spec, trainable=False) if name in frozen else spec
     return specs
+
+
+def _frozen(nodes: list[LayerNode], parent_frozen: bool, out: set[str]) -> None:
+    for node in nodes:
+        frozen = parent_frozen or node.layer.trainable is False
+        if frozen:
+            out.update(f"{node.name}/{p}" for p in node_params(node))
+        _frozen(node.children, frozen, out)
+
+
+def frozen_params(model: ModelSpec) -> frozenset[str]:
+    """Canonical names of the parameters of frozen layers (`trainable: false` on the layer or on
+    a composite around it): no gradient, no optimizer update or slots, still checkpointed."""
+    out: set[str] = set()
+    _frozen(plan(model), False, out)
+    return frozenset(out)
+
+
+def core_drawn(model: ModelSpec) -> dict[str, ParamSpec]:
+    """With `model.init: native`, the parameters a backend does not draw itself because their
+    initialiser is not one of the four it knows (core draws those from the seed)."""
+    return {n: s for n, s in param_specs(model).items() if native_name(s.init) is None}
 
 
 def _initial_value(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    if spec.init == "zeros":
-        return np.zeros(spec.shape, np.float32)
-    if spec.init == "ones":
-        return np.ones(spec.shape, np.float32)
-    if spec.init == "glorot_uniform":
-        limit = np.sqrt(6.0 / (spec.fans[0] + spec.fans[1]))
-        return rng.uniform(-limit, limit, spec.shape).astype(np.float32)
-    if spec.init == "uniform_0.05":
-        return rng.uniform(-0.05, 0.05, spec.shape).astype(np.float32)
-    raise ValueError(f"unknown initialiser {spec.init!r} for {name}")
+    try:
+        return draw(spec.init, spec.shape, rng, spec.fans)
+    except ValueError as err:
+        raise SpecError(SpecIssue("model", f"cannot initialise {name}: {err}")) from None
 
 
-def init_params(model: ModelSpec, seed: int) -> dict[str, np.ndarray]:
-    """Seeded float32 initial values for every canonical parameter (the same on every backend).
+def init_params(model: ModelSpec, seed: int, names: Any = None) -> dict[str, np.ndarray]:
+    """Seeded float32 initial values for every canonical parameter (the same on every backend),
+    or only for those in `names`.
 
     Each parameter draws from its own stream keyed by its name, so adding a layer does not
     change the others' initial values.
     """
-    return {name: _initial_value(name, spec, seed) for name, spec in param_specs(model).items()}
+    return {
+        name: _initial_value(name, spec, seed)
+        for name, spec in param_specs(model).items()
+        if names is None or name in names
+    }
 
 
 def forward(

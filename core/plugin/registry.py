@@ -25,6 +25,7 @@ T = TypeVar("T")
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "crosstrain.plugins.builtins",
     "crosstrain.plugins.sources",
+    "crosstrain.plugins.text_sources",
     "crosstrain.plugins.data_adapters",
     "crosstrain.plugins.csv_logger",
     "crosstrain.plugins.tensorboard_logger",
@@ -109,6 +110,8 @@ class NameTable(Generic[T]):
         self.owners[name] = self._owner
 
     def find(self, name: str) -> T | None:
+        if not isinstance(name, str):  # a spec's `type: [Dense]`: unknown, not a TypeError
+            return None
         if name in self._entries or not (self.references and ":" in name):
             return self._entries.get(name)
         try:

@@ -256,14 +256,21 @@ class _Renderer:
             "",
             "Each entry of `model.layers` (and of a composite layer's `layers`) is a mapping whose",
             "`type` picks the layer; the other keys are its options. Every layer takes an optional",
-            "`name`, its canonical name in checkpoints (default `<type in lower case>_<position>`).",
+            "`name`, its canonical name in checkpoints (default `<type in lower case>_<position>`),",
+            "and `trainable: false` to freeze it (no gradient, no optimizer update or slots; still",
+            "in the checkpoint; a frozen composite freezes its layers). Initialiser options",
+            "(`kernel_initializer` ...) take a Keras name or `{name, options}`: "
+            + ", ".join(f"`{n}`" for n in _initializer_names())
+            + ", or `package.module:function`.",
             "",
             "| type | options |",
             "|---|---|",
         ]
         for name in self.layers:
             options = [
-                f for f in self.defs[name].get("properties", {}) if f not in ("type", "name")
+                f
+                for f in self.defs[name].get("properties", {})
+                if f not in ("type", "name", "trainable")
             ]
             listed = ", ".join(f"`{f}`" for f in options) or "—"
             out.append(f"| [{name}](#{slug(name)}) | {listed} |")
@@ -286,6 +293,12 @@ class _Renderer:
                 if not row.startswith(("| `type` ", "| `name` "))
             ]
         return out
+
+
+def _initializer_names() -> tuple[str, ...]:
+    from crosstrain.nn.initializers import INITIALIZER_NAMES
+
+    return INITIALIZER_NAMES
 
 
 def _ref_name(ref: Any) -> str:

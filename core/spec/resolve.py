@@ -188,6 +188,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     from crosstrain.data.batches import Batches, as_data
     from crosstrain.data.inputs import check_input_ids, check_input_shape
     from crosstrain.data.targets import check_targets
+    from crosstrain.data.windows import TokenWindows
 
     if data is not None:
         train = check_finite(as_data(data, "data", spec), "data")
@@ -203,9 +204,14 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     kind, _, argument = spec.data.source.partition(":")
     source = get_registry().data_sources.get(kind)
     loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
-    check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
-    check_input_ids(loaded.x, spec, f"data.source {spec.data.source!r}")
-    check_targets(loaded.y, spec, f"data.source {spec.data.source!r}")
+    where = f"data.source {spec.data.source!r}"
+    check_input_shape(loaded.x, spec, where)
+    if isinstance(loaded, TokenWindows):  # ids in range by the vocabulary; values: one window
+        loaded.check_model(spec)
+        check_targets(loaded.y[:1], spec, where)
+    else:
+        check_input_ids(loaded.x, spec, where)
+        check_targets(loaded.y, spec, where)
     check_finite(loaded, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:

@@ -101,8 +101,15 @@ class Spec(BaseModel):
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON types) that `load_spec` turns back into an equal spec."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain data (JSON types) that `load_spec` turns back into an equal spec.
+
+        A None is left out where it is the field's default, and kept where it is not
+        (`trainer.checkpoint: null` turns checkpointing off: dropping it would restore the
+        default on the way back, e.g. through `override` or a run's `spec.yaml`).
+        """
+        data = self.model_dump(mode="json")
+        _drop_default_nones(self, data)
+        return data
 
     def to_yaml(self) -> str:
         """The spec as YAML, keys in field order: what a run directory's `spec.yaml` holds."""
@@ -114,15 +121,78 @@ class Spec(BaseModel):
         String values are read as YAML scalars (`"3"` → 3), as `--set key=value` does.
         """
         data = self.to_dict()
-        callables = {"loss": self.loss.fn, "metrics": [m.fn for m in self.metrics]}
-        for key, value in changes.items():
-            _set_path(data, key, _override_value(key, value))
-        spec = validate_spec(data, source="overrides")
-        if callables["loss"] is not None and spec.loss.name == self.loss.name:
-            spec.loss.fn = callables["loss"]
-        for metric, fn in zip(spec.metrics, callables["metrics"], strict=False):
-            metric.fn = metric.fn or fn
-        return spec
+        values = [(key, _override_value(key, value)) for key, value in changes.items()]
+        for key, value in values:
+            _renamed(data, key, value)
+        for key, value in values:
+            _set_path(data, key, value)
+        loss = data.get("loss")
+        if (
+            self.loss.fn is not None
+            and isinstance(loss, dict)
+            and loss.get("name") == self.loss.name
+        ):
+            loss["fn"] = self.loss.fn  # a Module's own loss, or a callable given to fit
+        for metric, old in zip(data.get("metrics") or [], self.metrics, strict=False):
+            if old.fn is not None and isinstance(metric, dict) and metric.get("name") == old.name:
+                metric["fn"] = old.fn
+        return validate_spec(data, source="overrides")
+
+
+def _default_is_none(field: Any) -> bool:
+    return field.default is None and field.default_factory is None
+
+
+def _drop_default_nones(value: Any, data: Any) -> None:
+    """Removes from `data` (the JSON dump of `value`) each None that is its field's default,
+    and each None among a model's extra keys, walking models, lists and mappings together."""
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        for name, field in type(value).model_fields.items():
+            if name not in data:
+                continue
+            item = getattr(value, name)
+            if item is None:
+                if _default_is_none(field):
+                    del data[name]
+            else:
+                _drop_default_nones(item, data[name])
+        for name in list(value.model_extra or {}):
+            if name in data and data[name] is None:
+                del data[name]
+    elif isinstance(value, (list, tuple)) and isinstance(data, list):
+        for item, dumped in zip(value, data, strict=False):
+            _drop_default_nones(item, dumped)
+    elif isinstance(value, dict) and isinstance(data, dict):
+        for item, key in zip(value.values(), list(data), strict=False):
+            _drop_default_nones(item, data[key])
+
+
+def _renamed(data: dict[str, Any], key: str, value: Any) -> None:
+    """As `extends:` does: setting a mapping's `name` or `type` to another one (`optimizer.name`,
+    `schedule.name`, `model.layers[0].type`) starts that mapping afresh, since its other keys
+    belong to the thing named before (Adam's `beta_1` is no option of SGD); a new `data.source`
+    drops `data.options`. Keys set in the same override are applied after this."""
+    parts = _split_path(key)
+    if parts == ["data", "source"]:
+        section = data.get("data")
+        if isinstance(section, dict) and section.get("source") != value:
+            section.pop("options", None)
+        return
+    if len(parts) < 2 or parts[-1] not in ("name", "type"):
+        return
+    node: Any = data
+    for part in parts[:-2]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    parent = parts[-2]
+    try:
+        mapping = node[parent]
+    except (KeyError, IndexError, TypeError):
+        return
+    if isinstance(mapping, dict) and parts[-1] in mapping and mapping[parts[-1]] != value:
+        node[parent] = {parts[-1]: value}
 
 
 def _override_value(key: str, value: Any) -> Any:

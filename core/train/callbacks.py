@@ -13,6 +13,8 @@ removes them when it ends.
 
 from __future__ import annotations
 
+import inspect
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +38,28 @@ class Callback:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, value in list(vars(cls).items()):
+        for name in dir(cls):  # inherited from a mixin too, not only the class's own
             hook = name.startswith("on_") or name == "collect_metrics"
+            value = inspect.getattr_static(cls, name) if hook else None
             if hook and callable(value) and not hasattr(value, "crosstrain_impl"):
-                setattr(cls, name, hookimpl(value))
+                setattr(cls, name, hookimpl(_copied(value)))
+
+
+def _copied(function: Any) -> Any:
+    """A copy of a plain function to mark as a hookimpl, so a mixin's own function object is
+    left as it was (marking it would make it a hook of every class that uses the mixin)."""
+    if not isinstance(function, types.FunctionType):
+        return function
+    copy = types.FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    copy.__dict__.update(function.__dict__)
+    copy.__kwdefaults__, copy.__qualname__ = function.__kwdefaults__, function.__qualname__
+    return copy
 
 
 class FitCallbacks:

@@ -9,14 +9,17 @@ holds its pid); a second fit on the same directory is refused with a CrosstrainE
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from crosstrain.checkpoint.format import checkpoint_step, latest_checkpoint, list_checkpoints
+from crosstrain.checkpoint.checks import check_meta
+from crosstrain.checkpoint.format import checkpoint_step, created_time, list_checkpoints
 from crosstrain.errors import CheckpointError, CrosstrainError
 
 LOCK_FILE = ".crosstrain.lock"
@@ -115,23 +118,71 @@ def write_run_files(path: Path, spec: Any, plan: str = "") -> None:
         (path / "summary.txt").write_text(text, encoding="utf-8")
 
 
+TOKENIZER_FILE = "tokenizer.json"
+"""The tokenizer record of a run on text data (`crosstrain.data.tokenizers`), beside spec.yaml."""
+
+
+def write_tokenizer(path: Path, record: dict[str, Any]) -> None:
+    """`<run>/tokenizer.json`: the record generation decodes with."""
+    (path / TOKENIZER_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def read_tokenizer(run_dir: Path | None) -> dict[str, Any] | None:
+    """The run directory's tokenizer record, or None where it has none."""
+    if run_dir is None or not (Path(run_dir) / TOKENIZER_FILE).is_file():
+        return None
+    try:
+        return json.loads((Path(run_dir) / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CrosstrainError(f"{Path(run_dir) / TOKENIZER_FILE}: not JSON ({err})") from None
+
+
+def _written_order(path: Path) -> tuple[float, int, float] | None:
+    """How new a checkpoint is: (its record's `created` time, step, trainer.json's mtime), or
+    None (with a warning) when its trainer.json cannot be read or fails its checks."""
+    meta_path = path / "trainer.json"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        check_meta(meta, meta_path, checkpoint_step(path))
+        created = created_time(meta)
+        mtime = meta_path.stat().st_mtime
+    except (OSError, ValueError, RecursionError, CheckpointError) as err:
+        reason = str(err) if isinstance(err, CheckpointError) else f"{meta_path}: {err}"
+        print(f"warning: skipping unreadable checkpoint: {reason}", file=sys.stderr)
+        return None
+    return (created if created is not None else mtime, checkpoint_step(path), mtime)
+
+
+def newest_checkpoint(candidates: list[Path]) -> Path | None:
+    """The checkpoint written last (by the `created` time in its trainer.json, then step), or
+    None; a candidate whose trainer.json is unreadable or invalid is skipped with a warning."""
+    ordered = [(key, path) for path in candidates if (key := _written_order(path)) is not None]
+    return max(ordered, key=lambda item: item[0])[1] if ordered else None
+
+
 def find_checkpoint(spec: Any, resume: str | Path) -> Path:
-    """A checkpoint directory from `latest`, a checkpoint dir, a checkpoints dir or a run dir."""
+    """A checkpoint directory from `latest` (the newest checkpoint of the spec's runs under
+    `trainer.run_dir/<name>/`), a checkpoint dir, a checkpoints dir or a run dir (its newest)."""
     if str(resume) == "latest":
         runs = Path(spec.trainer.run_dir) / spec.name
         found = [c for run in sorted(runs.glob("*")) for c in list_checkpoints(run / "checkpoints")]
-        if not found:
+        newest = newest_checkpoint(found)
+        if newest is None:
             raise CheckpointError(
-                f"latest: no checkpoint under {runs}/*/checkpoints (trainer.run_dir, --run-dir)"
+                f"latest: no {'readable ' if found else ''}checkpoint under "
+                f"{runs}/*/checkpoints (trainer.run_dir, --run-dir)"
             )
-        return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
+        return newest
     path = Path(resume)
     if (path / "trainer.json").is_file():
         return path
     for candidate in (path, path / "checkpoints"):
-        latest = latest_checkpoint(candidate)
-        if latest is not None:
-            return latest
+        found = list_checkpoints(candidate)
+        newest = newest_checkpoint(found)
+        if newest is not None:
+            return newest
+        if found:
+            raise CheckpointError(f"{candidate}: no readable checkpoint (see the warnings)")
     raise CheckpointError(
         f"{path}: not a checkpoint (no trainer.json) and no step-<N>/ checkpoint inside"
     )

@@ -157,6 +157,27 @@ LAYER_CASES: dict[str, tuple[list[int], list[dict]]] = {
         [3, 2, 2],
         [{"type": "UpSampling2D", "size": [2, 3]}, {"type": "GlobalMaxPool"}],
     ),
+    "conv_transpose": (
+        [3, 4, 2],
+        [
+            {
+                "type": "Conv2DTranspose",
+                "filters": 3,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+            },
+            {"type": "Conv2DTranspose", "filters": 2, "kernel_size": [2, 4], "strides": [1, 3]},
+            {
+                "type": "Conv2DTranspose",
+                "filters": 2,
+                "kernel_size": 1,
+                "strides": 2,
+                "padding": "same",
+            },
+            {"type": "GlobalAvgPool"},
+        ],
+    ),
     "mhsa_one_kv_head_rope": (
         [5, 6],
         [

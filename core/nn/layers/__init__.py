@@ -50,7 +50,14 @@ from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
 from crosstrain.nn.layers.pooling import AvgPool1D, GlobalMaxPool, MaxPool1D, UpSampling2D
 from crosstrain.nn.layers.recurrent import GRU, LSTM
 from crosstrain.nn.layers.sequence import GatedMLP, PositionEmbedding, RMSNorm
-from crosstrain.nn.layers.spatial import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool, MaxPool2D
+from crosstrain.nn.layers.spatial import (
+    AvgPool2D,
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    GlobalAvgPool,
+    MaxPool2D,
+)
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
@@ -75,6 +82,7 @@ __all__ = [
     "Concatenate",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "Dense",
     "Dropout",
     "Embedding",

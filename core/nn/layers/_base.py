@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Shape = tuple[int, ...]
 """A per-sample shape: the batch axis is never included."""
@@ -21,13 +21,15 @@ class ParamSpec:
 
     Attributes:
         shape: canonical layout (Dense kernel `(in, out)`, Conv kernel `HWIO`).
-        init: `glorot_uniform`, `zeros`, `ones` or `uniform_0.05`.
-        fans: `(fan_in, fan_out)` for Glorot initialisation.
+        init: an initialiser name (`glorot_uniform`, `zeros` ..., see
+            `crosstrain.nn.initializers`) or an `Initializer`; a layer passes its
+            `*_initializer` option through `Layer.initializer`.
+        fans: `(fan_in, fan_out)` for the variance-scaling initialisers.
         trainable: False for running statistics such as BatchNorm's moving mean.
     """
 
     shape: Shape
-    init: str
+    init: Any
     fans: tuple[int, int] = (1, 1)
     trainable: bool = True
 
@@ -61,6 +63,11 @@ class Layer(BaseModel):
 
     type: str
     name: str | None = None
+    trainable: bool | None = Field(
+        None,
+        description="false: frozen (no gradient, no optimizer update or slots; still in the "
+        "checkpoint); a frozen composite freezes its layers",
+    )
 
     def __init__(self, *args: Any, **options: Any) -> None:
         if len(args) > len(self.positional):
@@ -77,6 +84,12 @@ class Layer(BaseModel):
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         """Canonical parameters of this layer (own ones, not its children's), by name."""
         return {}
+
+    def initializer(self, option: str, default: str) -> Any:
+        """The initialiser of a parameter: the layer's `option` (`kernel_initializer` ...)
+        when set, else `default` (Keras's default for that parameter)."""
+        value = getattr(self, option, None)
+        return default if value is None else value
 
     def children(self) -> list[Layer]:
         """Sub-layers of a composite layer, in order."""
@@ -158,3 +171,12 @@ def window_output(size: int, kernel: int, stride: int, padding: str) -> int:
             f"window {kernel} is larger than the input size {size} with padding 'valid'"
         )
     return (size - kernel) // stride + 1
+
+
+def transposed_window(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """Keras's Conv2DTranspose along one axis: (output length, rows cropped at the start of the
+    full `(size - 1) * stride + kernel` result; the end is cropped, or padded with zeros, to the
+    output length). The crop is where the forward `same` convolution would pad."""
+    if padding == "same":
+        return size * stride, max(kernel - stride, 0) // 2
+    return size * stride + max(kernel - stride, 0), 0

@@ -13,6 +13,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, activate
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
@@ -87,6 +88,8 @@ class MultiHeadSelfAttention(Layer):
     num_kv_heads: PositiveInt | None = None
     causal: bool = False
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
     rope_theta: PositiveFloat | None = None
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -121,15 +124,15 @@ class MultiHeadSelfAttention(Layer):
         features = input_shape[-1]
         inner, kv_inner = self.num_heads * self.head_dim, self.kv_heads * self.head_dim
         specs: dict[str, ParamSpec] = {}
+        kernel = self.initializer("kernel_initializer", "glorot_uniform")
+        bias = self.initializer("bias_initializer", "zeros")
         for proj, width in (("query", inner), ("key", kv_inner), ("value", kv_inner)):
-            specs[f"{proj}/kernel"] = ParamSpec(
-                (features, width), "glorot_uniform", (features, width)
-            )
+            specs[f"{proj}/kernel"] = ParamSpec((features, width), kernel, (features, width))
             if self.use_bias:
-                specs[f"{proj}/bias"] = ParamSpec((width,), "zeros")
-        specs["output/kernel"] = ParamSpec((inner, features), "glorot_uniform", (inner, features))
+                specs[f"{proj}/bias"] = ParamSpec((width,), bias)
+        specs["output/kernel"] = ParamSpec((inner, features), kernel, (inner, features))
         if self.use_bias:
-            specs["output/bias"] = ParamSpec((features,), "zeros")
+            specs["output/bias"] = ParamSpec((features,), bias)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:

@@ -6,6 +6,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Activation, Layer, ParamSpec, Shape, activate
 from pydantic import Field, PositiveInt, model_validator
 
@@ -33,6 +34,8 @@ class Dense(Layer):
     units: PositiveInt
     activation: Activation | None = None
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if not input_shape:
@@ -41,9 +44,10 @@ class Dense(Layer):
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         fan_in = input_shape[-1]
-        specs = {"kernel": ParamSpec((fan_in, self.units), "glorot_uniform", (fan_in, self.units))}
+        kernel = self.initializer("kernel_initializer", "glorot_uniform")
+        specs = {"kernel": ParamSpec((fan_in, self.units), kernel, (fan_in, self.units))}
         if self.use_bias:
-            specs["bias"] = ParamSpec((self.units,), "zeros")
+            specs["bias"] = ParamSpec((self.units,), self.initializer("bias_initializer", "zeros"))
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:
@@ -71,12 +75,14 @@ class Embedding(Layer):
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     vocab_size: PositiveInt
     dim: PositiveInt
+    embeddings_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape, self.dim)
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
-        return {"embeddings": ParamSpec((self.vocab_size, self.dim), "uniform_0.05")}
+        init = self.initializer("embeddings_initializer", "uniform_0.05")
+        return {"embeddings": ParamSpec((self.vocab_size, self.dim), init)}
 
     def forward(self, xp, params, x, training=False, rng=None):
         return params["embeddings"][x.astype(np.int64)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
 from pydantic import Field
 
@@ -24,12 +25,14 @@ class BatchNorm(Layer):
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     momentum: float = Field(0.99, ge=0.0, lt=1.0)
     epsilon: float = Field(1e-3, gt=0.0)
+    gamma_initializer: InitializerOption = None
+    beta_initializer: InitializerOption = None
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         c = (input_shape[-1],)
         return {
-            "gamma": ParamSpec(c, "ones"),
-            "beta": ParamSpec(c, "zeros"),
+            "gamma": ParamSpec(c, self.initializer("gamma_initializer", "ones")),
+            "beta": ParamSpec(c, self.initializer("beta_initializer", "zeros")),
             "moving_mean": ParamSpec(c, "zeros", trainable=False),
             "moving_variance": ParamSpec(c, "ones", trainable=False),
         }
@@ -53,10 +56,15 @@ class LayerNorm(Layer):
     ]
     array_api: ClassVar[bool] = False  # numpy reference; backends use their own
     epsilon: float = Field(1e-3, gt=0.0)
+    gamma_initializer: InitializerOption = None
+    beta_initializer: InitializerOption = None
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         c = (input_shape[-1],)
-        return {"gamma": ParamSpec(c, "ones"), "beta": ParamSpec(c, "zeros")}
+        return {
+            "gamma": ParamSpec(c, self.initializer("gamma_initializer", "ones")),
+            "beta": ParamSpec(c, self.initializer("beta_initializer", "zeros")),
+        }
 
     def forward(self, xp, params, x, training=False, rng=None):
         mean = x.mean(axis=-1, keepdims=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -29,6 +30,11 @@ class _Recurrent(Layer):
     gates: ClassVar[int] = 4
     units: PositiveInt
     return_sequences: bool = False
+    kernel_initializer: InitializerOption = None
+    recurrent_initializer: InitializerOption = Field(
+        None, description="default glorot_uniform (Keras: orthogonal)"
+    )
+    bias_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
@@ -43,11 +49,17 @@ class _Recurrent(Layer):
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         features, width = input_shape[-1], self.gates * self.units
         return {
-            "kernel": ParamSpec((features, width), "glorot_uniform", (features, width)),
-            "recurrent_kernel": ParamSpec(
-                (self.units, width), "glorot_uniform", (self.units, width)
+            "kernel": ParamSpec(
+                (features, width),
+                self.initializer("kernel_initializer", "glorot_uniform"),
+                (features, width),
             ),
-            "bias": ParamSpec(self._bias_shape(), "zeros"),
+            "recurrent_kernel": ParamSpec(
+                (self.units, width),
+                self.initializer("recurrent_initializer", "glorot_uniform"),
+                (self.units, width),
+            ),
+            "bias": ParamSpec(self._bias_shape(), self.initializer("bias_initializer", "zeros")),
         }
 
     def forward_flops(self, input_shape: Shape) -> int:

@@ -6,6 +6,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape, activate
 from pydantic import Field, PositiveInt
 
@@ -26,6 +27,7 @@ class PositionEmbedding(Layer):
         {"layer": {"type": "PositionEmbedding", "sequence_length": 6}, "input_shape": [4, 3]}
     ]
     sequence_length: PositiveInt
+    embeddings_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
@@ -39,7 +41,8 @@ class PositionEmbedding(Layer):
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
         shape = (self.sequence_length, input_shape[-1])
-        return {"embeddings": ParamSpec(shape, "glorot_uniform", shape)}
+        init = self.initializer("embeddings_initializer", "glorot_uniform")
+        return {"embeddings": ParamSpec(shape, init, shape)}
 
     def forward(self, xp, params, x, training=False, rng=None):
         table = params["embeddings"][: x.shape[1], :]
@@ -56,9 +59,12 @@ class RMSNorm(Layer):
         {"layer": {"type": "RMSNorm", "epsilon": 0.1}, "input_shape": [6]},
     ]
     epsilon: float = Field(1e-6, gt=0.0)
+    scale_initializer: InitializerOption = None
 
     def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
-        return {"scale": ParamSpec((input_shape[-1],), "ones")}
+        return {
+            "scale": ParamSpec((input_shape[-1],), self.initializer("scale_initializer", "ones"))
+        }
 
     def forward(self, xp, params, x, training=False, rng=None):
         ms = xp.mean(x * x, axis=-1, keepdims=True)
@@ -89,6 +95,8 @@ class GatedMLP(Layer):
     units: PositiveInt
     activation: Literal["silu", "gelu"] = "silu"
     use_bias: bool = False
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if not input_shape:
@@ -103,9 +111,11 @@ class GatedMLP(Layer):
             ("up", (features, units)),
             ("down", (units, features)),
         ):
-            specs[f"{proj}/kernel"] = ParamSpec(shape, "glorot_uniform", shape)
+            kernel = self.initializer("kernel_initializer", "glorot_uniform")
+            specs[f"{proj}/kernel"] = ParamSpec(shape, kernel, shape)
             if self.use_bias:
-                specs[f"{proj}/bias"] = ParamSpec((shape[1],), "zeros")
+                bias = self.initializer("bias_initializer", "zeros")
+                specs[f"{proj}/bias"] = ParamSpec((shape[1],), bias)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:

@@ -1,4 +1,5 @@
-"""Channels-last spatial layers: Conv1D, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool."""
+"""Channels-last spatial layers: Conv1D, Conv2D, Conv2DTranspose, MaxPool2D, AvgPool2D,
+GlobalAvgPool."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import (
     Activation,
     Layer,
@@ -14,6 +16,7 @@ from crosstrain.nn.layers._base import (
     activate,
     as_pair,
     same_padding,
+    transposed_window,
     window_output,
 )
 from numpy.lib.stride_tricks import sliding_window_view
@@ -82,6 +85,8 @@ class Conv2D(Layer):
     padding: Padding = "valid"
     activation: Activation | None = None
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
         return as_pair(self.kernel_size), as_pair(self.strides)
@@ -98,9 +103,11 @@ class Conv2D(Layer):
         (kh, kw), _ = self._geometry()
         cin = input_shape[-1]
         fans = (kh * kw * cin, kh * kw * self.filters)
-        specs = {"kernel": ParamSpec((kh, kw, cin, self.filters), "glorot_uniform", fans)}
+        kernel = self.initializer("kernel_initializer", "glorot_uniform")
+        specs = {"kernel": ParamSpec((kh, kw, cin, self.filters), kernel, fans)}
         if self.use_bias:
-            specs["bias"] = ParamSpec((self.filters,), "zeros")
+            init = self.initializer("bias_initializer", "zeros")
+            specs["bias"] = ParamSpec((self.filters,), init)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:
@@ -110,6 +117,84 @@ class Conv2D(Layer):
         kernel, strides = self._geometry()
         windows = _windows(_pad(x, kernel, strides, self.padding, 0.0), kernel, strides)
         y = np.einsum("nhwcij,ijco->nhwo", windows, params["kernel"], optimize=True)
+        if self.use_bias:
+            y = y + params["bias"]
+        return activate(y.astype(x.dtype), self.activation)
+
+
+class Conv2DTranspose(Layer):
+    """Transposed 2-D convolution on `(H, W, C)` (Keras's; U-Net decoders). Kernel
+    `(kh, kw, filters, in)` as Keras stores it; output `H * strides` with `same` padding,
+    `H * strides + max(kernel - strides, 0)` with `valid`."""
+
+    positional: ClassVar = ("filters", "kernel_size")
+    type: Literal["Conv2DTranspose"] = "Conv2DTranspose"
+    conformance_cases: ClassVar[list[dict[str, Any]]] = [
+        {
+            "id": "Conv2DTranspose-same-stride2",
+            "layer": {
+                "type": "Conv2DTranspose",
+                "filters": 3,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+            },
+            "input_shape": [3, 4, 2],
+        },
+        {
+            "id": "Conv2DTranspose-valid",
+            "layer": {"type": "Conv2DTranspose", "filters": 2, "kernel_size": [2, 3]},
+            "input_shape": [3, 3, 2],
+            "extended": True,
+        },
+    ]
+    array_api: ClassVar[bool] = False  # numpy reference; backends use their own
+    filters: PositiveInt
+    kernel_size: SizeOption
+    strides: SizeOption = 1
+    padding: Padding = "valid"
+    activation: Activation | None = None
+    use_bias: bool = True
+
+    def geometry(self, input_shape: Shape) -> list[tuple[int, int, int, int]]:
+        """Per spatial axis: (kernel, stride, output length, crop at the start)."""
+        kernel, strides = as_pair(self.kernel_size), as_pair(self.strides)
+        return [
+            (k, s, *transposed_window(size, k, s, self.padding))
+            for size, k, s in zip(input_shape[:2], kernel, strides, strict=True)
+        ]
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"Conv2DTranspose expects (height, width, channels), got {input_shape}"
+            )
+        (_, _, h, _), (_, _, w, _) = self.geometry(input_shape)
+        return (h, w, self.filters)
+
+    def params(self, input_shape: Shape) -> dict[str, ParamSpec]:
+        kh, kw = as_pair(self.kernel_size)
+        cin = input_shape[-1]
+        fans = (kh * kw * cin, kh * kw * self.filters)
+        specs = {"kernel": ParamSpec((kh, kw, self.filters, cin), "glorot_uniform", fans)}
+        if self.use_bias:
+            specs["bias"] = ParamSpec((self.filters,), "zeros")
+        return specs
+
+    def forward_flops(self, input_shape: Shape) -> int:
+        return 2 * math.prod(input_shape) * math.prod(as_pair(self.kernel_size)) * self.filters
+
+    def forward(self, xp, params, x, training=False, rng=None):
+        (kh, sh, h, ch), (kw, sw, w, cw) = self.geometry(x.shape[1:])
+        n, ih, iw, _ = x.shape
+        full = np.zeros((n, (ih - 1) * sh + kh, (iw - 1) * sw + kw, self.filters), x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                tap = np.einsum("nhwc,oc->nhwo", x, params["kernel"][i, j])
+                full[:, i : i + (ih - 1) * sh + 1 : sh, j : j + (iw - 1) * sw + 1 : sw] += tap
+        y = np.zeros((n, h, w, self.filters), x.dtype)
+        kept = full[:, ch : ch + h, cw : cw + w]
+        y[:, : kept.shape[1], : kept.shape[2]] = kept
         if self.use_bias:
             y = y + params["bias"]
         return activate(y.astype(x.dtype), self.activation)
@@ -134,6 +219,8 @@ class Conv1D(Layer):
     padding: Padding = "valid"
     activation: Activation | None = None
     use_bias: bool = True
+    kernel_initializer: InitializerOption = None
+    bias_initializer: InitializerOption = None
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
@@ -147,11 +234,14 @@ class Conv1D(Layer):
         cin, k = input_shape[-1], self.kernel_size
         specs = {
             "kernel": ParamSpec(
-                (k, cin, self.filters), "glorot_uniform", (k * cin, k * self.filters)
+                (k, cin, self.filters),
+                self.initializer("kernel_initializer", "glorot_uniform"),
+                (k * cin, k * self.filters),
             )
         }
         if self.use_bias:
-            specs["bias"] = ParamSpec((self.filters,), "zeros")
+            init = self.initializer("bias_initializer", "zeros")
+            specs["bias"] = ParamSpec((self.filters,), init)
         return specs
 
     def forward_flops(self, input_shape: Shape) -> int:
