@@ -105,12 +105,18 @@ class NodeSpec(BaseModel):
             raise ValueError("`tie` is an option of a Dense node")
         return self
 
+    @property
+    def inline_layer(self) -> Layer | None:
+        """The layer whose options the serialised node holds inline (`Spec.to_dict`)."""
+        return self.layer
+
     @model_serializer(mode="wrap")
     def _flat(self, handler: Any, info: Any) -> dict[str, Any]:
         """Serialised as written: the layer's options inline."""
         data = handler(self)
         layer = data.pop("layer", None) or {}
-        return {"name": data.pop("name"), **layer, **data}
+        options = {key: value for key, value in layer.items() if key != "name"}
+        return {"name": data.pop("name"), **options, **data}
 
 
 def parse_outputs(outputs: Any) -> list[str] | None:
