@@ -87,7 +87,6 @@ class JaxBackend(Backend):
             precisions=frozenset({"32", "bf16-mixed"}),
             accelerators=frozenset({"cpu", "cuda", "tpu"}),
             strategies=frozenset({"auto", "data_parallel"}),
-            optimizers=frozenset({"sgd", "adam", "adamw", "rmsprop"}),
             steps_per_execution=True,
             accumulate_grad_batches=True,
             compile=True,

@@ -103,7 +103,6 @@ class KerasBackend(Backend):
             precisions=frozenset(PRECISIONS),
             accelerators=frozenset({"cpu", "cuda"}),
             strategies=frozenset({"auto", "data_parallel"}),
-            optimizers=frozenset({"sgd", "adam", "adamw", "rmsprop"}),
             steps_per_execution=True,
             accumulate_grad_batches=True,
             compile=True,

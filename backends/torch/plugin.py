@@ -63,7 +63,6 @@ NATIVE_METHOD = "torch_module"
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
 STRATEGIES = frozenset({"auto", "ddp", "fsdp"})
-OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
 
 
 class TorchBackend(Backend):
@@ -84,13 +83,12 @@ class TorchBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         """Every layer of `LAYER_BUILDERS`, every array-API or `torch_module` layer, five
-        precisions, four accelerators, the four optimizers, `torch.compile`, native models."""
+        precisions, four accelerators, every optimizer, `torch.compile`, native models."""
         return Capabilities(
             layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=PRECISIONS,
             accelerators=ACCELERATORS,
             strategies=STRATEGIES,
-            optimizers=OPTIMIZERS,
             steps_per_execution=False,
             accumulate_grad_batches=True,
             compile=True,

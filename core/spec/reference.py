@@ -72,7 +72,7 @@ FIELD_NOTES: dict[str, str] = {
 
 OPTION_NOTES: dict[str, str] = {
     "lr": "learning rate (the peak of a schedule)",
-    "weight_decay": "L2 penalty (adamw: decoupled weight decay)",
+    "weight_decay": "L2 penalty for sgd, adam and rmsprop; decoupled weight decay for the others",
     "beta_1": "decay of the first-moment estimate",
     "beta_2": "decay of the second-moment estimate",
     "epsilon": "added for numerical stability",

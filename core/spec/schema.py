@@ -16,7 +16,8 @@ import yaml
 from crosstrain.data.arrays import DataSpec
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
-from crosstrain.nn.optim import Adam, OptimizerSpec, ScheduleSpec
+from crosstrain.nn.optim import Adam, ScheduleSpec
+from crosstrain.nn.optimizers import AnyOptimizer
 from crosstrain.spec.messages import issues_from_validation_error
 from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
     Accelerator,
@@ -96,7 +97,7 @@ class Spec(BaseModel):
     model: ModelSpec | None = None
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
     metrics: list[NamedFunction] = Field(default_factory=list)
-    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    optimizer: AnyOptimizer = Field(default_factory=Adam)
     schedule: ScheduleSpec | None = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
