@@ -160,6 +160,13 @@ def _drop_default_nones(value: Any, data: Any) -> None:
         for name in list(value.model_extra or {}):
             if name in data and data[name] is None:
                 del data[name]
+        inline = getattr(value, "inline_layer", None)  # a graph node's layer options
+        if isinstance(inline, BaseModel):
+            for name, field in type(inline).model_fields.items():
+                if data.get(name, 0) is None and _default_is_none(field):
+                    del data[name]
+                elif name != "name" and getattr(inline, name) is not None and name in data:
+                    _drop_default_nones(getattr(inline, name), data[name])
     elif isinstance(value, (list, tuple)) and isinstance(data, list):
         for item, dumped in zip(value, data, strict=False):
             _drop_default_nones(item, dumped)
