@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crosstrain.checkpoint.weights import without_given
 from crosstrain.data.batches import check_streams
+from crosstrain.data.windows import TokenWindows
 from crosstrain.errors import CheckpointError, CrosstrainError
 from crosstrain.plugin.protocol import Launcher, LaunchRequest, Program, RunEnv, callback_needs
 from crosstrain.plugin.registry import Registry, get_registry, package_version
@@ -25,6 +27,7 @@ from crosstrain.train.rundir import (  # noqa: F401 (find_checkpoint, write_run_
     locked_run_dir,
     run_directory,
     write_run_files,
+    write_tokenizer,
 )
 from crosstrain.train.trainer import FitResult, Trainer
 from crosstrain.train.workers import (  # noqa: F401 (DISTRIBUTED_WORKER_ENV: public here too)
@@ -250,7 +253,8 @@ def fit(
     else:  # a remote checkpoint resumed into a new local run, or no URL at all
         directory = run_directory(spec_obj, run_dir, None if staging else checkpoint, rank)
     env = make_env(spec_obj, native, directory, name, length=length, needs=needs)
-    program = backend_obj.build(spec_obj, env)
+    # a resumed run starts from its checkpoint: model.weights / init_from are not read again
+    program = backend_obj.build(without_given(spec_obj) if plan is not None else spec_obj, env)
     if plan is not None:  # before the run directory is locked or written
         plan.check_model(program.get_state(), spec_obj)
     trainer = Trainer(spec_obj, program, registry, name, directory, remote=remote)
@@ -258,6 +262,8 @@ def fit(
         "crosstrain": package_version("crosstrain") or "unknown",
         name.split(":")[0]: backend_obj.version(),
     }
+    if isinstance(train, TokenWindows):
+        trainer.tokenizer = train.tokenizer
     callback_spec = _quiet(spec_obj) if rank != 0 else spec_obj
     with (
         mirrored(remote, staging),
@@ -271,6 +277,8 @@ def fit(
                 launched=launcher_environment(), checkpoints=f"{where}/checkpoints",
             )  # fmt: skip
             write_run_files(directory, spec_obj, plan_text)
+            if trainer.tokenizer is not None:
+                write_tokenizer(directory, trainer.tokenizer)
         result = trainer.fit(train, val, resume_from=checkpoint, length=length)
     result.spec, result.backend = spec_obj, name  # for result.evaluate()/predict() in memory
     return remote_result(result, remote)
@@ -293,6 +301,14 @@ def _launcher(registry: Registry, name: str) -> Launcher:
 def _load_for_inference(
     target: Any, checkpoint: str | Path, backend: str | None, spec: Any
 ) -> tuple[Trainer, Path, int]:
+    trainer, path, step, _ = _load_checkpoint(target, checkpoint, backend, spec)
+    return trainer, path, step
+
+
+def _load_checkpoint(
+    target: Any, checkpoint: str | Path, backend: str | None, spec: Any
+) -> tuple[Trainer, Path, int, dict[str, Any]]:
+    """A program built for the spec with the checkpoint's state: (trainer, path, step, meta)."""
     from crosstrain.checkpoint.format import read_checkpoint
     from crosstrain.train.resume import check_fits_model, precision_changed
 
@@ -302,7 +318,7 @@ def _load_for_inference(
     path = find_checkpoint(spec_obj, checkpoint)
     state, meta = read_checkpoint(path)
     program = _checked_backend(registry, name, spec_obj).build(
-        spec_obj, make_env(spec_obj, native, None, name)
+        without_given(spec_obj), make_env(spec_obj, native, None, name)
     )
     check_fits_model(state, program.get_state(), path, precision_changed(meta, spec_obj))
     try:
@@ -311,7 +327,7 @@ def _load_for_inference(
         raise
     except Exception as err:
         raise CheckpointError(f"{path}: cannot load into the {name} model: {err}") from err
-    return Trainer(spec_obj, program, registry, name, None), path, state.step
+    return Trainer(spec_obj, program, registry, name, None), path, state.step, meta
 
 
 def evaluate_checkpoint(
@@ -346,7 +362,7 @@ def evaluate(
 
 def predict(
     target: Any,
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     x: Any = None,
     backend: str | None = None,
     *,
@@ -354,9 +370,64 @@ def predict(
 ) -> np.ndarray:
     """Model outputs of a checkpoint for inputs `x`, in order: an array, or a loader/iterable
     whose batches are input arrays, `(x, ...)` tuples or dicts with an input key (a torch
-    DataLoader, tf.data, grain...); default every input of `spec.data`."""
+    DataLoader, tf.data, grain...); default every input of `spec.data`. A `checkpoint` of
+    None predicts with the model as the spec builds it (`model.weights`, else the seed's
+    initialisation), e.g. a `from_pretrained` spec."""
+    if checkpoint is None:
+        spec_obj, native = _split_target(target, spec)
+        name = backend_name(spec_obj, backend)
+        program = _checked_backend(get_registry(), name, spec_obj).build(
+            spec_obj, make_env(spec_obj, native, None, name)
+        )
+        return predict_program(spec_obj, program, name, x)
     trainer, _, _ = _load_for_inference(target, checkpoint, backend, spec)
     return predict_program(trainer.spec, trainer.program, trainer.backend, x)
+
+
+def generate(
+    target: Any,
+    checkpoint: str | Path | None = None,
+    prompt: str = "\n",
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    backend: str | None = None,
+    *,
+    spec: Any = None,
+) -> str:
+    """Text from a language model's checkpoint: `prompt` followed by `max_new_tokens` tokens,
+    each sampled from the logits at the last position (`crosstrain.train.generate`: seeded;
+    `temperature` 0 is greedy and gives the same text on every backend; `top_k` keeps the k
+    likeliest). No key-value cache: each token recomputes the window, cropped to block_size.
+    The tokenizer is the one stored with the checkpoint (text sources save it).
+
+    `target` is a spec (as `fit` takes it) or a run directory (`runs/<name>/<time>/`: its
+    `spec.yaml`); `checkpoint` a step-N directory, a run directory or `latest` (default: the
+    run directory given as `target`, else `latest`).
+
+    Example:
+        >>> generate("examples/char_gpt.yaml", "latest", prompt="The ", max_new_tokens=50)  # doctest: +SKIP
+    """
+    from crosstrain.train.generate import find_tokenizer, generate_ids, generation_window
+
+    target, checkpoint = run_target(target, checkpoint)
+    trainer, path, _, meta = _load_checkpoint(target, checkpoint, backend, spec)
+    block = generation_window(trainer.spec)
+    tokenizer = find_tokenizer(meta, path, trainer.spec)
+    ids = tokenizer.encode(prompt)
+    new = generate_ids(
+        trainer.program, ids, block, max_new_tokens, temperature, top_k, seed, tokenizer.vocab_size
+    )
+    return tokenizer.decode(ids + new)
+
+
+def run_target(target: Any, checkpoint: str | Path | None) -> tuple[Any, str | Path]:
+    """`(spec, checkpoint)` of an inference call: a run directory as `target` stands for its
+    `spec.yaml` and, when no checkpoint is named, its latest checkpoint."""
+    if isinstance(target, (str, Path)) and (Path(target) / "spec.yaml").is_file():
+        return Path(target) / "spec.yaml", Path(target) if checkpoint is None else checkpoint
+    return target, "latest" if checkpoint is None else checkpoint
 
 
 def lr_find(

@@ -137,6 +137,15 @@ def test_npz_round_trip_and_init_from_a_checkpoint(tmp_path) -> None:
         data=(x, y),
         run_dir=tmp_path / "runs",
     )
+    # a checkpoint of a run that started from given weights is read without the file
+    given = {
+        **first.spec.to_dict(),
+        "model": {**spec.to_dict()["model"], "weights": str(tmp_path / "w.npz")},
+    }
+    from_file = ct.fit(given, backend="torch", data=(x, y), run_dir=tmp_path / "given")
+    (tmp_path / "w.npz").unlink()
+    out = ct.predict(given, from_file.run_dir, x[:2], backend="torch")
+    assert np.asarray(out).shape == (2, 10)
     layers = [dict(layer) for layer in LAYERS]
     layers[7] = {**layers[7], "units": 3}
     second = _spec({"init_from": str(first.run_dir)}, layers)
@@ -200,3 +209,19 @@ def test_a_keras_file_loads_by_layer_name(tmp_path) -> None:
     )
     out = np.asarray(ct.build(spec, backend="torch").predict_step((x, None)))
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_and_half_tensors_are_read_as_float32(tmp_path) -> None:
+    spec = _spec({}, [{"type": "Flatten"}, {"type": "Dense", "units": 3}])
+    values = init_params(spec.model, 0)
+    tensors = {
+        "dense_1/kernel": torch.from_numpy(values["dense_1/kernel"]).bfloat16(),
+        "dense_1/bias": torch.from_numpy(values["dense_1/bias"] + 0.5).half(),
+    }
+    safetensors_torch.save_file(tensors, str(tmp_path / "w.safetensors"))
+    given = _spec({"weights": str(tmp_path / "w.safetensors")}, spec.to_dict()["model"]["layers"])
+    params = ct.build(given, backend="torch").get_state().params
+    np.testing.assert_array_equal(
+        params["dense_1/kernel"], tensors["dense_1/kernel"].float().numpy()
+    )
+    np.testing.assert_array_equal(params["dense_1/bias"], tensors["dense_1/bias"].float().numpy())

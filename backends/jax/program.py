@@ -1,4 +1,4 @@
-"""JaxProgram: a spec's nnx model and optax chain behind plain `jax.jit` steps.
+"""JaxProgram: a spec's nnx model and optimizer rule behind plain `jax.jit` steps.
 
 The nnx model is split once into `(graphdef, params, rest)`; every step is one `jax.jit` of a
 pure function over a carry of plain dicts (see `state.py`) with the carry donated, so the
@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.optim import slot_names
-from crosstrain.nn.weights import initial_params
+from crosstrain.nn.model import frozen_params
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from flax import nnx
@@ -68,7 +68,7 @@ class JaxProgram(Program):
 
     Attributes:
         spec: the spec it was built from.
-        tx: the optax chain.
+        tx: the optimizer (`optim.JaxOptimizer`: core's rule in the jitted step).
         slots: the optimizer's canonical slot names.
         placement: devices and shardings.
         carry: the training state pytree on the devices (`state.py` describes it).
@@ -94,9 +94,10 @@ class JaxProgram(Program):
         self._param_paths, self._rest_paths = flat_names(params), flat_names(rest)
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
+        self._frozen = frozen_params(spec.model)
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
-        self.slots = slot_names(spec.optimizer)
+        self.slots = spec.optimizer.slot_names()
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
@@ -132,12 +133,15 @@ class JaxProgram(Program):
         self, params: dict[str, Any], rest: dict[str, Any], x: Any, train: bool, key: Any
     ) -> tuple[Any, dict[str, Any]]:
         dtype = self.policy.compute_dtype
+        given = rest
         if dtype != jnp.float32:
             params = {n: p.astype(dtype) for n, p in params.items()}
+            # frozen parameters compute like the others; their stored values stay float32
+            given = {n: r.astype(dtype) if n in self._frozen else r for n, r in rest.items()}
             if jnp.issubdtype(x.dtype, jnp.floating):
                 x = x.astype(dtype)
         model = nnx.merge(
-            self.graphdef, nest(params, self._param_paths), nest(rest, self._rest_paths)
+            self.graphdef, nest(params, self._param_paths), nest(given, self._rest_paths)
         )
         out = model(x, train=train, key=key)
         new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
@@ -181,8 +185,7 @@ class JaxProgram(Program):
     def _update(
         self, carry: dict[str, Any], grads: Any, rest: dict[str, Any], forwards: int = 1
     ) -> dict[str, Any]:
-        updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
-        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
+        params, opt = self.tx.update(grads, carry["opt"], carry["params"], carry["step"])
         new = {**carry, "params": params, "rest": rest, "opt": opt, "step": carry["step"] + 1}
         if self._shared_masks:
             new["calls"] = carry["calls"] + forwards

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
+from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
-from crosstrain.nn.weights import initial_params
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 
@@ -75,7 +75,11 @@ class KerasProgram(Program):
                 if ref.name in initial:
                     ref.write(initial[ref.name])
             self.optimizer = make_optimizer(
-                spec.optimizer, spec.schedule, env.total_steps, self.precision.loss_scaling
+                spec.optimizer,
+                spec.schedule,
+                env.total_steps,
+                self.precision.loss_scaling,
+                self.refs,
             )
             self.optimizer.build(self.model.trainable_variables)
         self._loss = resolve_function(spec.loss, "loss", "loss")

@@ -61,16 +61,18 @@ _RECORD_KEYS = frozenset(
         "backend",
         "versions",
         "callbacks",
+        "tokenizer",
     }
 )
 
 
-def check_tensor_file(path: Path | str) -> dict[str, Any]:
+def check_tensor_file(path: Path | str, bfloat16: bool = False) -> dict[str, Any]:
     """Checks a safetensors file's framing against its size, before any tensor is read.
 
     The file must start with an 8-byte little-endian header length and a JSON header whose
     tensors have known dtypes, and whose byte ranges match their shapes, tile the data area
     exactly and end at the end of the file. A pickle or zip (`torch.save`) is named as such.
+    `bfloat16` also admits BF16 tensors (given weights; crosstrain's checkpoints hold none).
 
     Raises:
         CheckpointError: naming the file and what is wrong.
@@ -104,7 +106,7 @@ def check_tensor_file(path: Path | str) -> dict[str, Any]:
         if name == "__metadata__":
             continue
         try:
-            itemsize = _DTYPES[entry["dtype"]]
+            itemsize = 2 if bfloat16 and entry["dtype"] == "BF16" else _DTYPES[entry["dtype"]]
             shape = [int(d) for d in entry["shape"]]
             begin, end = (int(v) for v in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -398,6 +400,9 @@ def check_meta(meta: Any, meta_path: Path, dir_step: int | None = None) -> bool:
     callbacks = record.kind("callbacks", dict)
     if callbacks is not None:
         _check_callbacks(record, callbacks)
+    tokenizer = record.kind("tokenizer", dict)
+    if tokenizer is not None and not isinstance(tokenizer.get("kind"), str):
+        record.fail(f"tokenizer has no kind: {_shown(tokenizer)}")
     return version >= 2
 
 

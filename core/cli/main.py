@@ -44,6 +44,7 @@ EXIT_TERMINATED = 143
 BUILTIN_COMMANDS = (
     "crosstrain.cli.fit",
     "crosstrain.cli.inference",
+    "crosstrain.cli.generate",
     "crosstrain.cli.summary",
     "crosstrain.cli.plugins",
     "crosstrain.cli.schema",
@@ -51,6 +52,7 @@ BUILTIN_COMMANDS = (
     "crosstrain.cli.conformance",
     "crosstrain.cli.compare",
     "crosstrain.cli.lr_find",
+    "crosstrain.cli.imports",
 )
 """Modules that each expose `COMMANDS`, a tuple of `crosstrain.plugin.command.Command`: the
 built-in subcommands, in `crosstrain --help` order. They import no framework at module level."""

@@ -8,8 +8,8 @@ exactly where it stopped.
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from crosstrain.errors import DataError
@@ -105,6 +105,10 @@ class ArrayData:
     index: np.ndarray | None = None
     unchecked: str | None = None
 
+    cacheable: ClassVar[bool] = True
+    """Whether a program may put `x` and `y` on its device whole (`Program.cache_data`); False
+    for views that would grow when copied (token windows over one token file)."""
+
     def __post_init__(self) -> None:
         self.x, self.y = host_numpy(self.x), host_numpy(self.y)
         for name in ("x", "y"):
@@ -128,7 +132,10 @@ class ArrayData:
 
     def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(x, y)` of the samples at positions `indices` (a copy of those rows only)."""
-        rows = self.source_rows(indices)
+        return self.draw(self.source_rows(indices))
+
+    def draw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(x, y)` of source rows `rows` (see `source_rows`), as a batch goes to a step."""
         return self.x[rows], self.y[rows]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +146,16 @@ class ArrayData:
         """The samples at positions `index`: copied rows, or an index view of memory-mapped
         arrays."""
         if self.index is not None or memory_mapped(self.x):
-            return ArrayData(self.x, self.y, self.source_rows(index), self.unchecked)
+            return replace(self, index=self.source_rows(index))
         return ArrayData(self.x[index], self.y[index], unchecked=self.unchecked)
+
+    def holdout(self, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the training and validation samples of a split holding out `fraction`
+        (seeded, sorted): a random `fraction` of the samples. A source whose samples overlap
+        (token windows) holds out whole stretches instead."""
+        order = np.random.default_rng([seed, 7]).permutation(len(self))
+        n_val = max(1, round(len(self) * fraction))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 FINITE_CHECK_ROWS = 65536
@@ -195,9 +210,8 @@ def split(data: ArrayData, fraction: float, seed: int) -> tuple[ArrayData, Array
     """Seeded train/validation split; the validation part is `fraction` of the samples."""
     if not fraction:
         return data, None
-    order = np.random.default_rng([seed, 7]).permutation(len(data))
-    n_val = max(1, round(len(data) * fraction))
-    return data.take(np.sort(order[n_val:])), data.take(np.sort(order[:n_val]))
+    train, val = data.holdout(fraction, seed)
+    return data.take(train), data.take(val)
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:

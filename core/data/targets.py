@@ -44,11 +44,11 @@ def host_array(targets: Any) -> np.ndarray | None:
 
 def _model_output(spec: Any) -> tuple[tuple[int, ...], str] | None:
     """The per-sample output shape and the path of the last layer (None: a native model)."""
-    if spec is None or spec.model is None or not spec.model.layers:
+    if spec is None or spec.model is None:
         return None
-    from crosstrain.nn.model import plan
+    from crosstrain.nn.model import output_node
 
-    last = plan(spec.model)[-1]
+    last = output_node(spec.model)
     return tuple(int(n) for n in last.output_shape), last.path
 
 

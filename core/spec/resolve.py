@@ -189,6 +189,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     from crosstrain.data.batches import Batches, as_data
     from crosstrain.data.inputs import check_input_ids, check_input_shape
     from crosstrain.data.targets import check_targets
+    from crosstrain.data.windows import TokenWindows
 
     if data is not None:
         train = check_finite(as_data(data, "data", spec), "data")
@@ -211,9 +212,13 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
             raise
         raise DataError(f"{where}: {err}") from None  # e.g. ArrayData's 0-d array
     check_array_kinds(loaded, where)
-    check_input_shape(loaded.x, spec, f"data.source {spec.data.source!r}")
-    check_input_ids(loaded.x, spec, f"data.source {spec.data.source!r}")
-    check_targets(loaded.y, spec, f"data.source {spec.data.source!r}")
+    check_input_shape(loaded.x, spec, where)
+    if isinstance(loaded, TokenWindows):  # ids in range by the vocabulary; values: one window
+        loaded.check_model(spec)
+        check_targets(loaded.y[:1], spec, where)
+    else:
+        check_input_ids(loaded.x, spec, where)
+        check_targets(loaded.y, spec, where)
     check_finite(loaded, f"data.source {spec.data.source!r}")
     train, val = split(loaded, spec.data.validation_split, spec.seed)
     if val_data is not None:

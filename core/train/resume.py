@@ -96,6 +96,7 @@ def loop_record(trainer: Trainer) -> dict[str, Any]:
         "backend": trainer.backend,
         "versions": trainer.versions,
         "callbacks": {key: cb.state_dict() for key, cb in stateful_callbacks(trainer).items()},
+        **({"tokenizer": trainer.tokenizer} if trainer.tokenizer is not None else {}),
     }
 
 

@@ -123,6 +123,25 @@ def write_run_files(path: Path, spec: Any, plan: str = "") -> None:
         (path / "summary.txt").write_text(text, encoding="utf-8")
 
 
+TOKENIZER_FILE = "tokenizer.json"
+"""The tokenizer record of a run on text data (`crosstrain.data.tokenizers`), beside spec.yaml."""
+
+
+def write_tokenizer(path: Path, record: dict[str, Any]) -> None:
+    """`<run>/tokenizer.json`: the record generation decodes with."""
+    (path / TOKENIZER_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def read_tokenizer(run_dir: Path | None) -> dict[str, Any] | None:
+    """The run directory's tokenizer record, or None where it has none."""
+    if run_dir is None or not (Path(run_dir) / TOKENIZER_FILE).is_file():
+        return None
+    try:
+        return json.loads((Path(run_dir) / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CrosstrainError(f"{Path(run_dir) / TOKENIZER_FILE}: not JSON ({err})") from None
+
+
 def _written_order(path: Path) -> tuple[float, int, float] | None:
     """How new a checkpoint is: (its record's `created` time, step, trainer.json's mtime), or
     None (with a warning) when its trainer.json cannot be read or fails its checks."""

@@ -52,7 +52,7 @@ class Trainer:
 
     Attributes read by plugins: `spec`, `program`, `backend`, `run_dir`, `checkpoint_dir`,
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
-    `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
+    `tokenizer` (text data's tokenizer record or None), `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
     same value the backend's lr schedule was built with), `schedule_steps` (its length in
     updates as the schedule uses it), `should_stop` (set it in `on_epoch_end` to end the
     fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
@@ -84,6 +84,9 @@ class Trainer:
         self.stopped_early = False
         self.last_checkpoint: Path | None = None
         self.versions: dict[str, str | None] = {}
+        self.tokenizer: dict[str, Any] | None = None
+        """The tokenizer record of text data (`crosstrain.data.tokenizers`), kept in every
+        checkpoint so generation decodes with the vocabulary trained on."""
         self.interrupted: str | None = None
         self.skipped_steps = 0
         self._device_data: dict[int, Any] = {}

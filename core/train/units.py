@@ -59,7 +59,7 @@ def device_batch(
     """
     key = id(data) if data.index is None else (id(data.x), id(data.y))
     if key not in trainer._device_data:
-        handle = trainer.program.cache_data(data.x, data.y)
+        handle = trainer.program.cache_data(data.x, data.y) if data.cacheable else None
         if handle is not None and data.unchecked is not None:
             check_finite_rows(data.x, "x", data.unchecked)
             check_finite_rows(data.y, "y", data.unchecked)
@@ -68,7 +68,7 @@ def device_batch(
     source = data.source_rows(indices)
     if handle is not None:
         return handle, source if group == 1 else source.reshape(group, -1)
-    x, y = data.x[source], data.y[source]
+    x, y = data.draw(source)
     check_drawn(data, x, y, source)
     if group == 1:
         return x, y

@@ -71,6 +71,8 @@ class Layer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     positional: ClassVar[tuple[str, ...]] = ()
     array_api: ClassVar[bool] = True
+    merge: ClassVar[bool] = False
+    """Whether the layer merges several inputs (Add, Concatenate ...; only in a graph)."""
     """Whether `forward` works for any array-API `xp` (False: numpy only, as the built-ins'
     references are; those layers run on a backend only through its own implementation)."""
 

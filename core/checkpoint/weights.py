@@ -186,8 +186,8 @@ def read_weights(path: str | Path, field: str = "model.weights") -> tuple[dict[s
                     return {name: archive[name] for name in archive.files}, "npz"
             except (ValueError, OSError, zipfile.BadZipFile) as err:
                 raise _issue(field, f"{path}: not a readable .npz ({err})") from None
-        check_tensor_file(path)
-        return read_tensor_file(path, None), "safetensors"
+        check_tensor_file(path, bfloat16=True)
+        return read_tensor_file(path, None, bfloat16=True), "safetensors"
     except CheckpointError as err:
         raise _issue(field, str(err)) from None
     except OSError as err:
@@ -437,3 +437,13 @@ def initial_params(model: Any, seed: int, core_only: bool = False) -> dict[str, 
     names = wanted - set(given)
     merged = {**(init_params(model, seed, names) if names else {}), **given}
     return {n: merged[n] for n in param_specs(model) if n in merged}
+
+
+def without_given(spec: Any) -> Any:
+    """`spec` with `model.weights` and `model.init_from` cleared: what builds the program that a
+    checkpoint is then loaded into (resume, evaluate, predict), so the file is not read again."""
+    model = getattr(spec, "model", None)
+    if model is None or (model.weights is None and model.init_from is None):
+        return spec
+    cleared = model.model_copy(update={"weights": None, "init_from": None})
+    return spec.model_copy(update={"model": cleared})
