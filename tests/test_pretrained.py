@@ -108,36 +108,37 @@ def test_logits_are_transformers_logits(models, kind: str, backend: str) -> None
 
 ENGINES = r"""
 import json, sys
-import numpy as np, torch
+import numpy as np
 import crosstrain as ct
-sys.path.insert(0, "tests")
-import test_pretrained as t
 
-class Factory:
-    def mktemp(self, name):
-        import pathlib, tempfile
-        return pathlib.Path(tempfile.mkdtemp(prefix=name))
-
+backend, cases = sys.argv[1], json.loads(sys.argv[2])
 out = {}
-for kind in t.MODELS:
-    model, directory = t.saved(Factory(), kind)
-    spec = ct.from_pretrained(directory, sequence_length=t.SEQ)
-    x = t.tokens()
-    logits = ct.predict(spec, None, x, backend=sys.argv[1])
-    out[kind] = t.deviation(logits, t.reference_logits(model, x))
+for kind, (directory, reference) in cases.items():
+    spec = ct.from_pretrained(directory, sequence_length=int(sys.argv[3]))
+    with np.load(reference) as saved:
+        logits = ct.predict(spec, None, saved["x"], backend=backend)
+        out[kind] = float(np.abs(logits - saved["logits"]).max() / np.abs(saved["logits"]).max())
 print("RESULT", json.dumps(out))
 """
 
 
 @pytest.mark.parametrize("engine", ["jax", "torch"])
-def test_logits_on_keras_engines_in_a_fresh_interpreter(engine: str) -> None:
+def test_logits_on_keras_engines_in_a_fresh_interpreter(models, tmp_path, engine: str) -> None:
+    """keras:jax and keras:torch, each in its own interpreter (no transformers imported there:
+    transformers' logits are computed here and passed in a file)."""
+    cases = {}
+    for kind, (model, directory, _) in models.items():
+        x = tokens()
+        np.savez(tmp_path / f"{kind}.npz", x=x, logits=reference_logits(model, x))
+        cases[kind] = (str(directory), str(tmp_path / f"{kind}.npz"))
     env = {
         "OMP_NUM_THREADS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERAS_BACKEND": engine,
         "CROSSTRAIN_KERAS_ENGINE": engine,
     }
-    code = f"import sys; sys.argv = ['x', 'keras:{engine}']\n" + ENGINES
+    argv = ["x", f"keras:{engine}", json.dumps(cases), str(SEQ)]
+    code = f"import sys; sys.argv = {argv!r}\n" + ENGINES
     done = run_python(code, cwd=ROOT, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(row for row in done.stdout.splitlines() if row.startswith("RESULT "))
@@ -223,11 +224,23 @@ def test_other_architectures_are_refused_by_name(tmp_path) -> None:
         ct.from_pretrained(tmp_path / "missing")
 
 
+def test_bfloat16_weights_are_read_as_float32(tmp_path) -> None:
+    """transformers' usual dtype: the logits are those of the bf16-rounded model in float32."""
+    torch.manual_seed(0)
+    model = llama().eval().to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    model = model.float()
+    spec = ct.from_pretrained(tmp_path, sequence_length=SEQ)
+    x = tokens()
+    out = ct.predict(spec, None, x, backend="torch")
+    assert deviation(out, reference_logits(model, x)) < 1e-4
+
+
 def test_the_import_command_writes_a_spec_and_its_weights(models, tmp_path) -> None:
     model, directory, _ = models["llama"]
     output = tmp_path / "specs" / "llama.yaml"
     done = subprocess.run(
-        [sys.executable, "-m", "crosstrain", "import", "hf", str(directory), "--output",
+        [sys.executable, "-m", "crosstrain.cli", "import", "hf", str(directory), "--output",
          str(output), "--sequence-length", str(SEQ)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
