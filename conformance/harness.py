@@ -47,7 +47,7 @@ class Target:
             self._skip(f"layer {', '.join(missing)}")
 
     def require_optimizer(self, name: str) -> None:
-        if name not in self.caps.optimizers:
+        if self.caps.optimizers is not None and name not in self.caps.optimizers:
             self._skip(f"optimizer {name}")
 
     def require_loss(self, name: str) -> None:
@@ -75,7 +75,7 @@ class Target:
     def any_optimizer(self, *preferred: str) -> str:
         """The first of `preferred` that is declared (skips when none is)."""
         for name in preferred:
-            if name in self.caps.optimizers:
+            if self.caps.optimizers is None or name in self.caps.optimizers:
                 return name
         self._skip(f"any of the optimizers {', '.join(preferred)}")
         raise AssertionError  # unreachable

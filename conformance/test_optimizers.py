@@ -26,6 +26,10 @@ OPTIMIZERS = [
     extended({"name": "rmsprop", "lr": 0.01}),
     {"name": "rmsprop", "lr": 0.01, "momentum": 0.5},
     {"name": "adam", "lr": 0.01, "clip_norm": 0.05},
+    {"name": "lion", "lr": 0.01, "weight_decay": 0.1},
+    extended({"name": "adagrad", "lr": 0.1}),
+    extended({"name": "adadelta", "lr": 1.0}),
+    {"name": "adafactor", "lr": 0.1},
 ]
 SCHEDULES = [
     extended({"name": "constant", "warmup_steps": 2}),

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from crosstrain.api import build, evaluate, explain, fit, generate, lr_find, predict
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.data.batches import Batches
-    from crosstrain.nn import layers, losses, metrics, optim
+    from crosstrain.nn import layers, losses, metrics, optim, optimizers
     from crosstrain.nn.pretrained import from_pretrained
     from crosstrain.plugin.hookspecs import hookimpl, hookspec
     from crosstrain.plugin.protocol import Backend, Capabilities, Program, RunEnv
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         register_logger,
         register_loss,
         register_metric,
+        register_optimizer,
     )
     from crosstrain.spec.module import Module
     from crosstrain.spec.schema import Spec, load_spec
@@ -63,8 +64,9 @@ _LAZY = {
     "register_layer": "plugin.registry", "register_loss": "plugin.registry",
     "register_metric": "plugin.registry", "register_callback": "plugin.registry",
     "register_logger": "plugin.registry", "register_data_source": "plugin.registry",
+    "register_optimizer": "plugin.registry", "optimizers": "nn.optimizers",
 }  # fmt: skip
-_SUBMODULES = {"layers", "losses", "metrics", "optim"}
+_SUBMODULES = {"layers", "losses", "metrics", "optim", "optimizers"}
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
 
@@ -120,6 +122,7 @@ __all__ = [
     "losses",
     "metrics",
     "optim",
+    "optimizers",
     "predict",
     "register_callback",
     "register_data_source",
@@ -127,5 +130,6 @@ __all__ = [
     "register_logger",
     "register_loss",
     "register_metric",
+    "register_optimizer",
     "summary",
 ]

@@ -1,4 +1,4 @@
-"""The built-in vocabulary (layers, losses, metrics, loggers) and the callbacks of a fit."""
+"""The built-in vocabulary (layers, optimizers, losses, metrics, loggers) and the callbacks of a fit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from crosstrain.nn.layers import BUILTIN_LAYERS
 from crosstrain.nn.losses import BUILTIN_LOSSES
 from crosstrain.nn.metrics import BUILTIN_METRICS
+from crosstrain.nn.optimizers import BUILTIN_OPTIMIZERS
 from crosstrain.plugin.hookspecs import hookimpl
 
 
@@ -15,6 +16,12 @@ from crosstrain.plugin.hookspecs import hookimpl
 def crosstrain_add_layers(registry: Any) -> None:
     for layer_class in BUILTIN_LAYERS:
         registry.layers.add(layer_class)
+
+
+@hookimpl
+def crosstrain_add_optimizers(registry: Any) -> None:
+    for cls in BUILTIN_OPTIMIZERS:
+        registry.optimizers.add(cls)
 
 
 @hookimpl

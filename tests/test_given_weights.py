@@ -209,3 +209,19 @@ def test_a_keras_file_loads_by_layer_name(tmp_path) -> None:
     )
     out = np.asarray(ct.build(spec, backend="torch").predict_step((x, None)))
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_and_half_tensors_are_read_as_float32(tmp_path) -> None:
+    spec = _spec({}, [{"type": "Flatten"}, {"type": "Dense", "units": 3}])
+    values = init_params(spec.model, 0)
+    tensors = {
+        "dense_1/kernel": torch.from_numpy(values["dense_1/kernel"]).bfloat16(),
+        "dense_1/bias": torch.from_numpy(values["dense_1/bias"] + 0.5).half(),
+    }
+    safetensors_torch.save_file(tensors, str(tmp_path / "w.safetensors"))
+    given = _spec({"weights": str(tmp_path / "w.safetensors")}, spec.to_dict()["model"]["layers"])
+    params = ct.build(given, backend="torch").get_state().params
+    np.testing.assert_array_equal(
+        params["dense_1/kernel"], tensors["dense_1/kernel"].float().numpy()
+    )
+    np.testing.assert_array_equal(params["dense_1/bias"], tensors["dense_1/bias"].float().numpy())

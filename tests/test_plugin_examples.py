@@ -38,6 +38,7 @@ def rmsnorm_spec() -> dict:
             {"type": "Dense", "units": 3},
         ],
     }
+    spec["optimizer"] = {"name": "example_signum", "lr": 0.01}  # the plugin's optimizer.py
     return spec
 
 
@@ -49,6 +50,7 @@ def test_plugins_lists_the_examples_with_their_hooks(tmp_path):
         r"numpy +crosstrain_numpy", out
     )
     assert "layers: ExampleRMSNorm" in out and "hooks: crosstrain_make_callbacks" in out
+    assert "example_signum" in out
     assert "numpy" in out and "backends: numpy" in out
     assert "broken" not in out
     done = cli("plugins", "--no-plugin", "rmsnorm", cwd=tmp_path, site=str(install_examples()))
@@ -62,7 +64,8 @@ out = {}
 for backend in sys.argv[2].split(","):
     result = ct.fit(spec, backend=backend, run_dir=sys.argv[3] + "/" + backend.replace(":", "-"))
     scales = (result.run_dir / "rmsnorm_scales.jsonl").read_text().splitlines()
-    out[backend] = [result.metrics["val_accuracy"], len(scales), json.loads(scales[-1])]
+    slots = sorted({key.split("/")[0] for key in result.state.optimizer})
+    out[backend] = [result.metrics["val_accuracy"], len(scales), json.loads(scales[-1]), slots]
 print(json.dumps(out))
 """
 
@@ -81,8 +84,8 @@ def test_rmsnorm_trains_on_every_backend(backends, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for backend in backends.split(","):
-        accuracy, epochs, last = results[backend]
-        assert 0.0 <= accuracy <= 1.0
+        accuracy, epochs, last, slots = results[backend]
+        assert 0.0 <= accuracy <= 1.0 and slots == ["momentum"]
         assert epochs == 2 and last["epoch"] == 1
         assert "examplermsnorm_1/scale" in last and last["examplermsnorm_1/scale"] != 1.0
 

@@ -62,7 +62,7 @@ def test_wrong_type_and_all_errors_at_once():
     issues = issues_of(spec)
     assert "model.layers[0].units: expected an integer, got 'abc'" in issues
     assert any(
-        i.startswith("optimizer: unknown name 'adamm'; did you mean 'adam'?") for i in issues
+        i.startswith("optimizer: unknown optimizer 'adamm'; did you mean 'adam'?") for i in issues
     )
     assert any(i.startswith("data.batch_sise: unknown key") for i in issues)
     assert len(issues) == 3

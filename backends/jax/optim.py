@@ -1,28 +1,24 @@
-"""The spec's optimizer, schedule and clipping as one optax chain that matches `reference_step`.
+"""The spec's optimizer, schedule and clipping inside the jitted step: core's one rule.
 
-The chain is `[clip] [L2 decay] core [decoupled decay] scale(-lr * schedule(count))`:
-
-- clipping scales by `min(1, max_norm / (norm + 1e-6))`, exactly as the reference (optax's
-  `clip_by_global_norm` has no `1e-6`);
-- sgd, adam and rmsprop add `weight_decay * param` to the gradient before anything else
-  (torch's L2); adamw adds it to the Adam direction, which is torch's decoupled
-  `param * (1 - lr * weight_decay)` written as one update;
-- momentum is torch's trace `buf = momentum * buf + g` (`optax.trace`, nesterov included);
-- rmsprop keeps eps outside the square root and no bias correction.
-
-Canonical slots: `ScaleByAdamState.mu/nu` → `m`/`v`, `TraceState.trace` → `momentum`,
-`ScaleByRmsState.nu` → `rms`; every count in the chain equals the canonical `step`.
+`JaxOptimizer.update` clips the gradients (`min(1, max_norm / (norm + 1e-6))`, as
+`reference_step`; optax's `clip_by_global_norm` has no `1e-6`), evaluates the schedule's
+`factor_xp` on `jax.numpy` and runs the optimizer's array-API `update` over the parameter dict
+(`crosstrain.nn.optimizers.update_tree`); XLA fuses the per-parameter rules into a few
+kernels, so no optax chain is needed. The optimizer state is the canonical slots themselves,
+`{"slots": {slot: {param: array}}}`, and the update count is the carry's `step`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from crosstrain.nn.optim import checked_schedule
+from crosstrain.nn.optimizers import Optimizer, ParamOptions, update_tree
 
 
 def schedule_factor(schedule: Any, total_steps: int | None) -> Callable[[jax.Array], jax.Array]:
@@ -34,80 +30,69 @@ def schedule_factor(schedule: Any, total_steps: int | None) -> Callable[[jax.Arr
     return lambda count: schedule.factor_xp(jnp, jnp.asarray(count, jnp.int32), total_steps)
 
 
-def clip_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """Scales every update by `min(1, max_norm / (global_norm + 1e-6))`, as `reference_step`."""
+def clip_global_norm(grads: Any, max_norm: float) -> Any:
+    """Every gradient scaled by `min(1, max_norm / (global_norm + 1e-6))`, as `reference_step`."""
+    norm = optax.tree.norm(grads)
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    return jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
+
+
+class JaxOptimizer:
+    """An optimizer spec, its schedule and clipping as pure functions of the carry.
+
+    Args:
+        opt: the spec's optimizer.
+        schedule: the spec's schedule (None: constant).
+        total_steps: updates in the run (None: core's default length).
+        overrides: per-parameter lr multiplier / weight decay (parameter groups).
+    """
+
+    def __init__(
+        self,
+        opt: Optimizer,
+        schedule: Any,
+        total_steps: int | None,
+        overrides: Mapping[str, ParamOptions] | None = None,
+    ):
+        self.opt, self.overrides = opt, overrides
+        self.factor = schedule_factor(schedule, total_steps)
+
+    def init(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The state before the first update, on the host (numpy)."""
+        slots: dict[str, dict[str, Any]] = {s: {} for s in self.opt.slot_names()}
+        for name, param in params.items():
+            for slot, value in self.opt.init(np, np.asarray(param)).items():
+                slots[slot][name] = value
+        return {"slots": slots}
 
     def update(
-        updates: Any, state: optax.EmptyState, params: Any = None
-    ) -> tuple[Any, optax.EmptyState]:
-        norm = optax.tree.norm(updates)
-        scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-        return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def make_optimizer(
-    opt: Any, schedule: Any, total_steps: int | None
-) -> optax.GradientTransformation:
-    """The optax chain for an optimizer spec and an optional schedule spec."""
-    parts: list[optax.GradientTransformation] = []
-    if opt.clip_norm is not None:
-        parts.append(clip_global_norm(opt.clip_norm))
-    if opt.weight_decay and opt.name != "adamw":
-        parts.append(optax.add_decayed_weights(opt.weight_decay))
-    if opt.name == "sgd":
-        if opt.momentum:
-            parts.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
-    elif opt.name in ("adam", "adamw"):
-        parts.append(optax.scale_by_adam(b1=opt.beta_1, b2=opt.beta_2, eps=opt.epsilon))
-        if opt.name == "adamw" and opt.weight_decay:
-            parts.append(optax.add_decayed_weights(opt.weight_decay))
-    elif opt.name == "rmsprop":
-        parts.append(
-            optax.scale_by_rms(decay=opt.rho, eps=opt.epsilon, initial_scale=0.0, eps_in_sqrt=False)
+        self, grads: dict[str, Any], state: dict[str, Any], params: dict[str, Any], step: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """New parameters and state after the update that follows `step` updates (traced)."""
+        opt = self.opt
+        if opt.clip_norm is not None:
+            grads = clip_global_norm(grads, opt.clip_norm)
+        lr = opt.lr * self.factor(step)
+        count = jnp.asarray(step, jnp.float32) + 1.0
+        new_params, slots = update_tree(
+            opt, jnp, params, grads, state["slots"], count, lr, self.overrides
         )
-        if opt.momentum:
-            parts.append(optax.trace(decay=opt.momentum))
-    else:
-        raise ValueError(f"unknown optimizer {opt.name!r}")
-    factor = schedule_factor(schedule, total_steps)
-    parts.append(optax.scale_by_schedule(lambda count: -opt.lr * factor(count)))
-    return optax.chain(*parts)
+        return new_params, {"slots": slots}
 
 
-def _slot_fields(state: Any) -> dict[str, str]:
-    """Canonical slot → field of one optax state in the chain."""
-    if isinstance(state, optax.ScaleByAdamState):
-        return {"m": "mu", "v": "nu"}
-    if isinstance(state, optax.ScaleByRmsState):
-        return {"rms": "nu"}
-    if isinstance(state, optax.TraceState):
-        return {"momentum": "trace"}
-    return {}
+def make_optimizer(opt: Any, schedule: Any, total_steps: int | None) -> JaxOptimizer:
+    """The jitted-step optimizer for an optimizer spec and an optional schedule spec."""
+    return JaxOptimizer(opt, schedule, total_steps)
 
 
-def get_slots(opt_state: tuple[Any, ...]) -> dict[str, dict[str, Any]]:
-    """Canonical slot → parameter name → array, from the chain's state."""
-    slots: dict[str, dict[str, Any]] = {}
-    for state in opt_state:
-        for slot, attr in _slot_fields(state).items():
-            slots[slot] = dict(getattr(state, attr))
-    return slots
+def get_slots(opt_state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Canonical slot → parameter name → array, from the optimizer state."""
+    return {slot: dict(values) for slot, values in opt_state["slots"].items()}
 
 
-def with_slots(
-    opt_state: tuple[Any, ...], slots: dict[str, dict[str, Any]], step: int
-) -> tuple[Any, ...]:
-    """The chain's state with the given slots (missing entries keep their value) and counts set to `step`."""
-    result = []
-    for state in opt_state:
-        changes = {}
-        for slot, attr in _slot_fields(state).items():
-            current = dict(getattr(state, attr))
-            current.update({k: v for k, v in slots.get(slot, {}).items() if k in current})
-            changes[attr] = current
-        if "count" in getattr(state, "_fields", ()):
-            changes["count"] = jnp.asarray(step, jnp.int32)
-        result.append(state._replace(**changes) if changes else state)
-    return tuple(result)
+def with_slots(opt_state: dict[str, Any], slots: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The state with the given slots (missing entries keep their value)."""
+    current = get_slots(opt_state)
+    for slot, values in current.items():
+        values.update({k: v for k, v in slots.get(slot, {}).items() if k in values})
+    return {"slots": current}

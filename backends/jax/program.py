@@ -1,4 +1,4 @@
-"""JaxProgram: a spec's nnx model and optax chain behind plain `jax.jit` steps.
+"""JaxProgram: a spec's nnx model and optimizer rule behind plain `jax.jit` steps.
 
 The nnx model is split once into `(graphdef, params, rest)`; every step is one `jax.jit` of a
 pure function over a carry of plain dicts (see `state.py`) with the carry donated, so the
@@ -38,7 +38,6 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
-from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.train.stateful import state_names
@@ -70,7 +69,7 @@ class JaxProgram(Program):
 
     Attributes:
         spec: the spec it was built from.
-        tx: the optax chain.
+        tx: the optimizer (`optim.JaxOptimizer`: core's rule in the jitted step).
         slots: the optimizer's canonical slot names.
         placement: devices and shardings.
         carry: the training state pytree on the devices (`state.py` describes it).
@@ -100,7 +99,7 @@ class JaxProgram(Program):
         self._stateful = bool(state_names(spec))
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
-        self.slots = slot_names(spec.optimizer)
+        self.slots = spec.optimizer.slot_names()
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
         self.metric_names = ("loss", *self._metrics)
@@ -188,8 +187,7 @@ class JaxProgram(Program):
     def _update(
         self, carry: dict[str, Any], grads: Any, rest: dict[str, Any], forwards: int = 1
     ) -> dict[str, Any]:
-        updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
-        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), carry["params"], updates)
+        params, opt = self.tx.update(grads, carry["opt"], carry["params"], carry["step"])
         new = {**carry, "params": params, "rest": rest, "opt": opt, "step": carry["step"] + 1}
         if self._shared_masks:
             new["calls"] = carry["calls"] + forwards

@@ -5,7 +5,7 @@ The program keeps one pytree of plain containers (fast to flatten on every step)
 ```
 {"params": {canonical name: array},   trainable (nnx.Param)
  "rest":   {canonical name: array},   BatchNorm moving statistics (nnx.BatchStat)
- "opt":    optax chain state,         slots keyed by canonical name
+ "opt":    {"slots": {slot: {name: array}}}, the canonical slots
  "step":   int32,                     optimizer updates done
  "key":    uint32[2],                 the base PRNG key (raw key data)
  "calls":  int32}                     training forwards (only with shared dropout masks)
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import CheckpointError
@@ -32,7 +31,7 @@ from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 from crosstrain.nn.initializers import native_name
 from crosstrain.nn.model import ModelSpec, param_specs
 
-from .optim import get_slots, with_slots
+from .optim import JaxOptimizer, get_slots, with_slots
 
 if TYPE_CHECKING:
     from .program import JaxProgram
@@ -84,7 +83,7 @@ def carry_to_canonical(carry: Carry) -> CanonicalState:
 def carry_from_canonical(
     state: CanonicalState,
     carry: Carry,
-    tx: optax.GradientTransformation,
+    tx: JaxOptimizer,
     slots: tuple[str, ...],
     accumulate: int = 1,
 ) -> Carry:
@@ -104,12 +103,13 @@ def carry_from_canonical(
         slot, _, name = key.partition("/")
         if slot not in slots or name not in params:
             continue
-        if tuple(value.shape) != shapes[name]:
+        expected = tx.opt.slot_shapes(shapes[name])[slot]
+        if tuple(value.shape) != expected:
             raise CheckpointError(
-                f"jax: optimizer slot {key} has shape {tuple(value.shape)}, the parameter has {shapes[name]}"
+                f"jax: optimizer slot {key} has shape {tuple(value.shape)}, expected {expected}"
             )
         loaded.setdefault(slot, {})[name] = np.asarray(value, np.float32)
-    opt = with_slots(tx.init(params), loaded, state.step)
+    opt = with_slots(tx.init(params), loaded)
     key = state.rng.get("jax")
     key = (
         np.asarray(key, np.uint32).reshape(-1)

@@ -3,11 +3,11 @@
 Keras's own SGD, Adam and RMSprop differ from the reference (`crosstrain.nn.optim.reference_step`,
 PyTorch's rules): Keras's SGD momentum buffer holds `-lr * g` terms, its RMSprop puts epsilon
 inside the square root, and its weight decay is decoupled for every optimizer. `SpecOptimizer`
-is one `keras.optimizers.Optimizer` subclass that implements the reference rules in
-`keras.ops`, so it runs on every engine, inside `stateless_apply` on jax, inside a
+is one `keras.optimizers.Optimizer` subclass that runs any crosstrain optimizer's array-API rule
+on the engine's tensors, so it runs on every engine, inside `stateless_apply` on jax, inside a
 `tf.function` on tensorflow, and under `LossScaleOptimizer` for float16. On the torch engine
-the same rules run as fused `torch._foreach_*` kernels (`optim_torch.py`), as Keras's own torch
-optimizers do.
+sgd, adam, adamw and rmsprop run as fused `torch._foreach_*` kernels (`optim_torch.py`, a fast
+path checked against the rule), as Keras's own torch optimizers do.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from crosstrain.nn.optim import checked_schedule, schedule_length, slot_names
+import numpy as np
+from crosstrain.nn.optim import checked_schedule, schedule_length
 from keras import ops
 
 from .xp import namespace
@@ -42,26 +43,49 @@ class SpecSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class SpecOptimizer(keras.optimizers.Optimizer):
-    """sgd, adam, adamw or rmsprop with the reference update rules and global-norm clipping.
+    """Any crosstrain optimizer (its array-API `update`) with global-norm clipping, as one
+    `keras.optimizers.Optimizer`.
 
     Slot variables live in `slots[<canonical slot>][i]`, `i` being the variable's index in the
-    list the optimizer was built with (`_get_variable_index`).
+    list the optimizer was built with (`_get_variable_index`). The rule sees each parameter in
+    its canonical shape (`params`: canonical name and shape by variable id); a slot shaped like
+    its parameter is kept in the variable's shape, any other in its canonical shape.
     """
 
-    def __init__(self, spec: Any, learning_rate: Any, name: str | None = None):
+    def __init__(
+        self,
+        spec: Any,
+        learning_rate: Any,
+        params: dict[int, tuple[str, tuple[int, ...]]] | None = None,
+        name: str | None = None,
+    ):
         super().__init__(learning_rate=learning_rate, name=name or f"crosstrain_{spec.name}")
         self.spec = spec
-        self.slot_names = slot_names(spec)
+        self.slot_names = spec.slot_names()
         self.slots: dict[str, list[Any]] = {}
+        self._params = params or {}
+        self.param_info: list[tuple[str, tuple[int, ...]]] = []
 
     def build(self, variables: list[Any]) -> None:
         if self.built:
             return
         super().build(variables)
-        self.slots = {
-            s: [self.add_variable_from_reference(v, name=s) for v in variables]
-            for s in self.slot_names
-        }
+        self.param_info = [self._params.get(id(v), (v.path, tuple(v.shape))) for v in variables]
+        self.slots = {s: [] for s in self.slot_names}
+        for variable, (_, shape) in zip(variables, self.param_info, strict=True):
+            initial = self.spec.init(np, np.zeros(shape, np.float32))
+            for slot in self.slot_names:
+                value = np.asarray(initial[slot], np.float32)
+                if value.shape == shape:
+                    value = value.reshape(tuple(variable.shape))
+                self.slots[slot].append(
+                    self.add_variable(
+                        shape=value.shape,
+                        initializer=_constant(value),
+                        dtype=variable.dtype,
+                        name=slot,
+                    )
+                )
 
     def _clip_gradients(self, grads: list[Any]) -> list[Any]:
         """`scale = min(1, clip_norm / (norm + 1e-6))` over all gradients, as the reference."""
@@ -75,37 +99,23 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        o, dtype = self.spec, variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        g = ops.cast(gradient, dtype)
+        """`spec.update` on the canonical shapes, the results assigned to the variables."""
+        spec, dtype = self.spec, variable.dtype
         index = self._get_variable_index(variable)
-        slot = {name: values[index] for name, values in self.slots.items()}
-        if o.name != "adamw" and o.weight_decay:
-            g = g + o.weight_decay * variable
-        if o.name == "sgd":
-            if o.momentum:
-                buf = o.momentum * slot["momentum"] + g
-                self.assign(slot["momentum"], buf)
-                g = g + o.momentum * buf if o.nesterov else buf
-            self.assign_sub(variable, lr * g)
-        elif o.name in ("adam", "adamw"):
-            t = ops.cast(self.iterations + 1, dtype)
-            m = o.beta_1 * slot["m"] + (1.0 - o.beta_1) * g
-            v = o.beta_2 * slot["v"] + (1.0 - o.beta_2) * g * g
-            self.assign(slot["m"], m)
-            self.assign(slot["v"], v)
-            m_hat = m / (1.0 - ops.power(ops.cast(o.beta_1, dtype), t))
-            v_hat = v / (1.0 - ops.power(ops.cast(o.beta_2, dtype), t))
-            p = variable * (1.0 - lr * o.weight_decay) if o.name == "adamw" else variable
-            self.assign(variable, p - lr * m_hat / (ops.sqrt(v_hat) + o.epsilon))
-        else:
-            rms = o.rho * slot["rms"] + (1.0 - o.rho) * g * g
-            self.assign(slot["rms"], rms)
-            update = g / (ops.sqrt(rms) + o.epsilon)
-            if o.momentum:
-                update = o.momentum * slot["momentum"] + update
-                self.assign(slot["momentum"], update)
-            self.assign_sub(variable, lr * update)
+        name, shape = self.param_info[index]
+        param = ops.reshape(ops.convert_to_tensor(variable), shape)
+        grad = ops.reshape(ops.cast(gradient, dtype), shape)
+        shapes = spec.slot_shapes(shape)
+        slot_vars = {s: values[index] for s, values in self.slots.items()}
+        slots = {s: ops.reshape(ops.convert_to_tensor(v), shapes[s]) for s, v in slot_vars.items()}
+        scale, decay = spec.param_options(name)
+        lr = ops.cast(learning_rate, dtype) * scale
+        count = ops.cast(self.iterations + 1, "float32")
+        new, slots = spec.update(namespace(param), grad, param, slots, count, lr, decay)
+        for slot, value in slots.items():
+            target = slot_vars[slot]
+            self.assign(target, ops.reshape(ops.cast(value, target.dtype), tuple(target.shape)))
+        self.assign(variable, ops.reshape(ops.cast(new, dtype), tuple(variable.shape)))
 
     def _backend_update_step(
         self, grads: list[Any], variables: list[Any], learning_rate: Any
@@ -118,7 +128,8 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         from .optim_torch import foreach_update
 
         with torch.no_grad():
-            foreach_update(self, grads, variables, learning_rate)
+            if not foreach_update(self, grads, variables, learning_rate):
+                super()._backend_update_step(grads, variables, learning_rate)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -126,15 +137,28 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         return config
 
 
+def _constant(value: np.ndarray) -> Any:
+    def initializer(shape: Any, dtype: Any = None) -> Any:
+        return ops.cast(ops.convert_to_tensor(value.reshape(tuple(shape))), dtype or "float32")
+
+    return initializer
+
+
 def make_optimizer(
-    spec: Any, schedule: Any, total_steps: int | None, loss_scaling: bool = False
+    spec: Any,
+    schedule: Any,
+    total_steps: int | None,
+    loss_scaling: bool = False,
+    refs: list[Any] | None = None,
 ) -> Any:
     """The Keras optimizer for a spec's `optimizer` and `schedule` (wrapped in
-    `LossScaleOptimizer` for float16 training)."""
+    `LossScaleOptimizer` for float16 training); `refs` (the model's `ParamRef`s) name the
+    variables and give their canonical shapes."""
     lr: Any = spec.lr
     if schedule is not None:
         lr = SpecSchedule(spec.lr, schedule, total_steps)
-    optimizer = SpecOptimizer(spec, lr)
+    params = {id(r.variable): (r.name, tuple(r.shape)) for r in refs or [] if r.trainable}
+    optimizer = SpecOptimizer(spec, lr, params)
     if loss_scaling:
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

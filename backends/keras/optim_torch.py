@@ -12,11 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from crosstrain.nn.optimizers import SGD, Adam, AdamW, RMSprop
+
+FOREACH = (SGD, Adam, AdamW, RMSprop)
+"""The optimizer classes with a foreach fast path (exactly these; a subclass runs its rule)."""
 
 
-def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
-    """Updates `variables` (Keras variables) and `opt.slots` in place; call under `no_grad`."""
+def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> bool:
+    """Updates `variables` (Keras variables) and `opt.slots` in place; call under `no_grad`.
+    False (nothing done) when the optimizer has no fast path here."""
     o = opt.spec
+    if type(o) not in FOREACH:
+        return False
     params = [v.value for v in variables]
     index = [opt._get_variable_index(v) for v in variables]
     slot = {name: [values[i].value for i in index] for name, values in opt.slots.items()}
@@ -24,9 +31,9 @@ def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_ra
     lr = getattr(learning_rate, "value", learning_rate)
     lr = torch.as_tensor(lr, dtype=dtype, device=params[0].device)
     g = [grad.to(p.dtype) for grad, p in zip(grads, params, strict=True)]
-    if o.name != "adamw" and o.weight_decay:
+    if not isinstance(o, AdamW) and o.weight_decay:
         g = torch._foreach_add(g, params, alpha=o.weight_decay)
-    if o.name == "sgd":
+    if isinstance(o, SGD):
         if o.momentum:
             torch._foreach_mul_(slot["momentum"], o.momentum)
             torch._foreach_add_(slot["momentum"], g)
@@ -36,9 +43,9 @@ def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_ra
                 else slot["momentum"]
             )
         torch._foreach_sub_(params, torch._foreach_mul(g, lr))
-    elif o.name in ("adam", "adamw"):
+    elif isinstance(o, Adam):
         t = torch.as_tensor(opt.iterations.value + 1, dtype=dtype)
-        if o.name == "adamw":
+        if isinstance(o, AdamW):
             torch._foreach_mul_(params, 1.0 - lr * o.weight_decay)
         torch._foreach_mul_(slot["m"], o.beta_1)
         torch._foreach_add_(slot["m"], g, alpha=1.0 - o.beta_1)
@@ -61,3 +68,4 @@ def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_ra
         else:
             torch._foreach_div_(denominator, lr)
             torch._foreach_addcdiv_(params, g, denominator, value=-1.0)
+    return True

@@ -75,7 +75,11 @@ class KerasProgram(Program):
                 if ref.name in initial:
                     ref.write(initial[ref.name])
             self.optimizer = make_optimizer(
-                spec.optimizer, spec.schedule, env.total_steps, self.precision.loss_scaling
+                spec.optimizer,
+                spec.schedule,
+                env.total_steps,
+                self.precision.loss_scaling,
+                self.refs,
             )
             self.optimizer.build(self.model.trainable_variables)
         self._loss = resolve_function(spec.loss, "loss", "loss")

@@ -5,7 +5,7 @@ for attention kernels). Optimizer slots are `SpecOptimizer.slots[<slot>][i]`, st
 `<slot>/<param>`; the step is the optimizer's `iterations`. Dropout seed-generator states are
 kept under `rng["keras/seed_<i>"]` in model order; a state from another backend has none, and the
 program keeps its own. Slots missing from a state (torch writes none before its first update)
-load as zeros.
+load as the optimizer's `init` (zeros, or adagrad's initial accumulator).
 """
 
 from __future__ import annotations
@@ -40,15 +40,28 @@ def _call_counters(model: Any) -> list[Any]:
     return [v for v in model.non_trainable_variables if v.name == DROPOUT_CALLS]
 
 
-def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[ParamRef, Any]]:
+def _slot_variables(optimizer: Any, refs: list[ParamRef]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """`<slot>/<param>` → (the slot's canonical shape, its variable)."""
     opt = inner(optimizer)
     found = {}
     for ref in refs:
         if ref.trainable:
             index = opt._get_variable_index(ref.variable)
+            shapes = opt.spec.slot_shapes(ref.shape)
             for slot in opt.slot_names:
-                found[f"{slot}/{ref.name}"] = (ref, opt.slots[slot][index])
+                found[f"{slot}/{ref.name}"] = (shapes[slot], opt.slots[slot][index])
     return found
+
+
+def _initial_slots(optimizer: Any, refs: list[ParamRef]) -> dict[str, np.ndarray]:
+    """`<slot>/<param>` → the slot before any update (`Optimizer.init`), for a state without it."""
+    spec = inner(optimizer).spec
+    out = {}
+    for ref in refs:
+        if ref.trainable:
+            for slot, value in spec.init(np, np.zeros(ref.shape, np.float32)).items():
+                out[f"{slot}/{ref.name}"] = np.asarray(value, np.float32)
+    return out
 
 
 def get_state(program: KerasProgram, values: dict[int, np.ndarray]) -> CanonicalState:
@@ -63,8 +76,8 @@ def get_state(program: KerasProgram, values: dict[int, np.ndarray]) -> Canonical
 
     params = {ref.name: ref.canonical(read(ref.variable)) for ref in refs}
     slots = {
-        key: read(var).astype(np.float32).reshape(ref.shape)
-        for key, (ref, var) in _slot_variables(optimizer, refs).items()
+        key: read(var).astype(np.float32).reshape(shape)
+        for key, (shape, var) in _slot_variables(optimizer, refs).items()
     }
     step = int(read(inner(optimizer).iterations))
     rng = {f"{RNG_PREFIX}seed_{i}": read(v) for i, v in enumerate(_seed_states(model, refs))}
@@ -84,17 +97,18 @@ def set_state(program: KerasProgram, state: CanonicalState) -> None:
     model, optimizer, refs = program.model, program.optimizer, program.refs
     backend = program.backend
     check_compatible(state, {r.name: r.shape for r in refs}, backend)
-    for key, (ref, _) in _slot_variables(optimizer, refs).items():
+    for key, (shape, _) in _slot_variables(optimizer, refs).items():
         value = state.optimizer.get(key)
-        if value is not None and tuple(value.shape) != ref.shape:
+        if value is not None and tuple(value.shape) != shape:
             raise CheckpointError(
-                f"{backend}: optimizer slot {key} has shape {tuple(value.shape)}, the parameter has {ref.shape}"
+                f"{backend}: optimizer slot {key} has shape {tuple(value.shape)}, expected {shape}"
             )
     for ref in refs:
         ref.write(state.params[ref.name])
-    for key, (ref, var) in _slot_variables(optimizer, refs).items():
+    initial = _initial_slots(optimizer, refs)
+    for key, (_, var) in _slot_variables(optimizer, refs).items():
         value = state.optimizer.get(key)
-        value = np.zeros(ref.shape, np.float32) if value is None else np.asarray(value, np.float32)
+        value = initial[key] if value is None else np.asarray(value, np.float32)
         var.assign(value.reshape(tuple(var.shape)))
     inner(optimizer).iterations.assign(int(state.step))
     for i, variable in enumerate(_seed_states(model, refs)):

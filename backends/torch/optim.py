@@ -1,70 +1,176 @@
 """The spec's optimizer, schedule and clipping on torch, matching `crosstrain.nn.optim.reference_step`.
 
-torch's update rules are the reference's: L2 `weight_decay` added to the gradient for sgd,
-adam and rmsprop, decoupled decay for adamw, momentum buffers that accumulate gradients, and
-rmsprop's epsilon outside the square root. Fused kernels are used on CUDA, foreach elsewhere
-where torch has them (torch picks the slow per-tensor loop on CPU unless asked).
+Every optimizer runs as `RuleOptimizer`: core's array-API rule (`Optimizer.update`) on the
+parameters' canonical views (a Dense kernel's `(in, out)`, see `state.py`) under `no_grad`,
+its slots kept under their canonical names in the canonical layout. sgd, adam, adamw and
+rmsprop have a native fast path (`NATIVE`): `torch.optim`'s fused kernels on CUDA, foreach
+elsewhere, whose rules are the reference's (tests/backends/test_torch_optim.py checks both
+paths against `reference_step`); it is used when the optimizer is exactly that class and no
+parameter has its own options. `SlotLayout` says where a path keeps each slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import torch
-from crosstrain.nn.optim import _Optimizer, checked_schedule, schedule_length
+from crosstrain.nn.optim import checked_schedule, schedule_length
+from crosstrain.nn.optimizers import SGD, Adam, AdamW, Optimizer, ParamOptions, RMSprop
 
-_FUSED = ("sgd", "adam", "adamw")
+from .model import ParamRef
+from .state import canonical_view
+
+NATIVE_FAST_PATHS = True
+"""Use `torch.optim` for the optimizers of `NATIVE` (False: always `RuleOptimizer`)."""
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Where an optimizer keeps the canonical slots in `optimizer.state[param]`.
+
+    Attributes:
+        keys: canonical slot → key in the per-parameter state.
+        canonical: the slot tensors are in the canonical layout (`RuleOptimizer`), else in the
+            parameter's torch layout and shape (`torch.optim`).
+        counts_steps: the state keeps a per-parameter `step`.
+    """
+
+    keys: Mapping[str, str]
+    canonical: bool
+    counts_steps: bool
+
+
+class RuleOptimizer(torch.optim.Optimizer):
+    """Any crosstrain optimizer: its `update` on torch tensors, one parameter at a time.
+
+    Args:
+        spec: the optimizer.
+        refs: the trainable parameters (each tensor once), for their names and layouts.
+        overrides: per-parameter lr multiplier / weight decay, by canonical name.
+    """
+
+    def __init__(
+        self,
+        spec: Optimizer,
+        refs: list[ParamRef],
+        overrides: Mapping[str, ParamOptions] | None = None,
+    ):
+        super().__init__([ref.tensor for ref in refs], {"lr": spec.lr})
+        self.spec, self.overrides = spec, overrides
+        self._refs = {id(ref.tensor): ref for ref in refs}
+        self.layout = SlotLayout({s: s for s in spec.slot_names()}, True, True)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        spec = self.spec
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                ref = self._refs[id(param)]
+                view = canonical_view(param, ref.layout)
+                grad = canonical_view(param.grad, ref.layout).to(param.dtype)
+                xp = array_api_compat.array_namespace(view)
+                state = self.state[param]
+                if not state:
+                    state.update(spec.init(xp, view))
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                count = state["step"] + 1.0
+                scale, decay = spec.param_options(ref.name, self.overrides)
+                slots = {s: state[s] for s in spec.slot_names()}
+                new, slots = spec.update(xp, grad, view, slots, count, group["lr"] * scale, decay)
+                view.copy_(new)
+                for slot, value in slots.items():
+                    state[slot] = value.to(state[slot].dtype)
+                state["step"] = count
+        return loss
 
 
 def _kernels(name: str, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
-        return {"fused": True} if name in _FUSED else {"foreach": True}
+        return {"fused": True} if name != "rmsprop" else {"foreach": True}
     if device.type == "cpu":
         return {"foreach": True}
     return {}
 
 
-def make_optimizer(
-    spec: _Optimizer, params: list[torch.Tensor], device: torch.device
+def _sgd(spec: Any, params: list[torch.Tensor], kernels: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params,
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov and spec.momentum > 0,
+        weight_decay=spec.weight_decay,
+        **kernels,
+    )
+
+
+def _adam(spec: Any, params: list[torch.Tensor], kernels: dict[str, Any]) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if isinstance(spec, AdamW) else torch.optim.Adam
+    return kind(
+        params,
+        lr=spec.lr,
+        betas=(spec.beta_1, spec.beta_2),
+        eps=spec.epsilon,
+        weight_decay=spec.weight_decay,
+        **kernels,
+    )
+
+
+def _rmsprop(
+    spec: Any, params: list[torch.Tensor], kernels: dict[str, Any]
 ) -> torch.optim.Optimizer:
-    """The torch optimizer for `spec` over `params` (one parameter group).
+    return torch.optim.RMSprop(
+        params,
+        lr=spec.lr,
+        alpha=spec.rho,
+        eps=spec.epsilon,
+        weight_decay=spec.weight_decay,
+        momentum=spec.momentum,
+        **kernels,
+    )
+
+
+_ADAM_KEYS = {"m": "exp_avg", "v": "exp_avg_sq"}
+NATIVE: dict[type[Optimizer], tuple[Callable[..., torch.optim.Optimizer], SlotLayout]] = {
+    SGD: (_sgd, SlotLayout({"momentum": "momentum_buffer"}, False, False)),
+    Adam: (_adam, SlotLayout(_ADAM_KEYS, False, True)),
+    AdamW: (_adam, SlotLayout(_ADAM_KEYS, False, True)),
+    RMSprop: (
+        _rmsprop,
+        SlotLayout({"rms": "square_avg", "momentum": "momentum_buffer"}, False, True),
+    ),
+}
+"""Optional accelerations: optimizer class → (`torch.optim` factory, where it keeps the slots)."""
+
+
+def make_optimizer(
+    spec: Optimizer,
+    refs: list[ParamRef],
+    device: torch.device,
+    overrides: Mapping[str, ParamOptions] | None = None,
+) -> tuple[torch.optim.Optimizer, SlotLayout]:
+    """The torch optimizer for `spec` over the trainable `refs` and where it keeps the slots.
 
     Args:
-        spec: `optimizer:` of the spec (sgd, adam, adamw or rmsprop).
-        params: trainable tensors, each once.
-        device: where they live; picks fused (CUDA) or default kernels.
+        spec: `optimizer:` of the spec.
+        refs: trainable parameters, each tensor once.
+        device: where they live; picks fused (CUDA) or foreach kernels of the native path.
+        overrides: per-parameter options (they rule out the native path).
     """
-    kernels = _kernels(spec.name, device)
-    if spec.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=spec.lr,
-            momentum=spec.momentum,
-            nesterov=spec.nesterov and spec.momentum > 0,
-            weight_decay=spec.weight_decay,
-            **kernels,
-        )
-    if spec.name in ("adam", "adamw"):
-        kind = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-        return kind(
-            params,
-            lr=spec.lr,
-            betas=(spec.beta_1, spec.beta_2),
-            eps=spec.epsilon,
-            weight_decay=spec.weight_decay,
-            **kernels,
-        )
-    if spec.name == "rmsprop":
-        return torch.optim.RMSprop(
-            params,
-            lr=spec.lr,
-            alpha=spec.rho,
-            eps=spec.epsilon,
-            weight_decay=spec.weight_decay,
-            momentum=spec.momentum,
-            **kernels,
-        )
-    raise ValueError(f"unknown optimizer {spec.name!r}")
+    native = NATIVE.get(type(spec)) if NATIVE_FAST_PATHS and not overrides else None
+    if native is None:
+        optimizer = RuleOptimizer(spec, refs, overrides)
+        return optimizer, optimizer.layout
+    factory, layout = native
+    return factory(spec, [ref.tensor for ref in refs], _kernels(spec.name, device)), layout
 
 
 class LrSchedule:

@@ -50,6 +50,9 @@ LAYER_BUILDERS: dict[str, str] = {
     "Conv2DTranspose": "pooling.Conv2DTranspose",
     "Sequential": "Sequential",
     "Residual": "Residual",
+    "Add": "graph.Merge",
+    "Concatenate": "graph.Merge",
+    "Multiply": "graph.Merge",
 }
 """The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`
 (`module.Class`: in that module of this package).
@@ -60,7 +63,6 @@ NATIVE_METHOD = "torch_module"
 PRECISIONS = frozenset({"32", "64", "16-mixed", "bf16-mixed", "bf16-true"})
 ACCELERATORS = frozenset({"cpu", "cuda", "mps", "tpu"})
 STRATEGIES = frozenset({"auto", "ddp", "fsdp"})
-OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop"})
 
 
 class TorchBackend(Backend):
@@ -81,13 +83,12 @@ class TorchBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         """Every layer of `LAYER_BUILDERS`, every array-API or `torch_module` layer, five
-        precisions, four accelerators, the four optimizers, `torch.compile`, native models."""
+        precisions, four accelerators, every optimizer, `torch.compile`, native models."""
         return Capabilities(
             layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=PRECISIONS,
             accelerators=ACCELERATORS,
             strategies=STRATEGIES,
-            optimizers=OPTIMIZERS,
             steps_per_execution=False,
             accumulate_grad_batches=True,
             compile=True,

@@ -18,7 +18,6 @@ import torch
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
 from crosstrain.errors import UnsupportedFeature
-from crosstrain.nn.optim import slot_names
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -82,8 +81,10 @@ class TorchProgram(Program):
         )
         self.loss_fn = native_loss(resolve_function(spec.loss, "loss", "loss"))
         self.metric_fns = metric_functions(spec)
-        self.slots = slot_names(spec.optimizer)
-        self.optimizer = make_optimizer(spec.optimizer, self.params, self.device)
+        self.slots = spec.optimizer.slot_names()
+        self.optimizer, self.slot_layout = make_optimizer(
+            spec.optimizer, list(trainable(self.refs)), self.device
+        )
         self.schedule = LrSchedule(
             self.optimizer, spec.optimizer.lr, spec.schedule, env.total_steps
         )

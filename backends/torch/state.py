@@ -2,7 +2,8 @@
 
 Layouts: a Dense kernel is canonical `(in, out)` and torch `(out, in)`; a Conv2D kernel is
 canonical `HWIO` and torch `OIHW`; a Conv1D kernel canonical `(W, I, O)` and torch `(O, I, W)`.
-Optimizer slots take the layout of their parameter. Slot names follow `crosstrain.nn.optim.SLOTS`.
+Slot names and shapes are the optimizer's declaration (`Optimizer.slot_names`/`slot_shapes`);
+where the torch optimizer keeps them, and in which layout, is its `optim.SlotLayout`.
 """
 
 from __future__ import annotations
@@ -20,18 +21,10 @@ from crosstrain.nn.dropout import DROPOUT_CALLS, calls_from_state
 from .model import ParamRef
 
 if TYPE_CHECKING:
+    from crosstrain.nn.optimizers import Optimizer
+
+    from .optim import SlotLayout
     from .program import TorchProgram
-
-TORCH_SLOTS: dict[str, dict[str, str]] = {
-    "sgd": {"momentum": "momentum_buffer"},
-    "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
-    "adamw": {"m": "exp_avg", "v": "exp_avg_sq"},
-    "rmsprop": {"rms": "square_avg", "momentum": "momentum_buffer"},
-}
-"""Canonical slot name → key in torch's per-parameter optimizer state."""
-
-STEP_COUNTED = ("adam", "adamw", "rmsprop")
-"""Optimizers whose torch state keeps a per-parameter `step`."""
 
 _TO_CANONICAL = {"linear": (1, 0), "conv2d": (2, 3, 1, 0), "conv1d": (2, 1, 0)}
 _TO_TORCH = {"linear": (1, 0), "conv2d": (3, 2, 0, 1), "conv1d": (2, 1, 0)}
@@ -78,6 +71,12 @@ def to_canonical(tensor: torch.Tensor, layout: str, copy: bool = True) -> np.nda
     return np.array(tensor.cpu().contiguous().numpy(), copy=True)
 
 
+def canonical_view(tensor: torch.Tensor, layout: str) -> torch.Tensor:
+    """`tensor` (torch layout) seen in the canonical layout, sharing its memory."""
+    order = _TO_CANONICAL.get(layout)
+    return tensor if order is None else tensor.permute(*order)
+
+
 def to_torch(array: np.ndarray, layout: str) -> torch.Tensor:
     """A canonical numpy array as a (CPU) torch tensor in torch layout."""
     array = np.asarray(array, order="C")
@@ -122,8 +121,7 @@ def trainable(refs: list[ParamRef]) -> Iterator[ParamRef]:
 def slots_to_canonical(
     refs: list[ParamRef],
     optimizer: torch.optim.Optimizer,
-    name: str,
-    slots: tuple[str, ...],
+    layout: SlotLayout,
     copy: bool = True,
 ) -> dict[str, np.ndarray]:
     """Optimizer slots as `<slot>/<param>` → array (views of CPU tensors when not `copy`);
@@ -131,18 +129,22 @@ def slots_to_canonical(
     out: dict[str, np.ndarray] = {}
     for ref in trainable(refs):
         entry = optimizer.state.get(ref.tensor, {})
-        for slot in slots:
-            value = entry.get(TORCH_SLOTS[name][slot])
+        for slot, key in layout.keys.items():
+            value = entry.get(key)
             if value is not None:
-                out[f"{slot}/{ref.name}"] = to_canonical(value, ref.layout, copy)
+                out[f"{slot}/{ref.name}"] = to_canonical(
+                    value, "" if layout.canonical else ref.layout, copy
+                )
     return out
 
 
 def _check_slots(
-    refs: list[ParamRef], values: dict[str, np.ndarray], slots: tuple[str, ...], where: str
+    refs: list[ParamRef], values: dict[str, np.ndarray], opt: Optimizer, where: str
 ) -> None:
     expected = {
-        f"{slot}/{ref.name}": canonical_shape(ref) for ref in trainable(refs) for slot in slots
+        f"{slot}/{ref.name}": shape
+        for ref in trainable(refs)
+        for slot, shape in opt.slot_shapes(canonical_shape(ref)).items()
     }
     missing = sorted(set(expected) - set(values))
     extra = sorted(set(values) - set(expected))
@@ -166,8 +168,8 @@ def _check_slots(
 def load_slots(
     refs: list[ParamRef],
     optimizer: torch.optim.Optimizer,
-    name: str,
-    slots: tuple[str, ...],
+    opt: Optimizer,
+    layout: SlotLayout,
     values: dict[str, np.ndarray],
     step: int,
     where: str = "torch",
@@ -180,7 +182,7 @@ def load_slots(
     if not values:
         optimizer.state.clear()
         return
-    _check_slots(refs, values, slots, where)
+    _check_slots(refs, values, opt, where)
     index = {
         id(p): i
         for i, p in enumerate(p for group in optimizer.param_groups for p in group["params"])
@@ -189,12 +191,20 @@ def load_slots(
     for ref in trainable(refs):
         param = ref.tensor
         entry: dict[str, torch.Tensor] = {}
-        for slot in slots:
-            value = to_torch(values[f"{slot}/{ref.name}"], ref.layout)
+        for slot, key in layout.keys.items():
+            array = values[f"{slot}/{ref.name}"]
+            if layout.canonical and not (
+                _is_sharded(param) and array.shape == canonical_shape(ref)
+            ):
+                # the rule's own layout: canonical, on the parameter's device
+                entry[key] = to_torch(array, "").to(device=param.device, dtype=param.dtype)
+                continue
+            value = to_torch(array, ref.layout)
             if not _is_sharded(param):
                 value = torch.empty_like(param, device="cpu").copy_(value)
-            entry[TORCH_SLOTS[name][slot]] = placed_like(value, param)
-        if name in STEP_COUNTED:
+            value = placed_like(value, param)
+            entry[key] = canonical_view(value, ref.layout) if layout.canonical else value
+        if layout.counts_steps:
             entry["step"] = torch.tensor(float(step), dtype=torch.float32)
         state[index[id(param)]] = entry
     full = optimizer.state_dict()
@@ -229,9 +239,7 @@ def get_state(program: TorchProgram, copy: bool = True) -> CanonicalState:
         rng[DROPOUT_CALLS] = np.asarray(program.dropout_key.calls, np.int64)
     return CanonicalState(
         params=params_to_canonical(program.refs, copy),
-        optimizer=slots_to_canonical(
-            program.refs, program.optimizer, program.spec.optimizer.name, program.slots, copy
-        ),
+        optimizer=slots_to_canonical(program.refs, program.optimizer, program.slot_layout, copy),
         step=program.step,
         rng=rng,
     )
@@ -250,8 +258,8 @@ def set_state(program: TorchProgram, state: CanonicalState) -> None:
     load_slots(
         program.refs,
         program.optimizer,
-        program.spec.optimizer.name,
-        program.slots,
+        program.spec.optimizer,
+        program.slot_layout,
         state.optimizer,
         state.step,
         program.backend,

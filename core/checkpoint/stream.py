@@ -112,16 +112,19 @@ def _read_into(handle: BinaryIO, target: memoryview, digest: Any, path: Path) ->
         digest.update(part)
 
 
-def read_tensor_file(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
+def read_tensor_file(
+    path: Path, expected_sha: Any, bfloat16: bool = False
+) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file whose sha256 must be `expected_sha`, in one pass
-    (None: a file of someone else's, with no recorded checksum to compare).
+    (None: a file of someone else's, with no recorded checksum to compare). With `bfloat16`,
+    BF16 tensors are admitted and come back as float32 (exactly: bf16 is float32's top half).
 
     Raises:
         CheckpointError: missing, framing wrong (see `check_tensor_file`), checksum mismatch.
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
-    header = check_tensor_file(path)
+    header = check_tensor_file(path, bfloat16)
     entries = sorted(
         ((k, v) for k, v in header.items() if k != "__metadata__"),
         key=lambda item: int(item[1]["data_offsets"][0]),
@@ -134,9 +137,13 @@ def read_tensor_file(path: Path, expected_sha: Any) -> dict[str, np.ndarray]:
             digest.update(struct.pack("<Q", length))
             _read_into(handle, memoryview(bytearray(length)), digest, path)
             for name, entry in entries:
-                array = np.empty([int(d) for d in entry["shape"]], _DTYPES[entry["dtype"]])
+                brain = entry["dtype"] == "BF16"
+                dtype = np.dtype("<u2") if brain else _DTYPES[entry["dtype"]]
+                array = np.empty([int(d) for d in entry["shape"]], dtype)
                 if array.size:
                     _read_into(handle, memoryview(array.reshape(-1).view(np.uint8)), digest, path)
+                if brain:
+                    array = (array.astype("<u4") << 16).view("<f4")
                 tensors[name] = array
     except OSError as err:
         raise CheckpointError(f"{path}: unreadable ({err.strerror or err})") from None

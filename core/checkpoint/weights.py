@@ -186,8 +186,8 @@ def read_weights(path: str | Path, field: str = "model.weights") -> tuple[dict[s
                     return {name: archive[name] for name in archive.files}, "npz"
             except (ValueError, OSError, zipfile.BadZipFile) as err:
                 raise _issue(field, f"{path}: not a readable .npz ({err})") from None
-        check_tensor_file(path)
-        return read_tensor_file(path, None), "safetensors"
+        check_tensor_file(path, bfloat16=True)
+        return read_tensor_file(path, None, bfloat16=True), "safetensors"
     except CheckpointError as err:
         raise _issue(field, str(err)) from None
     except OSError as err:

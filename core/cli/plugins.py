@@ -13,6 +13,7 @@ from crosstrain.spec.summary import format_table
 REGISTRATION_TABLES = (
     "backends",
     "layers",
+    "optimizers",
     "losses",
     "metrics",
     "data_sources",

@@ -13,7 +13,7 @@ from crosstrain.spec.schema import Spec
 
 
 def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
-    """The JSON Schema of a spec, with every registered layer type spelled out for editors.
+    """The JSON Schema of a spec, with every registered layer type and optimizer spelled out.
 
     Python callables (`fn` of a loss given in code) have no JSON form and are left out.
     """
@@ -33,6 +33,25 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
 
     schema = Spec.model_json_schema(schema_generator=Generator)
     registry = registry or get_registry()
+    definitions = schema.setdefault("$defs", {})
+    optimizers = {name: registry.optimizers.get(name) for name in registry.optimizers.names()}
+    if optimizers:
+        _, found = models_json_schema(
+            [(cls, "validation") for cls in optimizers.values()],
+            schema_generator=Generator,
+            ref_template="#/$defs/{model}",
+        )
+        for name, definition in found.get("$defs", {}).items():
+            definitions.setdefault(name, definition)
+        schema["properties"]["optimizer"] = {
+            "default": schema["properties"]["optimizer"].get("default"),
+            "discriminator": {
+                "mapping": {n: f"#/$defs/{c.__name__}" for n, c in optimizers.items()},
+                "propertyName": "name",
+            },
+            "oneOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in optimizers.values()],
+            "title": "Optimizer",
+        }
     layer_classes = [registry.layers.get(name) for name in registry.layers.names()]
     if not layer_classes:
         return schema
@@ -41,7 +60,6 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
         schema_generator=Generator,
         ref_template="#/$defs/{model}",
     )
-    definitions = schema.setdefault("$defs", {})
     for name, definition in layers.get("$defs", {}).items():
         definitions.setdefault(name, definition)
     definitions["AnyLayer"] = {
@@ -50,8 +68,9 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     }
     for definition in definitions.values():
         field = definition.get("properties", {}).get("layers")
-        if isinstance(field, dict) and field.get("items") == {}:
-            field["items"] = {"$ref": "#/$defs/AnyLayer"}
+        for option in [field, *(field or {}).get("anyOf", [])]:
+            if isinstance(option, dict) and option.get("items") == {}:
+                option["items"] = {"$ref": "#/$defs/AnyLayer"}
     return schema
 
 

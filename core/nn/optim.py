@@ -1,10 +1,10 @@
-"""Optimizers, learning-rate schedules and clipping: their options and their exact math.
+"""Learning-rate schedules, and the optimizers of `crosstrain.nn.optimizers` under their
+former module name.
 
-The spec names an optimizer (`optimizer: {name: adam, lr: 1e-3}`); every backend must
-reproduce `reference_step`, the numpy definition of one update. Option names follow Keras
-(`beta_1`, `epsilon`, `rho`); the update rules are PyTorch's (L2 `weight_decay` for sgd, adam
-and rmsprop, decoupled for adamw; momentum buffers accumulate gradients). Canonical slot
-names: sgd `momentum`; adam/adamw `m`, `v`; rmsprop `rms`, `momentum`; plus `step`.
+Each optimizer is written once there (its options, slots and array-API rule); every backend
+must reproduce `reference_step`, the numpy run of that rule. Option names follow Keras
+(`beta_1`, `epsilon`, `rho`); the rules of sgd, adam, adamw and rmsprop are PyTorch's (L2
+`weight_decay` except adamw's decoupled decay; momentum buffers accumulate gradients).
 
 Example:
     >>> Adam(lr=3e-4).name
@@ -16,69 +16,32 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-import numpy as np
+from crosstrain.nn.optimizers import (  # noqa: F401 (re-exported)
+    SGD,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    AdamW,
+    AnyOptimizer,
+    Lion,
+    Optimizer,
+    ParamOptions,
+    RMSprop,
+    clip_by_global_norm,
+    reference_step,
+    slot_names,
+)
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
 )
 
-
-class _Optimizer(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    clip_norm: PositiveFloat | None = Field(
-        None, description="clip the global gradient norm to this value"
-    )
-
-
-class SGD(_Optimizer):
-    name: Literal["sgd"] = "sgd"
-    lr: PositiveFloat = 1e-2
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-
-
-class Adam(_Optimizer):
-    name: Literal["adam"] = "adam"
-    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
-    epsilon: PositiveFloat = 1e-8
-
-
-class AdamW(Adam):
-    name: Literal["adamw"] = "adamw"
-    weight_decay: NonNegativeFloat = 1e-2
-
-
-class RMSprop(_Optimizer):
-    name: Literal["rmsprop"] = "rmsprop"
-    rho: float = Field(0.9, ge=0.0, lt=1.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    epsilon: PositiveFloat = 1e-8
-
-
-OptimizerSpec = Annotated[SGD | Adam | AdamW | RMSprop, Field(discriminator="name")]
-
-SLOTS: dict[str, tuple[str, ...]] = {
-    "sgd": ("momentum",),
-    "adam": ("m", "v"),
-    "adamw": ("m", "v"),
-    "rmsprop": ("rms", "momentum"),
-}
-
-
-def slot_names(opt: _Optimizer) -> tuple[str, ...]:
-    """The canonical slots this optimizer keeps per parameter."""
-    if opt.name in ("sgd", "rmsprop") and not opt.momentum:
-        return tuple(s for s in SLOTS[opt.name] if s != "momentum")
-    return SLOTS[opt.name]
-
+_Optimizer = Optimizer  # the base class under its former name
 
 DEFAULT_TOTAL_STEPS = 1_000_000
 """Run length a schedule assumes when nobody says how many updates the run takes (`build`
@@ -234,69 +197,3 @@ def checked_schedule(schedule: Any) -> _Schedule | None:
     from crosstrain.errors import SpecError, SpecIssue
 
     raise SpecError(SpecIssue("schedule", f"not a crosstrain schedule: {type(schedule).__name__}"))
-
-
-def clip_by_global_norm(
-    grads: dict[str, np.ndarray], max_norm: float | None
-) -> dict[str, np.ndarray]:
-    """Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`."""
-    if max_norm is None:
-        return grads
-    norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
-    scale = min(1.0, max_norm / (norm + 1e-6))
-    return {k: (g * scale).astype(g.dtype) for k, g in grads.items()}
-
-
-def reference_step(
-    opt: _Optimizer,
-    params: dict[str, np.ndarray],
-    grads: dict[str, np.ndarray],
-    slots: dict[str, dict[str, np.ndarray]],
-    step: int,
-    lr: float | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """One update in numpy: the definition every backend's optimizer must match.
-
-    Args:
-        opt: the optimizer options.
-        params, grads: canonical name → array (trainable parameters only).
-        slots: slot → name → array (empty dict on the first step).
-        step: updates done before this one.
-        lr: learning rate for this update (the schedule applied), default `opt.lr`.
-
-    Returns:
-        New params and new slots.
-    """
-    lr = opt.lr if lr is None else lr
-    grads = clip_by_global_norm(grads, opt.clip_norm)
-    new_params, new_slots = {}, {s: {} for s in slot_names(opt)}
-    t = step + 1
-    for name, p in params.items():
-        g = grads[name]
-        if opt.name != "adamw" and opt.weight_decay:
-            g = g + opt.weight_decay * p
-        state = {s: slots.get(s, {}).get(name, np.zeros_like(p)) for s in slot_names(opt)}
-        if opt.name == "sgd":
-            if opt.momentum:
-                state["momentum"] = opt.momentum * state["momentum"] + g
-                g = g + opt.momentum * state["momentum"] if opt.nesterov else state["momentum"]
-            p = p - lr * g
-        elif opt.name in ("adam", "adamw"):
-            if opt.name == "adamw":
-                p = p * (1.0 - lr * opt.weight_decay)
-            state["m"] = opt.beta_1 * state["m"] + (1 - opt.beta_1) * g
-            state["v"] = opt.beta_2 * state["v"] + (1 - opt.beta_2) * g * g
-            m_hat = state["m"] / (1 - opt.beta_1**t)
-            v_hat = state["v"] / (1 - opt.beta_2**t)
-            p = p - lr * m_hat / (np.sqrt(v_hat) + opt.epsilon)
-        else:
-            state["rms"] = opt.rho * state["rms"] + (1 - opt.rho) * g * g
-            update = g / (np.sqrt(state["rms"]) + opt.epsilon)
-            if opt.momentum:
-                state["momentum"] = opt.momentum * state["momentum"] + update
-                update = state["momentum"]
-            p = p - lr * update
-        new_params[name] = p.astype(np.float32)
-        for s in state:
-            new_slots[s][name] = state[s].astype(np.float32)
-    return new_params, new_slots

@@ -35,7 +35,9 @@ class Capabilities:
     precisions: frozenset[str] = frozenset({"32"})
     accelerators: frozenset[str] = frozenset({"cpu"})
     strategies: frozenset[str] = frozenset({"auto"})
-    optimizers: frozenset[str] = frozenset({"sgd", "adam", "adamw", "rmsprop"})
+    optimizers: frozenset[str] | None = None
+    """Optimizer names the backend can train with; None: any registered optimizer (each is an
+    array-API rule the backend runs in its own step)."""
     steps_per_execution: bool = False
     accumulate_grad_batches: bool = False
     """`Program.accumulate_step` exists: several micro-batches per optimizer update."""
@@ -84,7 +86,7 @@ class Capabilities:
             self.strategies,
         )
         need(
-            spec.optimizer.name in self.optimizers,
+            self.optimizers is None or spec.optimizer.name in self.optimizers,
             f"optimizer {spec.optimizer.name!r}",
             self.optimizers,
         )

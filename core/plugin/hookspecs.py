@@ -4,7 +4,7 @@ Plugins implement these with `@crosstrain.hookimpl`; a `Callback` subclass gets 
 methods marked automatically. pluggy passes an implementation only the arguments it names,
 so `def on_epoch_end(self, metrics)` is a valid implementation. Unknown hook names fail at
 start-up (`check_pending`). The default behaviour (progress bar, CSV log, checkpoints, early
-stopping, the built-in backends, layers, losses and data sources) lives in built-in plugins
+stopping, the built-in backends, layers, optimizers, losses and data sources) lives in built-in plugins
 registered through these same hooks.
 """
 
@@ -49,6 +49,20 @@ def crosstrain_add_layers(registry: Registry) -> None:
     Args:
         registry: the registry being built. A layer class subclasses `crosstrain.nn.layers.Layer`
             with `type: Literal["Name"]`; each backend that supports it looks it up by that name.
+    Called by: `registry.build_registry`, once per plugin; a failure marks only that plugin broken.
+    """
+
+
+@hookspec
+def crosstrain_add_optimizers(registry: Registry) -> None:
+    """Add optimizers with `registry.optimizers.add(OptimizerClass)`.
+
+    Args:
+        registry: the registry being built. An optimizer class subclasses
+            `crosstrain.nn.optimizers.Optimizer` with `name: Literal["name"]`, declares its
+            per-parameter `slots` and writes `update` (and `init` when a slot does not start at
+            zero) against the array API; every backend runs it in its own compiled step, and
+            its slots are the checkpoint's canonical optimizer state.
     Called by: `registry.build_registry`, once per plugin; a failure marks only that plugin broken.
     """
 

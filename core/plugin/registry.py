@@ -145,6 +145,22 @@ class LayerTable(NameTable[type]):
         super().add(name or layer_class.model_fields["type"].default, layer_class)
 
 
+class OptimizerTable(NameTable[type]):
+    """Optimizer classes by the name a spec gives them (their `name` field's default)."""
+
+    def add(self, cls: type, name: str | None = None) -> None:  # type: ignore[override]
+        from crosstrain.nn.optimizers import Optimizer, optimizer_name
+
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"{cls!r} is not a crosstrain.nn.optimizers.Optimizer subclass")
+        own = optimizer_name(cls)
+        if name is not None and name != own:
+            raise ValueError(
+                f"optimizer {cls.__name__} is named {own!r} by its `name`, not {name!r}"
+            )
+        super().add(own, cls)
+
+
 @dataclass
 class BrokenPlugin:
     """A plugin that failed to load or register, and why."""
@@ -161,6 +177,7 @@ class Registry:
         self.pm = pm
         self.backends: NameTable[Any] = NameTable("backend")
         self.layers = LayerTable("layer type")
+        self.optimizers = OptimizerTable("optimizer")
         self.losses: NameTable[Any] = NameTable("loss")
         self.metrics: NameTable[Any] = NameTable("metric")
         self.data_sources: NameTable[Any] = NameTable("data source")
@@ -285,6 +302,7 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     pm.check_pending()
     _call_each(registry, "crosstrain_add_backends", [registry.backends])
     _call_each(registry, "crosstrain_add_layers", [registry.layers])
+    _call_each(registry, "crosstrain_add_optimizers", [registry.optimizers])
     _call_each(registry, "crosstrain_add_losses", [registry.losses])
     _call_each(registry, "crosstrain_add_metrics", [registry.metrics])
     _call_each(registry, "crosstrain_add_data_sources", [registry.data_sources])
@@ -344,6 +362,21 @@ def register_layer(layer_class: type[T], name: str | None = None) -> type[T]:
     with registry.owner("runtime"):
         registry.layers.add(layer_class, name)
     return layer_class
+
+
+def register_optimizer(name: str | type[T], cls: type[T] | None = None) -> type[T]:
+    """Adds an optimizer class (a `crosstrain.nn.optimizers.Optimizer` subclass) without a
+    plugin: `register_optimizer("mine", Mine)`, `register_optimizer(Mine)` or `@register_optimizer`.
+
+    Raises:
+        ValueError: the name is taken, or differs from the class's own `name`.
+    """
+    if cls is None:
+        name, cls = None, name  # type: ignore[assignment]
+    registry = get_registry()
+    with registry.owner("runtime"):
+        registry.optimizers.add(cls, name)  # type: ignore[arg-type]
+    return cls  # type: ignore[return-value]
 
 
 def register_loss(name: str, fn: T) -> T:

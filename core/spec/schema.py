@@ -16,7 +16,8 @@ import yaml
 from crosstrain.data.arrays import DataSpec
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
-from crosstrain.nn.optim import Adam, OptimizerSpec, ScheduleSpec
+from crosstrain.nn.optim import Adam, ScheduleSpec
+from crosstrain.nn.optimizers import AnyOptimizer
 from crosstrain.spec.messages import issues_from_validation_error
 from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
     Accelerator,
@@ -97,7 +98,7 @@ class Spec(BaseModel):
     model: ModelSpec | None = None
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
     metrics: list[NamedFunction] = Field(default_factory=list)
-    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    optimizer: AnyOptimizer = Field(default_factory=Adam)
     schedule: ScheduleSpec | None = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
@@ -168,6 +169,13 @@ def _drop_default_nones(value: Any, data: Any) -> None:
         for name in list(value.model_extra or {}):
             if name in data and data[name] is None:
                 del data[name]
+        inline = getattr(value, "inline_layer", None)  # a graph node's layer options
+        if isinstance(inline, BaseModel):
+            for name, field in type(inline).model_fields.items():
+                if data.get(name, 0) is None and _default_is_none(field):
+                    del data[name]
+                elif name != "name" and getattr(inline, name) is not None and name in data:
+                    _drop_default_nones(getattr(inline, name), data[name])
     elif isinstance(value, (list, tuple)) and isinstance(data, list):
         for item, dumped in zip(value, data, strict=False):
             _drop_default_nones(item, dumped)

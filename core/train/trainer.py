@@ -297,8 +297,15 @@ class Trainer:
         self._set_length(length or run_length(self.spec, train))
         self.schedule_steps = schedule_length(self.run_length.total_steps)
         if not isinstance(train, Batches) and self.steps_per_epoch == 0:
+            why = (
+                f"with batch_size {data.batch_size} and drop_last: true"
+                if data.drop_last
+                else f"(after data.validation_split {data.validation_split})"
+                if data.validation_split
+                else ""
+            )
             raise TrainingError(
-                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+                f"no training batch: the training set has {len(train)} samples {why}".strip()
             )
         if self.checkpoint_dir is not None:
             clean_temporary(self.checkpoint_dir)

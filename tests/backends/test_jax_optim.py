@@ -1,4 +1,4 @@
-"""JAX backend optimizers: each optax chain step equals `crosstrain.nn.optim.reference_step`."""
+"""JAX backend optimizers: each jitted step equals `crosstrain.nn.optim.reference_step`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ OPTIMIZERS = {
         "weight_decay": 0.01,
         "rho": 0.8,
     },
+    "lion": {"name": "lion", "lr": 0.01, "weight_decay": 0.1},
+    "adagrad": {"name": "adagrad", "lr": 0.1},
+    "adadelta": {"name": "adadelta", "lr": 1.0, "weight_decay": 0.01},
+    "adafactor": {"name": "adafactor", "lr": 0.1},
 }
 SCHEDULES = {
     "none": None,

@@ -184,6 +184,10 @@ OPTIMIZERS = {
         "momentum": 0.9,
         "weight_decay": 0.01,
     },
+    "lion": {"name": "lion", "lr": 0.01, "weight_decay": 0.1},
+    "adagrad": {"name": "adagrad", "lr": 0.1},
+    "adadelta": {"name": "adadelta", "lr": 1.0, "weight_decay": 0.01},
+    "adafactor": {"name": "adafactor", "lr": 0.1},
 }
 SCHEDULES = {
     "sgd_nesterov_step_schedule": {"name": "step", "step_size": 2, "gamma": 0.5, "warmup_steps": 1},
@@ -210,10 +214,10 @@ def test_optimizer_step_matches_reference(case: str) -> None:
         "dense_0/kernel": rng.normal(size=(5, 3)).astype(np.float32),
         "dense_0/bias": rng.normal(size=3).astype(np.float32),
     }
-    slots = {
-        s: {n: np.abs(rng.normal(size=p.shape)).astype(np.float32) for n, p in params.items()}
-        for s in ("m", "v", "momentum", "rms")
-    }
+    slots: dict[str, dict[str, np.ndarray]] = {}
+    for n, p in params.items():
+        for s, shape in spec.optimizer.slot_shapes(p.shape).items():
+            slots.setdefault(s, {})[n] = np.abs(rng.normal(size=shape)).astype(np.float32) + 0.1
     step = 3
     program = ct.build(spec, backend=BACKEND, total_steps=total)
     program.set_state(

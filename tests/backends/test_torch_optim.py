@@ -43,7 +43,12 @@ OPTIMIZERS = {
     "rmsprop_momentum": {"name": "rmsprop", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.01},
     "adam_clip": {"name": "adam", "lr": 0.01, "clip_norm": 0.05},
     "sgd_clip": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "clip_norm": 0.01},
+    "lion": {"name": "lion", "lr": 0.01, "weight_decay": 0.1},
+    "adagrad": {"name": "adagrad", "lr": 0.1},
+    "adadelta": {"name": "adadelta", "lr": 1.0, "weight_decay": 0.01},
+    "adafactor": {"name": "adafactor", "lr": 0.1},
 }
+NATIVE = [k for k, v in OPTIMIZERS.items() if v["name"] in ("sgd", "adam", "adamw", "rmsprop")]
 
 
 def make_program(
@@ -114,6 +119,41 @@ def check_steps(program: Any, steps: int = 3) -> None:
 @pytest.mark.parametrize("key", sorted(OPTIMIZERS))
 def test_updates_match_reference(key: str) -> None:
     check_steps(make_program(OPTIMIZERS[key]))
+
+
+@pytest.mark.parametrize("key", sorted(NATIVE))
+def test_rule_path_matches_reference(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The array-API rule on torch tensors, where `torch.optim` is the fast path."""
+    from crosstrain.backends.torch import optim
+
+    monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", False)
+    program = make_program(OPTIMIZERS[key])
+    assert isinstance(program.optimizer, optim.RuleOptimizer)
+    check_steps(program)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_state_moves_between_native_and_rule_paths(native: bool, monkeypatch) -> None:
+    """A state written by `torch.optim` resumes on the rule and back (the same canonical slots)."""
+    from crosstrain.backends.torch import optim
+
+    monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", not native)
+    spec = {"name": "adam", "lr": 0.01, "weight_decay": 0.01}
+    first = make_program(spec)
+    for step in range(2):
+        first.train_step(batch(step))
+    monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", native)
+    second = make_program(spec)
+    second.set_state(first.get_state())
+    assert isinstance(second.optimizer, optim.RuleOptimizer) is not native
+    assert second.get_state().optimizer.keys() == first.get_state().optimizer.keys()
+    for program in (first, second):
+        program.train_step(batch(5))
+    a, b = first.get_state(), second.get_state()
+    assert a.step == b.step == 3
+    for key in (*a.params, *a.optimizer):
+        got = {**b.params, **b.optimizer}[key]
+        np.testing.assert_allclose(got, {**a.params, **a.optimizer}[key], rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""crosstrain-rmsnorm: an RMSNorm layer (`ExampleRMSNorm`), written once for every backend, and a
-callback that logs its scales. (crosstrain has a built-in `RMSNorm` on fused kernels; this one
+"""crosstrain-rmsnorm: an RMSNorm layer (`ExampleRMSNorm`), written once for every backend, a
+callback that logs its scales, and an optimizer in one file (`optimizer.py`, `ExampleSignum`). (crosstrain has a built-in `RMSNorm` on fused kernels; this one
 shows how a third party writes a layer.)
 
 The layer has no torch, flax or Keras class: its `forward` is written against the array API
@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Literal
 from crosstrain import Callback, hookimpl
 from crosstrain.nn.layers import Layer, ParamSpec, Shape
 from pydantic import Field
+
+from .optimizer import ExampleSignum, crosstrain_add_optimizers
 
 
 class ExampleRMSNorm(Layer):
@@ -82,4 +84,11 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
     return [ScaleLogger(run_dir / "rmsnorm_scales.jsonl")]
 
 
-__all__ = ["ExampleRMSNorm", "ScaleLogger", "crosstrain_add_layers", "crosstrain_make_callbacks"]
+__all__ = [
+    "ExampleRMSNorm",
+    "ExampleSignum",
+    "ScaleLogger",
+    "crosstrain_add_layers",
+    "crosstrain_add_optimizers",
+    "crosstrain_make_callbacks",
+]
