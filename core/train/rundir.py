@@ -9,6 +9,7 @@ holds its pid); a second fit on the same directory is refused with a CrosstrainE
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time

@@ -28,23 +28,7 @@ from crosstrain.train.hook_errors import hook_failure, notify_exception, save_be
 from crosstrain.train.result import FitResult, fit_result  # FitResult: importable from here too
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.saving import CheckpointSaver
-from crosstrain.train.units import pass_units
-
-
-class _RunningMean:
-    """Weighted means of host metrics over several pulls."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, values: dict[str, float], count: int) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value * count
-        self.count += count
-
-    def means(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
+from crosstrain.train.units import RunningMean, pass_units
 
 
 class Trainer:
@@ -124,7 +108,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def _pull(
-        self, pending: list[Any], count: int, running: _RunningMean, prefix: str
+        self, pending: list[Any], count: int, running: RunningMean, prefix: str
     ) -> dict[str, float]:
         values = self.program.metrics_to_host(pending)
         if (
@@ -165,7 +149,7 @@ class Trainer:
         if micro > 1:  # one optimizer step per `micro` batches
             units, step_fn = accumulation_groups(units, micro), self._accumulate_step
             total = None if total is None else -(-total // micro)
-        running, pending, pending_count = _RunningMean(), [], 0
+        running, pending, pending_count = RunningMean(), [], 0
         index = start
         for group, count, batch in units:
             if group > 1:
