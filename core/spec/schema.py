@@ -34,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 
@@ -100,6 +101,14 @@ class Spec(BaseModel):
     optimizer: AnyOptimizer = Field(default_factory=Adam)
     schedule: ScheduleSpec | None = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+
+    @model_validator(mode="after")
+    def _carried_state(self) -> Spec:
+        """`trainer.stateful`: the recurrent layers hold states of `data.batch_size` rows."""
+        from crosstrain.train.stateful import attach
+
+        attach(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON types) that `load_spec` turns back into an equal spec.
