@@ -284,13 +284,17 @@ def build_model(
         `(keras.Model, refs)` with one ParamRef per canonical parameter, in canonical order.
     """
     nodes = plan(model)
-    dtype_in = model.resolved_input_dtype
-    if dtype_in == "int64" and keras.backend.backend() == "jax":
-        dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
-    inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
     builder = _Builder(dtype, seed, backend, model.dropout_masks == "shared")
-    outputs = builder.chain(nodes, inputs)
-    native = keras.Model(inputs, outputs, name="crosstrain")
+    if model.is_graph:
+        from .graph import build_graph
+
+        native = build_graph(builder, model, nodes, keras_name)
+    else:
+        dtype_in = model.resolved_input_dtype
+        if dtype_in == "int64" and keras.backend.backend() == "jax":
+            dtype_in = "int32"  # jax keeps 32-bit integers unless x64 is enabled
+        inputs = keras.Input(shape=tuple(model.input_shape), dtype=dtype_in, name="inputs")
+        native = keras.Model(inputs, builder.chain(nodes, inputs), name="crosstrain")
     frozen = frozen_params(model)
     for ref in builder.refs:
         if ref.name in frozen:  # `trainable: false`: a non-trainable Keras weight

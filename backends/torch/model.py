@@ -17,7 +17,7 @@ from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.dropout import host_call_key, name_salt
 from crosstrain.nn.initializers import native_name
 from crosstrain.nn.layers import Layer, ParamSpec, Shape, layer_route
-from crosstrain.nn.model import LayerNode, ModelSpec, frozen_params, plan
+from crosstrain.nn.model import LayerNode, ModelSpec, frozen_params, node_params, plan
 from torch import nn
 
 from . import layers as builders
@@ -80,7 +80,11 @@ def table_builder(entry: str) -> Any:
 def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]) -> nn.Module:
     layer = node.layer
     route = layer_route(layer, LAYER_BUILDERS, NATIVE_METHOD)
-    if route == "native":
+    if node.tie is not None:
+        from .graph import TiedDense
+
+        module = TiedDense(layer, node.input_shape, factory)
+    elif route == "native":
         module = plugin_module(layer, node.input_shape, factory)
     elif route == "table":
         builder = table_builder(LAYER_BUILDERS[layer.type])
@@ -98,7 +102,7 @@ def _layer_module(node: LayerNode, refs: list[ParamRef], factory: dict[str, Any]
             sorted(LAYER_BUILDERS),
         )
     mapping = getattr(module, "canonical", {})
-    for pname, pspec in layer.params(node.input_shape).items():
+    for pname, pspec in node_params(node).items():
         path, layout = mapping.get(pname, (pname.replace("/", "."), "same"))
         owner, attr = _resolve(module, path)
         refs.append(ParamRef(f"{node.name}/{pname}", owner, attr, layout, pspec.trainable, pspec))
@@ -120,7 +124,12 @@ def build_module(
     """
     refs: list[ParamRef] = []
     factory = {"device": device, "dtype": dtype}
-    module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
+    if model.is_graph:
+        from .graph import build_graph
+
+        module = build_graph(model, plan(model), _layer_module, refs, factory)
+    else:
+        module = Sequential([_layer_module(node, refs, factory) for node in plan(model)])
     frozen = frozen_params(model)
     for ref in refs:
         if ref.name in frozen:  # `trainable: false`: no gradient, left out of the optimizer

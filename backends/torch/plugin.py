@@ -50,6 +50,9 @@ LAYER_BUILDERS: dict[str, str] = {
     "Conv2DTranspose": "pooling.Conv2DTranspose",
     "Sequential": "Sequential",
     "Residual": "Residual",
+    "Add": "graph.Merge",
+    "Concatenate": "graph.Merge",
+    "Multiply": "graph.Merge",
 }
 """The torch backend's layer table: layer type → its `nn.Module` class in `layers.py`
 (`module.Class`: in that module of this package).

@@ -55,8 +55,9 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     }
     for definition in definitions.values():
         field = definition.get("properties", {}).get("layers")
-        if isinstance(field, dict) and field.get("items") == {}:
-            field["items"] = {"$ref": "#/$defs/AnyLayer"}
+        for option in [field, *(field or {}).get("anyOf", [])]:
+            if isinstance(option, dict) and option.get("items") == {}:
+                option["items"] = {"$ref": "#/$defs/AnyLayer"}
     return schema
 
 

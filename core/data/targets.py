@@ -44,11 +44,11 @@ def host_array(targets: Any) -> np.ndarray | None:
 
 def _model_output(spec: Any) -> tuple[tuple[int, ...], str] | None:
     """The per-sample output shape and the path of the last layer (None: a native model)."""
-    if spec is None or spec.model is None or not spec.model.layers:
+    if spec is None or spec.model is None:
         return None
-    from crosstrain.nn.model import plan
+    from crosstrain.nn.model import output_node
 
-    last = plan(spec.model)[-1]
+    last = output_node(spec.model)
     return tuple(int(n) for n in last.output_shape), last.path
 
 
@@ -104,6 +104,11 @@ def _check_class_targets(
 ) -> None:
     units = output[-1]
     per_sample = tuple(y.shape[1:])
+    if y.dtype == np.bool_:
+        raise DataError(
+            f"{where}: {loss} got bool labels of shape {y.shape}; it takes integer class indices "
+            f"in [0, {units - 1}] ({layer} has {units} units): convert them with y.astype(int)"
+        )
     if np.issubdtype(y.dtype, np.integer):
         if per_sample != output[:-1]:
             raise DataError(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.dropout import DropoutMasks
+from crosstrain.nn.graph import InputSpec, NodeSpec
 from crosstrain.nn.initializers import draw, native_name
 from crosstrain.nn.layers import AnyLayer, Embedding, Layer, ParamSpec, Shape, child_name
 from crosstrain.nn.layers.composite import sequence_forward
@@ -52,12 +53,22 @@ def _layer_tree_problem(layers: Any, path: str) -> str | None:
 
 
 class ModelSpec(BaseModel):
-    """`model:` in a spec: per-sample input shape and the layers, applied in order."""
+    """`model:` in a spec: per-sample input shape and the layers, applied in order; or a graph
+    (`nodes`, with named `inputs` or one `input_shape`, and `outputs`; crosstrain.nn.graph)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input_shape: tuple[PositiveInt, ...]
-    layers: list[AnyLayer] = Field(min_length=1)
+    input_shape: tuple[PositiveInt, ...] | None = None
+    layers: list[AnyLayer] | None = Field(None, min_length=1)
+    inputs: dict[str, InputSpec] | None = Field(
+        None, description="named model inputs of a graph (instead of input_shape)"
+    )
+    nodes: list[NodeSpec] | None = Field(
+        None, min_length=1, description="the model as a graph of named nodes (instead of layers)"
+    )
+    outputs: str | list[str] | dict[str, str] | None = Field(
+        None, description="the graph's output node (default: the last node)"
+    )
     input_dtype: Literal["float32", "int64"] | None = None
     init: Literal["seed", "native"] = "seed"
     dropout_masks: DropoutMasks = Field(
@@ -96,10 +107,29 @@ class ModelSpec(BaseModel):
         """Too many layers, or layers nested too deep, are refused before they are validated
         (validating them recurses and takes time in proportion)."""
         if isinstance(data, dict):
-            problem = _layer_tree_problem(data.get("layers"), "model.layers")
-            if problem is not None:
-                raise PydanticCustomError("layer_tree", "{problem}", {"problem": problem})
+            for key in ("layers", "nodes"):
+                problem = _layer_tree_problem(data.get(key), f"model.{key}")
+                if problem is not None:
+                    raise PydanticCustomError("layer_tree", "{problem}", {"problem": problem})
         return data
+
+    @model_validator(mode="after")
+    def _chain_or_graph(self) -> ModelSpec:
+        if (self.layers is None) == (self.nodes is None):
+            raise ValueError("give either `layers` (a chain) or `nodes` (a graph)")
+        if self.layers is not None and self.input_shape is None:
+            raise ValueError("a chain of `layers` needs `input_shape`")
+        if self.layers is not None and (self.inputs is not None or self.outputs is not None):
+            raise ValueError("`inputs` and `outputs` belong to a graph (`nodes`)")
+        if self.nodes is not None and (self.inputs is None) == (self.input_shape is None):
+            raise ValueError("a graph takes either `inputs` (named) or `input_shape` (one input)")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("`inputs` names at least one input")
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        return self.nodes is not None
 
     @model_validator(mode="after")
     def _weights_options(self) -> ModelSpec:
@@ -126,6 +156,10 @@ class ModelSpec(BaseModel):
     @property
     def resolved_input_dtype(self) -> str:
         """`int64` when the first layer is an Embedding, else `float32`, unless given."""
+        if self.is_graph:
+            from crosstrain.nn.graph import graph_inputs
+
+            return next(iter(graph_inputs(self).values())).dtype
         if self.input_dtype:
             return self.input_dtype
         return "int64" if isinstance(self.layers[0], Embedding) else "float32"
@@ -133,7 +167,9 @@ class ModelSpec(BaseModel):
 
 @dataclass
 class LayerNode:
-    """One layer placed in the model: canonical name, spec path, shapes, children."""
+    """One layer placed in the model: canonical name, spec path, shapes, children; in a graph
+    also the names it reads, the node whose layer it shares and the Embedding it is tied to
+    (a merge layer's `input_shape` is the tuple of its inputs' shapes)."""
 
     name: str
     path: str
@@ -141,6 +177,9 @@ class LayerNode:
     input_shape: Shape
     output_shape: Shape
     children: list[LayerNode] = field(default_factory=list)
+    inputs: tuple[str, ...] = ()
+    shares: str | None = None
+    tie: str | None = None
 
 
 def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[LayerNode]:
@@ -148,6 +187,10 @@ def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[Lay
     for index, layer in enumerate(layers):
         name = f"{prefix}{child_name(index, layer)}"
         where = f"{path}[{index}]"
+        if getattr(layer, "merge", False):
+            raise SpecError(
+                SpecIssue(where, f"{layer.type} merges several inputs: use it in `model.nodes`")
+            )
         children = (
             _plan(layer.children(), shape, name + "/", where + ".layers")
             if layer.children()
@@ -166,7 +209,12 @@ def _plan(layers: list[Layer], shape: Shape, prefix: str, path: str) -> list[Lay
 
 def plan(model: ModelSpec) -> list[LayerNode]:
     """The layer tree with shapes; raises SpecError naming the layer whose shapes do not fit."""
-    nodes = _plan(list(model.layers), tuple(model.input_shape), "", "model.layers")
+    if model.is_graph:
+        from crosstrain.nn.graph import plan_graph
+
+        nodes = plan_graph(model)
+    else:
+        nodes = _plan(list(model.layers), tuple(model.input_shape), "", "model.layers")
     counts = Counter(n.name for n in walk(nodes))
     duplicated = sorted(name for name, count in counts.items() if count > 1)
     if duplicated:
@@ -175,9 +223,7 @@ def plan(model: ModelSpec) -> list[LayerNode]:
         )
         raise SpecError(SpecIssue("model.layers", f"layer names must be unique, repeated: {shown}"))
     total = sum(
-        math.prod(spec.shape)
-        for node in walk(nodes)
-        for spec in node.layer.params(node.input_shape).values()
+        math.prod(spec.shape) for node in walk(nodes) for spec in node_params(node).values()
     )
     if total > model.max_parameters:
         raise SpecError(
@@ -197,8 +243,27 @@ def walk(nodes: list[LayerNode]):
         yield from walk(node.children)
 
 
+def output_node(model: ModelSpec, nodes: list[LayerNode] | None = None) -> LayerNode:
+    """The node whose output is the model's (a chain's last layer, a graph's output node)."""
+    nodes = plan(model) if nodes is None else nodes
+    if not model.is_graph:
+        return nodes[-1]
+    from crosstrain.nn.graph import output_names
+
+    name = output_names(model)[0]
+    return next(node for node in nodes if node.name == name)
+
+
 def output_shape(model: ModelSpec) -> Shape:
-    return plan(model)[-1].output_shape
+    return output_node(model).output_shape
+
+
+def node_params(node: LayerNode) -> dict[str, ParamSpec]:
+    """The canonical parameters `node` owns (a graph's sharing node none, a tied Dense no
+    kernel; `crosstrain.nn.graph.node_params`)."""
+    from crosstrain.nn.graph import node_params as graph_node_params
+
+    return graph_node_params(node)
 
 
 def param_specs(model: ModelSpec) -> dict[str, ParamSpec]:
@@ -207,7 +272,7 @@ def param_specs(model: ModelSpec) -> dict[str, ParamSpec]:
     specs: dict[str, ParamSpec] = {}
     frozen = frozen_params(model)
     for node in walk(plan(model)):
-        for pname, spec in node.layer.params(node.input_shape).items():
+        for pname, spec in node_params(node).items():
             name = f"{node.name}/{pname}"
             specs[name] = replace(spec, trainable=False) if name in frozen else spec
     return specs
@@ -217,7 +282,7 @@ def _frozen(nodes: list[LayerNode], parent_frozen: bool, out: set[str]) -> None:
     for node in nodes:
         frozen = parent_frozen or node.layer.trainable is False
         if frozen:
-            out.update(f"{node.name}/{p}" for p in node.layer.params(node.input_shape))
+            out.update(f"{node.name}/{p}" for p in node_params(node))
         _frozen(node.children, frozen, out)
 
 
@@ -264,7 +329,12 @@ def forward(
     training: bool = False,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Numpy reference forward of the whole model on a batch."""
+    """Numpy reference forward of the whole model on a batch (a graph's: a dict, tuple or
+    array of its inputs)."""
+    if model.is_graph:
+        from crosstrain.nn.graph import graph_forward
+
+        return graph_forward(model, plan(model), params, x, training, rng)
     return sequence_forward(list(model.layers), params, x, training, rng)
 
 

@@ -188,7 +188,9 @@ class _Renderer:
             least = f", at least {prop['minItems']}" if prop.get("minItems") else ""
             return f"list of {items}{least}" if items else "list"
         if kind == "object":
-            return "mapping"
+            values = prop.get("additionalProperties")
+            inner = self.type_text(values, path) if isinstance(values, dict) and values else ""
+            return f"mapping of name to {inner}" if inner else "mapping"
         return _bounded(TYPE_NAMES.get(kind, kind or "any"), prop)
 
     def table(self, name: str, path: str) -> list[str]:
@@ -309,8 +311,9 @@ def _refs(prop: dict[str, Any]) -> list[str]:
     found = [_ref_name(prop)] if "$ref" in prop else []
     for part in prop.get("anyOf", []):
         found += _refs(part)
-    if isinstance(prop.get("items"), dict):
-        found += _refs(prop["items"])
+    for key in ("items", "additionalProperties"):  # list items, mapping values
+        if isinstance(prop.get(key), dict):
+            found += _refs(prop[key])
     return found
 
 

@@ -35,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 
@@ -102,6 +103,14 @@ class Spec(BaseModel):
     schedule: AnySchedule = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
+    @model_validator(mode="after")
+    def _carried_state(self) -> Spec:
+        """`trainer.stateful`: the recurrent layers hold states of `data.batch_size` rows."""
+        from crosstrain.train.stateful import attach
+
+        attach(self)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON types) that `load_spec` turns back into an equal spec.
 
@@ -161,6 +170,13 @@ def _drop_default_nones(value: Any, data: Any) -> None:
         for name in list(value.model_extra or {}):
             if name in data and data[name] is None:
                 del data[name]
+        inline = getattr(value, "inline_layer", None)  # a graph node's layer options
+        if isinstance(inline, BaseModel):
+            for name, field in type(inline).model_fields.items():
+                if data.get(name, 0) is None and _default_is_none(field):
+                    del data[name]
+                elif name != "name" and getattr(inline, name) is not None and name in data:
+                    _drop_default_nones(getattr(inline, name), data[name])
     elif isinstance(value, (list, tuple)) and isinstance(data, list):
         for item, dumped in zip(value, data, strict=False):
             _drop_default_nones(item, dumped)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crosstrain.errors import SpecError, SpecIssue
-from crosstrain.nn.model import LayerNode, count_params, plan
+from crosstrain.nn.model import LayerNode, count_params, node_params, plan
 from crosstrain.spec.schema import Spec, load_spec
 
 BYTES_PER_PARAM = 4
@@ -53,11 +53,11 @@ def format_table(
 
 def shape_text(shape: Sequence[int]) -> str:
     """A per-sample shape with the batch axis shown as None: `(64,)` → `(None, 64)`."""
-    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+    return "(" + ", ".join(["None", *map(str, shape)]) + ("," if not shape else "") + ")"
 
 
 def _params_of(node: LayerNode) -> int:
-    own = sum(_size(p.shape) for p in node.layer.params(node.input_shape).values())
+    own = sum(_size(p.shape) for p in node_params(node).values())
     return own + sum(_params_of(child) for child in node.children)
 
 
@@ -71,13 +71,15 @@ def _size(shape: Sequence[int]) -> int:
 @dataclass(frozen=True)
 class SummaryRow:
     """One layer of a `ModelSummary`: its canonical path (`residual_2/dense_0`), type, per-sample
-    output shape (no batch axis), parameter count (its children's included) and nesting depth."""
+    output shape (no batch axis), parameter count (its children's included) and nesting depth;
+    a graph node's also the names it reads (`inputs`)."""
 
     name: str
     type: str
     output_shape: tuple[int, ...]
     params: int
     depth: int
+    inputs: tuple[str, ...] = ()
 
 
 class ModelSummary(str):
@@ -121,13 +123,37 @@ def _summary_rows(nodes: list[LayerNode], depth: int = 0) -> list[SummaryRow]:
     rows = []
     for node in nodes:
         shape = tuple(int(d) for d in node.output_shape)
-        rows.append(SummaryRow(node.name, node.layer.type, shape, _params_of(node), depth))
+        kind = node.layer.type
+        if node.shares is not None:
+            kind += f" (shares {node.shares})"
+        if node.tie is not None:
+            kind += f" (tied to {node.tie})"
+        params = _params_of(node)
+        rows.append(SummaryRow(node.name, kind, shape, params, depth, tuple(node.inputs)))
         rows += _summary_rows(node.children, depth + 1)
     return rows
 
 
-def _cells(row: SummaryRow) -> list[str]:
-    return ["  " * row.depth + row.name, row.type, shape_text(row.output_shape), f"{row.params:,}"]
+def _cells(row: SummaryRow, graph: bool = False) -> list[str]:
+    cells = ["  " * row.depth + row.name, row.type, shape_text(row.output_shape), f"{row.params:,}"]
+    if graph:
+        cells.insert(2, ", ".join(row.inputs))
+    return cells
+
+
+def _title(spec: Spec) -> str:
+    model = spec.model
+    if not model.is_graph:
+        return f'Model "{spec.name}"  input {shape_text(model.input_shape)}'
+    from crosstrain.nn.graph import graph_inputs, output_names
+
+    shown = [
+        f"{name} {shape_text(i.shape)}" + (f" {i.dtype}" if i.dtype != "float32" else "")
+        for name, i in graph_inputs(model).items()
+    ]
+    return (
+        f'Model "{spec.name}"  inputs {", ".join(shown)}  outputs {", ".join(output_names(model))}'
+    )
 
 
 def megabytes(params: int) -> str:
@@ -165,10 +191,13 @@ def summary(spec: Spec | Any) -> ModelSummary:
     trainable, frozen = count_params(spec.model)
     total = trainable + frozen
     rows = _summary_rows(nodes)
-    cells = [_cells(r) for r in rows]
-    table = format_table(["Layer", "Type", "Output shape", "Params"], cells, right=(3,))
+    graph = spec.model.is_graph
+    cells = [_cells(r, graph) for r in rows]
+    headers = ["Node", "Type", "Inputs", "Output shape", "Params"] if graph else None
+    headers = headers or ["Layer", "Type", "Output shape", "Params"]
+    table = format_table(headers, cells, right=(len(headers) - 1,))
     width = len(table.splitlines()[0])
-    title = f'Model "{spec.name}"  input {shape_text(spec.model.input_shape)}'
+    title = _title(spec)
     counts = {
         "Total params:": total,
         "Trainable params:": trainable,

@@ -15,6 +15,7 @@ from crosstrain.nn.layers import (
     attention,
     basic,
     composite,
+    merge,
     norm,
     pooling,
     recurrent,
@@ -44,6 +45,7 @@ from crosstrain.nn.layers.composite import (
     child_name,
     child_params,
 )
+from crosstrain.nn.layers.merge import Add, Concatenate, Multiply
 from crosstrain.nn.layers.norm import BatchNorm, LayerNorm
 from crosstrain.nn.layers.pooling import AvgPool1D, GlobalMaxPool, MaxPool1D, UpSampling2D
 from crosstrain.nn.layers.recurrent import GRU, LSTM
@@ -59,7 +61,7 @@ from crosstrain.nn.layers.spatial import (
 
 BUILTIN_LAYERS: tuple[type[Layer], ...] = tuple(
     value
-    for module in (basic, spatial, norm, composite, attention, sequence, recurrent, pooling)
+    for module in (basic, spatial, norm, composite, attention, sequence, recurrent, pooling, merge)
     for value in vars(module).values()
     if isinstance(value, type)
     and issubclass(value, Layer)
@@ -71,11 +73,13 @@ a new built-in layer is one class in one of them (the registry and the conforman
 it up from here)."""
 
 __all__ = [
+    "Add",
     "AnyLayer",
     "AvgPool1D",
     "AvgPool2D",
     "BUILTIN_LAYERS",
     "BatchNorm",
+    "Concatenate",
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
@@ -94,6 +98,7 @@ __all__ = [
     "MaxPool1D",
     "MaxPool2D",
     "MultiHeadSelfAttention",
+    "Multiply",
     "ParamSpec",
     "PositionEmbedding",
     "RMSNorm",
