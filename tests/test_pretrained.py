@@ -110,26 +110,37 @@ ENGINES = r"""
 import json, sys
 import numpy as np
 import crosstrain as ct
+sys.path.insert(0, "tests")
+import test_pretrained as t
 
 backend, cases = sys.argv[1], json.loads(sys.argv[2])
 out = {}
 for kind, (directory, reference) in cases.items():
-    spec = ct.from_pretrained(directory, sequence_length=int(sys.argv[3]))
+    spec = ct.from_pretrained(directory, sequence_length=t.SEQ)
     with np.load(reference) as saved:
         logits = ct.predict(spec, None, saved["x"], backend=backend)
-        out[kind] = float(np.abs(logits - saved["logits"]).max() / np.abs(saved["logits"]).max())
+        out[kind] = t.deviation(logits, saved["logits"])
+        if "losses" in saved:
+            ours = t.crosstrain_losses(spec, saved["fx"], saved["fy"], backend)
+            out[kind + "_loss"] = float(np.abs(np.array(ours) - saved["losses"]).max())
 print("RESULT", json.dumps(out))
 """
 
 
 @pytest.mark.parametrize("engine", ["jax", "torch"])
-def test_logits_on_keras_engines_in_a_fresh_interpreter(models, tmp_path, engine: str) -> None:
-    """keras:jax and keras:torch, each in its own interpreter (no transformers imported there:
-    transformers' logits are computed here and passed in a file)."""
-    cases = {}
+def test_keras_engines_in_a_fresh_interpreter(models, tmp_path_factory, engine: str) -> None:
+    """keras:jax and keras:torch, each in its own interpreter: both models' logits, and the
+    five AdamW steps of the Llama (transformers' logits and the torch loop's losses are
+    computed here and passed in a file)."""
+    tmp_path, cases = tmp_path_factory.mktemp("engines"), {}
     for kind, (model, directory, _) in models.items():
         x = tokens()
-        np.savez(tmp_path / f"{kind}.npz", x=x, logits=reference_logits(model, x))
+        arrays = {"x": x, "logits": reference_logits(model, x)}
+        if kind == "llama":
+            fresh, _ = saved(tmp_path_factory, kind)  # the same weights, trained here
+            arrays["fx"], arrays["fy"] = finetune_batches()
+            arrays["losses"] = np.array(torch_losses(fresh, arrays["fx"], arrays["fy"]))
+        np.savez(tmp_path / f"{kind}.npz", **arrays)
         cases[kind] = (str(directory), str(tmp_path / f"{kind}.npz"))
     env = {
         "OMP_NUM_THREADS": "1",
@@ -137,14 +148,15 @@ def test_logits_on_keras_engines_in_a_fresh_interpreter(models, tmp_path, engine
         "KERAS_BACKEND": engine,
         "CROSSTRAIN_KERAS_ENGINE": engine,
     }
-    argv = ["x", f"keras:{engine}", json.dumps(cases), str(SEQ)]
+    argv = ["x", f"keras:{engine}", json.dumps(cases)]
     code = f"import sys; sys.argv = {argv!r}\n" + ENGINES
     done = run_python(code, cwd=ROOT, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(row for row in done.stdout.splitlines() if row.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
-    assert set(result) == {"gpt2", "llama"}
-    assert max(result.values()) < 1e-4, result
+    assert set(result) == {"gpt2", "llama", "llama_loss"}
+    assert result["gpt2"] < 1e-4 and result["llama"] < 1e-4, result
+    assert result["llama_loss"] < 1e-3, result
 
 
 class StepLosses(Callback):
@@ -158,6 +170,13 @@ class StepLosses(Callback):
 
 ADAMW = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1}
 STEPS, BATCH = 5, 2
+
+
+def finetune_batches() -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-token labels: one batch five times, so the loss falls step by step."""
+    batch = np.random.default_rng(1).integers(0, VOCAB, (BATCH, SEQ + 1))
+    stream = np.tile(batch, (STEPS, 1))
+    return stream[:, :-1], stream[:, 1:]
 
 
 def torch_losses(model, x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -191,8 +210,10 @@ def crosstrain_losses(spec, x: np.ndarray, y: np.ndarray, backend: str) -> list[
     return recorder.losses
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize(
+    ("kind", "backend"),
+    [("gpt2", "torch"), ("gpt2", "jax"), ("llama", "torch"), ("llama", "jax"), ("llama", "keras")],
+)  # the Llama on keras:jax and keras:torch: test_keras_engines_in_a_fresh_interpreter
 def test_five_adamw_steps_give_the_losses_of_a_torch_loop(
     tmp_path_factory, kind: str, backend: str
 ) -> None:
@@ -201,10 +222,7 @@ def test_five_adamw_steps_give_the_losses_of_a_torch_loop(
     options = {"tied": False} if kind == "gpt2" else {}
     model, directory = saved(tmp_path_factory, kind, **options)
     spec = ct.from_pretrained(directory, sequence_length=SEQ)
-    # one batch five times, so that the loss falls step by step
-    batch = np.random.default_rng(1).integers(0, VOCAB, (BATCH, SEQ + 1))
-    stream = np.tile(batch, (STEPS, 1))
-    x, y = stream[:, :-1], stream[:, 1:]
+    x, y = finetune_batches()
     ours = crosstrain_losses(spec, x, y, backend)
     theirs = torch_losses(model, x, y)
     assert len(ours) == STEPS

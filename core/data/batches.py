@@ -294,11 +294,11 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
     schedule = spec.schedule
     if train.length is not None or spec.trainer.max_steps is not None:
         return
-    if schedule is not None and schedule.name in ("cosine", "linear"):
+    if schedule is not None and schedule.needs_run_length():
         raise DataError(
             f"data: the number of batches per epoch is unknown (the loader has no len()), so the "
-            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps or "
-            "wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
+            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps, "
+            "the schedule's decay_steps where it has one, or wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
         )
 
 
