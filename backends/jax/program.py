@@ -96,7 +96,8 @@ class JaxProgram(Program):
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._frozen = frozen_params(spec.model)
-        self._stateful = bool(state_names(spec))
+        self._carried = frozenset(state_names(spec))
+        self._stateful = bool(self._carried)
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
         self.slots = spec.optimizer.slot_names()
@@ -235,7 +236,9 @@ class JaxProgram(Program):
         return (report, new_rest) if self._stateful else report  # `trainer.stateful`
 
     def predict_function(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
-        """The pure inference forward that `predict_step` jits (and `export.py` exports)."""
+        """The pure inference forward that `predict_step` jits (and `export.py` exports); a
+        stateful model's carried states read as zeros (a prediction is stateless)."""
+        rest = {n: jnp.zeros_like(v) if n in self._carried else v for n, v in rest.items()}
         return self._apply(params, rest, x, False, None)[0]
 
     # -- compiled entry points -------------------------------------------------------------

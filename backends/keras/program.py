@@ -33,6 +33,7 @@ from .device import (
 )
 from .model import build_model
 from .optim import make_optimizer
+from .recurrent import CarriedState
 from .steps import make_steps
 from .xp import namespace
 
@@ -158,8 +159,12 @@ class KerasProgram(Program):
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
-        with self._scope():
-            return self._steps.predict(self._host(predict_inputs(batch)))
+        CarriedState.predicting = True  # a prediction is stateless (`trainer.stateful`)
+        try:
+            with self._scope():
+                return self._steps.predict(self._host(predict_inputs(batch)))
+        finally:
+            CarriedState.predicting = False
 
     def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""

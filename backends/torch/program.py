@@ -35,6 +35,7 @@ from .device import (
 from .losses import native_loss
 from .model import DropoutKey, ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
+from .recurrent import predicting
 from .state import load_params, trainable, whole
 
 StepOutput = tuple[Any, ...]
@@ -327,7 +328,7 @@ class TorchProgram(Program):
         """Model outputs (numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
         self._mode(False)
-        with torch.no_grad(), self.policy.autocast(self.device):
+        with torch.no_grad(), self.policy.autocast(self.device), predicting():
             out = self.native_model(self._inputs(x))
         if out.dtype in (torch.bfloat16, torch.float16):
             out = out.float()
