@@ -386,7 +386,7 @@ def predict(
 
 def generate(
     target: Any,
-    checkpoint: str | Path = "latest",
+    checkpoint: str | Path | None = None,
     prompt: str = "\n",
     max_new_tokens: int = 100,
     temperature: float = 1.0,
@@ -402,11 +402,16 @@ def generate(
     likeliest). No key-value cache: each token recomputes the window, cropped to block_size.
     The tokenizer is the one stored with the checkpoint (text sources save it).
 
+    `target` is a spec (as `fit` takes it) or a run directory (`runs/<name>/<time>/`: its
+    `spec.yaml`); `checkpoint` a step-N directory, a run directory or `latest` (default: the
+    run directory given as `target`, else `latest`).
+
     Example:
         >>> generate("examples/char_gpt.yaml", "latest", prompt="The ", max_new_tokens=50)  # doctest: +SKIP
     """
     from crosstrain.train.generate import find_tokenizer, generate_ids, generation_window
 
+    target, checkpoint = run_target(target, checkpoint)
     trainer, path, _, meta = _load_checkpoint(target, checkpoint, backend, spec)
     block = generation_window(trainer.spec)
     tokenizer = find_tokenizer(meta, path, trainer.spec)
@@ -415,6 +420,14 @@ def generate(
         trainer.program, ids, block, max_new_tokens, temperature, top_k, seed, tokenizer.vocab_size
     )
     return tokenizer.decode(ids + new)
+
+
+def run_target(target: Any, checkpoint: str | Path | None) -> tuple[Any, str | Path]:
+    """`(spec, checkpoint)` of an inference call: a run directory as `target` stands for its
+    `spec.yaml` and, when no checkpoint is named, its latest checkpoint."""
+    if isinstance(target, (str, Path)) and (Path(target) / "spec.yaml").is_file():
+        return Path(target) / "spec.yaml", Path(target) if checkpoint is None else checkpoint
+    return target, "latest" if checkpoint is None else checkpoint
 
 
 def lr_find(

@@ -92,6 +92,7 @@ class ModelCheckpoint(Callback):
         if trainer.checkpoint_dir is None:
             trainer.save_checkpoint()  # writes nothing; gathers a sharded state with rank 0
             return
+        self._rebase(trainer)
         value = self._monitored(metrics)
         step = trainer.global_step - trainer.skipped_steps
         expected = trainer.checkpoint_dir / f"step-{step}"
@@ -130,7 +131,13 @@ class ModelCheckpoint(Callback):
             return
         print(f"\ninterrupted: saved {path} (resume with --resume {path})", flush=True)
 
+    def _rebase(self, trainer: Any) -> None:
+        """The best checkpoints as directories of this fit's checkpoints directory, by name: a
+        run directory that was moved or copied resumes with its own, never the original's."""
+        self.top = [(value, trainer.checkpoint_dir / path.name) for value, path in self.top]
+
     def _prune(self, trainer: Any) -> None:
+        self._rebase(trainer)
         found = [p for p in list_checkpoints(trainer.checkpoint_dir) if _is_ours(p)]
         best = {path.resolve() for _, path in self.top}
         for old in found[: -self.options.keep]:

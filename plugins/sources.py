@@ -3,11 +3,13 @@ and the file sources `npy:<path>` and `csv:<path>` (in `file_sources`)."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from crosstrain.data.arrays import ArrayData
+from crosstrain.errors import DataError
 from crosstrain.plugin.hookspecs import hookimpl
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -66,15 +68,29 @@ class NpzSource:
 
     def load(self, argument: str, options: NpzOptions, seed: int) -> ArrayData:
         path = Path(argument)
+        if path.is_dir():
+            raise DataError(f"data.source: {path} is a directory, not an .npz file")
         if not path.is_file():
             raise FileNotFoundError(f"data.source: {path} does not exist")
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = [k for k in (options.x, options.y) if k not in arrays.files]
-            if missing:
-                raise ValueError(
-                    f"data.source: {path} has no array {missing[0]!r} (it has {arrays.files})"
-                )
-            return ArrayData(arrays[options.x], arrays[options.y])
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                if not hasattr(arrays, "files"):  # np.load read a .npy (one array)
+                    raise DataError(
+                        f"data.source: {path} is an .npy file (one array), not an .npz archive; "
+                        "use npy:PATH"
+                    )
+                missing = [k for k in (options.x, options.y) if k not in arrays.files]
+                if missing:
+                    raise ValueError(
+                        f"data.source: {path} has no array {missing[0]!r} (it has {arrays.files})"
+                    )
+                return ArrayData(arrays[options.x], arrays[options.y])
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+            if isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err):
+                raise
+            raise DataError(
+                f"data.source: cannot read {path} as an .npz archive ({type(err).__name__}: {err})"
+            ) from None
 
 
 class RandomOptions(BaseModel):

@@ -98,6 +98,26 @@ def _tensor_edit(tensor: str, dtype: str | None = None, nan: bool = False) -> Ca
     return setup
 
 
+def _duplicate_key(cwd: Path) -> None:
+    """trainer.json with `step` twice (same value: the digest of the parsed record matches)."""
+    meta = _meta(cwd)
+    text = json.dumps(meta)
+    (cwd / CKPT / "trainer.json").write_text(text[:-1] + f', "step": {meta["step"]}}}')
+
+
+def _duplicate_tensor(cwd: Path) -> None:
+    """model.safetensors whose header names `dense_0/bias` twice, then re-signed."""
+    path = cwd / CKPT / "model.safetensors"
+    raw = path.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    entry = json.dumps({"dense_0/bias": header["dense_0/bias"]})[1:-1]
+    text = (json.dumps(header)[:-1] + ", " + entry + "}").encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+    _resign(cwd, _meta(cwd))
+
+
 def _set(**values: object) -> Callable[[dict], None]:
     return lambda meta: meta.update(values)
 
@@ -213,6 +233,51 @@ CASES: dict[str, tuple[Callable[[Path], None], str, Refusal]] = {
         _tensor_edit("dense_2/bias", nan=True),
         RESUME,
         Refusal(fragments=("model.safetensors: tensor dense_2/bias has 1 NaN/Inf values",)),
+    ),
+    # issue 25: edits behind a recomputed digest
+    "best_path_outside_the_run": (
+        _edit(lambda m: m["callbacks"]["ModelCheckpoint"].update(best_path="/etc")),
+        RESUME,
+        Refusal(fragments=("trainer.json", "ModelCheckpoint names '/etc'", "not a checkpoint")),
+    ),
+    "top_k_path_traversal": (
+        _edit(
+            lambda m: m["callbacks"]["ModelCheckpoint"].update(
+                top_k=[[0.5, "runs/../../checkpoints/step-1"]]
+            )
+        ),
+        RESUME,
+        Refusal(
+            fragments=(
+                "trainer.json",
+                "ModelCheckpoint names 'runs/../../checkpoints",
+            )
+        ),
+    ),
+    "backend_not_a_name": (
+        _edit(_set(backend="../../etc")),
+        RESUME,
+        Refusal(fragments=("trainer.json", "backend '../../etc' is not a backend name")),
+    ),
+    "rng_empty": (
+        _edit(_set(rng={})),
+        RESUME,
+        Refusal(fragments=("trainer.json", "rng lacks the 'torch' state")),
+    ),
+    "rng_shape_wrong": (
+        _edit(lambda m: m["rng"]["torch"].update(shape=[3])),
+        RESUME,
+        Refusal(fragments=("trainer.json", "invalid rng entry 'torch'", "do not fill shape [3]")),
+    ),
+    "trainer_json_duplicate_key": (
+        _duplicate_key,
+        RESUME,
+        Refusal(fragments=("trainer.json: invalid JSON", "duplicate key 'step'")),
+    ),
+    "safetensors_header_duplicate_key": (
+        _duplicate_tensor,
+        RESUME,
+        Refusal(fragments=("model.safetensors", "duplicate key 'dense_0/bias'")),
     ),
 }
 

@@ -228,6 +228,7 @@ def test_a_missing_framework_says_what_to_install(tmp_path):
     write_spec(tmp_path, tiny_cli_spec())
     done = run_cli("fit spec.yaml --backend ghost", tmp_path, env)
     assert_clean_error(done, "backend 'ghost' is not available", "pip install 'crosstrain[ghost]'")
+    assert done.stdout == ""  # refused before the model table and "training ... on ghost"
 
 
 def test_plugins_option_limits_what_loads(tmp_path):

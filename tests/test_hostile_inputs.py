@@ -188,3 +188,111 @@ def test_a_loader_of_three_tuples_is_refused_not_half_used():
     batches = [(x, y, w), (x, y, w)]
     with pytest.raises(DataError, match=r"batch 0 is a tuple of 3 items; expected \(x, y\)"):
         ct.fit(spec, backend="torch", data=batches, run_dir=False)
+
+
+def test_a_csv_with_a_bom_reads_its_first_column_by_name(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"{i % 5},{i % 3},{i % 3}\n" for i in range(40))
+    (tmp_path / "bom.csv").write_text("a,b,y\n" + rows, encoding="utf-8-sig")
+    spec = tiny_spec(
+        data={"source": "csv:bom.csv", "options": {"columns": ["a", "b"]}},
+        trainer={"max_epochs": 1, "progress": False, "loggers": []},
+    )
+    spec["model"]["input_shape"] = [2]
+    assert ct.fit(spec, backend="torch", run_dir=False).history
+
+
+def test_a_tensor_that_requires_grad_is_data():
+    torch = pytest.importorskip("torch")
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    x = torch.zeros((64, 8), requires_grad=True)
+    assert ct.fit(spec, backend="torch", data=(x, torch.arange(64) % 3), run_dir=False).history
+
+
+def test_big_endian_arrays_train_on_jax(tmp_path: Path, monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(">f4")
+    np.savez(tmp_path / "be.npz", x=x, y=(np.arange(64) % 3).astype(">i8"))
+    spec = tiny_spec(
+        data={"source": "npz:be.npz"}, trainer={"max_epochs": 1, "progress": False, "loggers": []}
+    )
+    assert ct.fit(spec, backend="jax", run_dir=False).history
+
+
+def test_resume_on_a_read_only_run_directory_is_one_line(tmp_path: Path):
+    import os
+    import subprocess as sp
+
+    from bad_inputs import Refusal, assert_refused, run_cli, snapshot
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    run = tmp_path / "runs" / "tiny" / "20000101-000000"
+    ct.fit(spec, backend="torch", run_dir=run)
+    mounted = (
+        os.geteuid() == 0
+        and sp.run(["mount", "--bind", run, run], capture_output=True).returncode == 0
+    )
+    try:
+        if mounted:
+            sp.run(["mount", "-o", "remount,bind,ro", run], check=True)
+        else:
+            run.chmod(0o555)
+        before = snapshot(tmp_path)
+        done = run_cli("fit spec.json --backend torch --max-epochs 2 --resume latest", tmp_path)
+        cause = "Read-only file system" if mounted else "Permission denied"
+        expected = Refusal(
+            code=2, fragments=(f"cannot use run directory {run.relative_to(tmp_path)}: {cause}",)
+        )
+        assert_refused(done, expected, before, tmp_path)
+    finally:
+        if mounted:
+            sp.run(["umount", "-l", run], check=False)
+        run.chmod(0o755)
+
+
+def test_an_endless_generator_is_bounded_by_max_steps_or_warned_about():
+    import itertools
+
+    x, y = np.zeros((16, 8), np.float32), np.arange(16) % 3
+    spec = tiny_spec(trainer={"max_steps": 3, "progress": False, "loggers": []})  # max_epochs 10
+    spec["data"] = {}
+    result = ct.fit(spec, backend="torch", data=itertools.repeat((x, y)), run_dir=False)
+    assert result.state.step == 3
+    spec["trainer"] = {"max_epochs": 1, "progress": False, "loggers": []}
+    with pytest.warns(UserWarning, match="an iterator of unknown length .* set trainer.max_steps"):
+        ct.fit(spec, backend="torch", data=iter([(x, y)] * 2), run_dir=False)
+
+
+def test_an_empty_streamed_batch_says_so_not_nan():
+    from crosstrain.errors import DataError
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    spec["data"] = {}
+    x, y = np.zeros((16, 8), np.float32), np.arange(16) % 3
+    batches = [(x, y), (x[:0], y[:0])]
+    with pytest.raises(DataError, match=r"^data, batch 1 has 0 rows"):
+        ct.fit(spec, backend="torch", data=batches, run_dir=False)
+
+
+def test_no_training_batch_names_the_validation_split_not_drop_last(tmp_path: Path):
+    from crosstrain.errors import TrainingError
+
+    spec = tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []})
+    x, y = np.zeros((1, 8), np.float32), np.array([1])
+    with pytest.raises(TrainingError, match=r"0 samples \(after data.validation_split 0.25\)$"):
+        ct.fit(spec, backend="torch", data=(x, y), run_dir=False)
+
+
+def test_a_missing_accelerator_is_refused_before_the_summary_table(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has cuda")
+    from bad_inputs import run_cli
+
+    (tmp_path / "spec.json").write_text(json.dumps(tiny_spec()))
+    done = run_cli("fit spec.json --backend torch --accelerator cuda", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "error: accelerator 'cuda' not found by backend 'torch'" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr

@@ -108,42 +108,55 @@ def test_logits_are_transformers_logits(models, kind: str, backend: str) -> None
 
 ENGINES = r"""
 import json, sys
-import numpy as np, torch
+import numpy as np
 import crosstrain as ct
 sys.path.insert(0, "tests")
 import test_pretrained as t
 
-class Factory:
-    def mktemp(self, name):
-        import pathlib, tempfile
-        return pathlib.Path(tempfile.mkdtemp(prefix=name))
-
+backend, cases = sys.argv[1], json.loads(sys.argv[2])
 out = {}
-for kind in t.MODELS:
-    model, directory = t.saved(Factory(), kind)
+for kind, (directory, reference) in cases.items():
     spec = ct.from_pretrained(directory, sequence_length=t.SEQ)
-    x = t.tokens()
-    logits = ct.predict(spec, None, x, backend=sys.argv[1])
-    out[kind] = t.deviation(logits, t.reference_logits(model, x))
+    with np.load(reference) as saved:
+        logits = ct.predict(spec, None, saved["x"], backend=backend)
+        out[kind] = t.deviation(logits, saved["logits"])
+        if "losses" in saved:
+            ours = t.crosstrain_losses(spec, saved["fx"], saved["fy"], backend)
+            out[kind + "_loss"] = float(np.abs(np.array(ours) - saved["losses"]).max())
 print("RESULT", json.dumps(out))
 """
 
 
 @pytest.mark.parametrize("engine", ["jax", "torch"])
-def test_logits_on_keras_engines_in_a_fresh_interpreter(engine: str) -> None:
+def test_keras_engines_in_a_fresh_interpreter(models, tmp_path_factory, engine: str) -> None:
+    """keras:jax and keras:torch, each in its own interpreter: both models' logits, and the
+    five AdamW steps of the Llama (transformers' logits and the torch loop's losses are
+    computed here and passed in a file)."""
+    tmp_path, cases = tmp_path_factory.mktemp("engines"), {}
+    for kind, (model, directory, _) in models.items():
+        x = tokens()
+        arrays = {"x": x, "logits": reference_logits(model, x)}
+        if kind == "llama":
+            fresh, _ = saved(tmp_path_factory, kind)  # the same weights, trained here
+            arrays["fx"], arrays["fy"] = finetune_batches()
+            arrays["losses"] = np.array(torch_losses(fresh, arrays["fx"], arrays["fy"]))
+        np.savez(tmp_path / f"{kind}.npz", **arrays)
+        cases[kind] = (str(directory), str(tmp_path / f"{kind}.npz"))
     env = {
         "OMP_NUM_THREADS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERAS_BACKEND": engine,
         "CROSSTRAIN_KERAS_ENGINE": engine,
     }
-    code = f"import sys; sys.argv = ['x', 'keras:{engine}']\n" + ENGINES
+    argv = ["x", f"keras:{engine}", json.dumps(cases)]
+    code = f"import sys; sys.argv = {argv!r}\n" + ENGINES
     done = run_python(code, cwd=ROOT, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(row for row in done.stdout.splitlines() if row.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
-    assert set(result) == {"gpt2", "llama"}
-    assert max(result.values()) < 1e-4, result
+    assert set(result) == {"gpt2", "llama", "llama_loss"}
+    assert result["gpt2"] < 1e-4 and result["llama"] < 1e-4, result
+    assert result["llama_loss"] < 1e-3, result
 
 
 class StepLosses(Callback):
@@ -157,6 +170,13 @@ class StepLosses(Callback):
 
 ADAMW = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1}
 STEPS, BATCH = 5, 2
+
+
+def finetune_batches() -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-token labels: one batch five times, so the loss falls step by step."""
+    batch = np.random.default_rng(1).integers(0, VOCAB, (BATCH, SEQ + 1))
+    stream = np.tile(batch, (STEPS, 1))
+    return stream[:, :-1], stream[:, 1:]
 
 
 def torch_losses(model, x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -190,8 +210,10 @@ def crosstrain_losses(spec, x: np.ndarray, y: np.ndarray, backend: str) -> list[
     return recorder.losses
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize(
+    ("kind", "backend"),
+    [("gpt2", "torch"), ("gpt2", "jax"), ("llama", "torch"), ("llama", "jax"), ("llama", "keras")],
+)  # the Llama on keras:jax and keras:torch: test_keras_engines_in_a_fresh_interpreter
 def test_five_adamw_steps_give_the_losses_of_a_torch_loop(
     tmp_path_factory, kind: str, backend: str
 ) -> None:
@@ -200,10 +222,7 @@ def test_five_adamw_steps_give_the_losses_of_a_torch_loop(
     options = {"tied": False} if kind == "gpt2" else {}
     model, directory = saved(tmp_path_factory, kind, **options)
     spec = ct.from_pretrained(directory, sequence_length=SEQ)
-    # one batch five times, so that the loss falls step by step
-    batch = np.random.default_rng(1).integers(0, VOCAB, (BATCH, SEQ + 1))
-    stream = np.tile(batch, (STEPS, 1))
-    x, y = stream[:, :-1], stream[:, 1:]
+    x, y = finetune_batches()
     ours = crosstrain_losses(spec, x, y, backend)
     theirs = torch_losses(model, x, y)
     assert len(ours) == STEPS
@@ -223,11 +242,23 @@ def test_other_architectures_are_refused_by_name(tmp_path) -> None:
         ct.from_pretrained(tmp_path / "missing")
 
 
+def test_bfloat16_weights_are_read_as_float32(tmp_path) -> None:
+    """transformers' usual dtype: the logits are those of the bf16-rounded model in float32."""
+    torch.manual_seed(0)
+    model = llama().eval().to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    model = model.float()
+    spec = ct.from_pretrained(tmp_path, sequence_length=SEQ)
+    x = tokens()
+    out = ct.predict(spec, None, x, backend="torch")
+    assert deviation(out, reference_logits(model, x)) < 1e-4
+
+
 def test_the_import_command_writes_a_spec_and_its_weights(models, tmp_path) -> None:
     model, directory, _ = models["llama"]
     output = tmp_path / "specs" / "llama.yaml"
     done = subprocess.run(
-        [sys.executable, "-m", "crosstrain", "import", "hf", str(directory), "--output",
+        [sys.executable, "-m", "crosstrain.cli", "import", "hf", str(directory), "--output",
          str(output), "--sequence-length", str(SEQ)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip

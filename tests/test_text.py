@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT, call_in_fresh_python
 from crosstrain.api import find_checkpoint
+from crosstrain.cli.generate import DESCRIPTION
 from crosstrain.cli.main import main
 from crosstrain.data.arrays import memory_mapped
 from crosstrain.data.tokenizers import CharTokenizer
@@ -111,25 +112,6 @@ def test_split_holds_out_whole_stretches(tmp_path: Path, split_by: str) -> None:
         load_data(ct.load_spec(one))
 
 
-def test_second_fit_uses_the_cache_and_the_run_keeps_the_tokenizer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = lm_spec(f"text:{corpus(tmp_path)}", {"tokenizer": "char"}, validation_split=0.25)
-    spec["trainer"].update(max_epochs=1, limit_train_batches=2)
-    first = ct.fit(spec, backend="torch", run_dir=tmp_path / "run1")
-
-    def tokenize_again(self: Any, text: str) -> Any:
-        raise AssertionError("tokenized again")
-
-    monkeypatch.setattr(CharTokenizer, "encode_array", tokenize_again)
-    second = ct.fit(spec, backend="torch", run_dir=tmp_path / "run2")
-    assert second.history == first.history
-    record = json.loads((tmp_path / "run2" / "tokenizer.json").read_text())
-    (checkpoint,) = (tmp_path / "run2" / "checkpoints").glob("step-*")
-    assert json.loads((checkpoint / "trainer.json").read_text())["tokenizer"] == record
-    assert record["kind"] == "char"
-
-
 def test_tokens_file_of_uint16_and_uint32(tmp_path: Path) -> None:
     ids = np.arange(300) % 29
     for dtype in ("uint16", "uint32"):
@@ -187,6 +169,24 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], P
     return spec, find_checkpoint(ct.load_spec(spec), tmp / "run")
 
 
+def test_second_fit_uses_the_cache_and_the_run_keeps_the_tokenizer(
+    trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, _ = trained  # its fit tokenized the corpus into data.options.cache_dir
+    spec = json.loads(json.dumps(spec))
+    spec["trainer"].update(max_epochs=1, limit_train_batches=1)
+
+    def tokenize_again(self: Any, text: str) -> Any:
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(CharTokenizer, "encode_array", tokenize_again)
+    ct.fit(spec, backend="torch", run_dir=tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("step-*")
+    assert json.loads((checkpoint / "trainer.json").read_text())["tokenizer"] == record
+    assert record["kind"] == "char" and set(record["chars"]) == set("".join(TEXTS.values()))
+
+
 def greedy(spec: dict[str, Any], checkpoint: str, backend: str) -> str:
     return ct.generate(spec, checkpoint, prompt="the c", max_new_tokens=12, temperature=0,
                        backend=backend)  # fmt: skip
@@ -208,10 +208,12 @@ def test_sampling_is_seeded_and_the_command_prints_it(trained: Any, capsys: Any)
     one = ct.generate(spec, checkpoint, seed=1, **args)
     assert ct.generate(spec, checkpoint, seed=1, **args) == one
     assert ct.generate(spec, checkpoint, seed=2, **args) != one
-    code = main(["generate", str(checkpoint.parent.parent / "spec.yaml"), "--checkpoint",
-                 str(checkpoint), "--prompt", "to", "--max-new-tokens", "20", "--temperature",
-                 "1.5", "--top-k", "5", "--seed", "1", "-q"])  # fmt: skip
+    run = checkpoint.parent.parent  # a run directory stands for its spec and latest checkpoint
+    assert ct.generate(run, seed=1, **args) == one
+    code = main(["generate", str(run), "--prompt", "to", "--max-new-tokens", "20",
+                 "--temperature", "1.5", "--top-k", "5", "--seed", "1", "-q"])  # fmt: skip
     assert code == 0 and capsys.readouterr().out.strip() == one.strip()
+    assert "no key-value cache" in DESCRIPTION  # what `crosstrain generate --help` says
     with pytest.raises(DataError, match="'Z' is not in the vocabulary"):
         ct.generate(spec, checkpoint, prompt="Z", backend="torch")
     bidirectional = json.loads(json.dumps(spec))
@@ -226,14 +228,14 @@ def test_char_gpt_example_trains_and_generates(
     monkeypatch.chdir(ROOT)  # its corpus is text:docs
     spec = ct.load_spec(EXAMPLES / "char_gpt.yaml").override(
         {
-            "data.batch_size": 8,
+            "data.batch_size": 4,
             "trainer.max_epochs": 1,
-            "trainer.limit_train_batches": 3,
-            "trainer.limit_val_batches": 2,
+            "trainer.limit_train_batches": 2,
+            "trainer.limit_val_batches": 1,
             "trainer.progress": False,
         }
     )
     result = ct.fit(spec, backend="torch", run_dir=tmp_path / "run")
     assert np.isfinite(result.metrics["val_loss"])
-    text = ct.generate(spec, tmp_path / "run", prompt="The spec", max_new_tokens=5, seed=0)
-    assert text.startswith("The spec") and len(text) == 13
+    text = ct.generate(spec, tmp_path / "run", prompt="The spec", max_new_tokens=3, seed=0)
+    assert text.startswith("The spec") and len(text) == 11

@@ -41,6 +41,7 @@ from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.train.stateful import state_names
 from flax import nnx
 
 from . import state as state_io
@@ -96,6 +97,7 @@ class JaxProgram(Program):
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._frozen = frozen_params(spec.model)
+        self._stateful = bool(state_names(spec))
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
         self.slots = spec.optimizer.slot_names()
@@ -148,7 +150,7 @@ class JaxProgram(Program):
         out = model(x, train=train, key=key)
         new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
             {**rest, **unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)}
-            if train
+            if train or self._stateful
             else rest
         )
         return out.astype(jnp.float32), new_rest
@@ -230,8 +232,9 @@ class JaxProgram(Program):
         return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
 
     def _eval_body(self, params: dict[str, Any], rest: dict[str, Any], x: Any, y: Any) -> Any:
-        out, _ = self._apply(params, rest, x, False, None)
-        return self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
+        out, new_rest = self._apply(params, rest, x, False, None)
+        report = self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
+        return (report, new_rest) if self._stateful else report  # `trainer.stateful`
 
     def predict_function(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
         """The pure inference forward that `predict_step` jits (and `export.py` exports)."""
@@ -287,8 +290,13 @@ class JaxProgram(Program):
         return reports
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
-        """Loss and metrics on a batch without an update or dropout."""
-        return self._call("eval", (self.carry["params"], self.carry["rest"]), batch)
+        """Loss and metrics on a batch without an update or dropout (a stateful model's
+        recurrent states advance)."""
+        report = self._call("eval", (self.carry["params"], self.carry["rest"]), batch)
+        if self._stateful:
+            report, rest = report
+            self.carry = {**self.carry, "rest": rest}
+        return report
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""

@@ -6,6 +6,7 @@ Used by `crosstrain.checkpoint.format.read_checkpoint`; every failure is a Check
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
@@ -94,8 +95,8 @@ def check_tensor_file(path: Path | str, bfloat16: bool = False) -> dict[str, Any
             )
         raw = handle.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        header = strict_json(raw)
+    except (ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: corrupt safetensors header ({err})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -131,6 +132,21 @@ def check_tensor_file(path: Path | str, bfloat16: bool = False) -> dict[str, Any
             f"{path}: {data_size - position} bytes after the last tensor (truncated or padded)"
         )
     return header
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} (which one counts would be a guess)")
+        seen[key] = value
+    return seen
+
+
+def strict_json(data: str | bytes) -> Any:
+    """`json.loads`, refusing a mapping that names a key twice (ValueError): a record or header
+    with two `best_path`s or two entries for one tensor is an edit, not "last one wins"."""
+    return json.loads(data, object_pairs_hook=_unique_keys)
 
 
 def decode_array(entry: Any) -> np.ndarray:
@@ -182,6 +198,24 @@ class _Record:
         if key in self.meta and not isinstance(value, kind):
             self.fail(f"{key} is not a {kind.__name__} ({_shown(value)})")
         return value
+
+
+_BACKEND_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(:[A-Za-z][A-Za-z0-9_-]*)?$")
+"""A backend as a record names it: `torch`, `keras:jax`, a plugin's `numpy-broken`."""
+_OWN_RNG = {"torch": "torch", "jax": "jax"}
+"""The rng entry each built-in backend always writes (its generator's state)."""
+
+
+def _is_checkpoint_path(path: str) -> bool:
+    """Whether `path` names a checkpoint directory of a run: `.../checkpoints/step-<N>` (the
+    ModelCheckpoint state lists its best ones so; anything else, such as `/etc`, is an edit)."""
+    parts = path.replace("\\", "/").split("/")
+    return (
+        len(parts) >= 2
+        and re.fullmatch(r"step-[0-9]+", parts[-1]) is not None
+        and parts[-2] == "checkpoints"
+        and ".." not in parts
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -238,6 +272,15 @@ def _check_callbacks(record: _Record, callbacks: dict[str, Any]) -> None:
                 and isinstance(entry[1], str)
             ):
                 record.fail(f"callbacks.ModelCheckpoint.top_k has entry {_shown(entry)}")
+        paths = [path] + [
+            e[1] for e in checkpoint.get("top_k") or [] if isinstance(e, list) and len(e) == 2
+        ]
+        for named in paths:
+            if isinstance(named, str) and not _is_checkpoint_path(named):
+                record.fail(
+                    f"callbacks.ModelCheckpoint names {_shown(named)}, which is not a checkpoint "
+                    "of a run (<run>/checkpoints/step-<N>)"
+                )
     stopping = callbacks.get("EarlyStopping")
     if stopping is not None:
         best, wait = stopping.get("best"), stopping.get("wait")
@@ -332,6 +375,9 @@ def check_meta(meta: Any, meta_path: Path, dir_step: int | None = None) -> bool:
         value = record.kind(key, str)
         if value is not None and len(value) > 200:
             record.fail(f"{key} is longer than 200 characters")
+    backend = meta.get("backend")
+    if backend is not None and not _BACKEND_NAME.match(backend):
+        record.fail(f"backend {_shown(backend)} is not a backend name (name or name:engine)")
     versions = record.kind("versions", dict)
     if versions and not all(isinstance(v, str) and len(v) <= 200 for v in versions.values()):
         record.fail(f"versions is {_shown(versions)}")
@@ -339,6 +385,15 @@ def check_meta(meta: Any, meta_path: Path, dir_step: int | None = None) -> bool:
     for key, entry in (rng or {}).items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data"}:
             raise CheckpointError(f"{meta_path}: invalid rng entry {key!r}: {_shown(entry)}")
+        if not isinstance(entry["shape"], list) or not all(_is_int(n) for n in entry["shape"]):
+            raise CheckpointError(f"{meta_path}: invalid rng entry {key!r}: shape {_shown(entry)}")
+        try:
+            decode_array(entry)
+        except (ValueError, TypeError, binascii.Error) as err:
+            raise CheckpointError(f"{meta_path}: invalid rng entry {key!r} ({err})") from None
+    own = _OWN_RNG.get(str(backend))
+    if version >= 2 and own is not None and own not in (rng or {}):
+        record.fail(f"rng lacks the {own!r} state that backend {backend!r} writes")
     spec = record.kind("spec", dict)
     if spec is not None:
         _check_stored_spec(record, spec)

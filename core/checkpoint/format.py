@@ -32,6 +32,7 @@ from crosstrain.checkpoint.checks import (
     check_tensor_file,  # noqa: F401  (re-exported: backends read tensor files through format)
     decode_array,
     record_digest,
+    strict_json,
 )
 from crosstrain.checkpoint.stream import read_tensor_file, write_tensor_file
 from crosstrain.errors import CheckpointError
@@ -198,8 +199,8 @@ def read_checkpoint(path: Path | str) -> tuple[CanonicalState, dict[str, Any]]:
     try:
         if meta_path.stat().st_size > _MAX_JSON:
             raise CheckpointError(f"{meta_path}: too large for a trainer.json")
-        meta = json.loads(meta_path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        meta = strict_json(meta_path.read_bytes())
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError, JSONDecodeError, duplicate
         raise CheckpointError(f"{meta_path}: invalid JSON ({err})") from None
     except OSError as err:
         raise CheckpointError(f"{meta_path}: unreadable ({err.strerror or err})") from None

@@ -170,6 +170,25 @@ def check_before_launch(spec: Spec, backend: str) -> None:
     check_streams(spec, train, val, None)
 
 
+def check_backend_first(spec: Spec, backend: str) -> None:
+    """A missing framework, and an accelerator asked for by name (`--accelerator cuda`) that
+    this machine lacks, are refused before the model table and "training ... on ..." are
+    printed, not after them."""
+    from crosstrain.output import native_stderr_silenced
+
+    backend_obj = api._resolve_backend(get_registry(), backend)  # BackendUnavailable
+    accelerator = spec.trainer.accelerator
+    if accelerator in ("auto", "cpu"):
+        return
+    with native_stderr_silenced():
+        found = backend_obj.accelerators_found()
+    if accelerator not in found:
+        raise CrosstrainError(
+            f"accelerator {accelerator!r} not found by backend {backend!r} "
+            f"(trainer.accelerator, --accelerator). Available: {', '.join(found)}"
+        )
+
+
 def launcher_choice(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
     """`--launcher NAME` and its options (`--ray-address`, `--max-failures`); (None, {}) when
     this process trains or the backend launches its own workers (torchrun for torch)."""
@@ -209,6 +228,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if api.process_rank(spec) != 0:
         api.fit(spec, backend=args.backend, resume=args.resume, resume_changed=args.resume_changed)
         return 0
+    check_backend_first(spec, backend)
     if spec.model is not None:
         LOG.info(summary(spec) + "\n")
     LOG.info(f'training "{spec.name}" on {backend}')

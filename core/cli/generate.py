@@ -18,8 +18,9 @@ DESCRIPTION = (
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    args.spec, chosen = api.run_target(args.spec, args.checkpoint)
     spec = inference_spec(args)
-    checkpoint = api.find_checkpoint(spec, args.checkpoint)
+    checkpoint = api.find_checkpoint(spec, chosen)
     LOG.info(f"checkpoint: {checkpoint}")
     text = api.generate(
         spec,
@@ -37,12 +38,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def configure_generate(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
-    parser.add_argument("spec", help="spec file (YAML or JSON)")
+    parser.add_argument("spec", help="spec file (YAML or JSON), or a run directory")
     parser.add_argument(
         "--checkpoint",
-        default="latest",
         metavar="PATH",
-        help="a step-N checkpoint, a run directory, or latest (default)",
+        help="a step-N checkpoint, a run directory, or latest (default: the run directory "
+        "given as SPEC, else latest)",
     )
     parser.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
     parser.add_argument(

@@ -196,14 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         terminated = isinstance(err, Terminated)
         print("\nterminated" if terminated else "\ninterrupted", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    except (CrosstrainError, FileNotFoundError, ValueError) as err:
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (CrosstrainError, OSError, ValueError) as err:  # OSError: a disk or file fault
         if args.traceback:
             raise
         _report(err)
         return EXIT_TRAINING_FAILED if isinstance(err, TrainingError) else EXIT_ERROR
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
+from crosstrain.errors import DataError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
 
 
@@ -45,6 +46,45 @@ def memory_mapped(array: Any) -> bool:
             return True
         array = getattr(array, "base", None)
     return False
+
+
+def host_numpy(array: Any) -> np.ndarray:
+    """`np.asarray(array)`; a torch tensor that requires grad is detached first (numpy()
+    refuses it)."""
+    if getattr(array, "requires_grad", False) and callable(getattr(array, "detach", None)):
+        array = array.detach()
+    return np.asarray(array)
+
+
+_DTYPE_KINDS = {
+    "U": "strings",
+    "S": "bytes",
+    "O": "Python objects",
+    "V": "records",
+    "M": "dates",
+    "m": "time spans",
+}
+
+
+def check_array_kinds(data: Any, where: str) -> None:
+    """DataError naming `where` and the array when `x` or `y` of `data` (ArrayData) does not
+    hold real numbers: strings, objects, dates, or complex numbers (each backend would drop the
+    imaginary part, with at most a warning). Reads dtypes only."""
+    for name in ("x", "y"):
+        array = getattr(data, name, None)
+        dtype = getattr(array, "dtype", None)
+        if dtype is None or dtype.kind in "biuf":
+            continue
+        if dtype.kind == "c":
+            raise DataError(
+                f"{where}: {name} holds complex numbers ({dtype}); training takes real numbers "
+                "(the imaginary part would be dropped): give the real and imaginary parts as "
+                "separate features"
+            )
+        raise DataError(
+            f"{where}: {name} holds {_DTYPE_KINDS.get(dtype.kind, 'non-numbers')} (dtype "
+            f"{dtype}); expected numbers"
+        )
 
 
 class Inputs:
@@ -113,8 +153,21 @@ class ArrayData:
     for views that would grow when copied (token windows over one token file)."""
 
     def __post_init__(self) -> None:
-        self.x = self.x if isinstance(self.x, Inputs) else np.asarray(self.x)
-        self.y = np.asarray(self.y)
+        several = isinstance(self.x, Inputs)  # a graph's several inputs
+        if several:
+            self.x = Inputs(tuple(host_numpy(a) for a in self.x.arrays))
+        else:
+            self.x = host_numpy(self.x)
+        self.y = host_numpy(self.y)
+        for name in ("y",) if several else ("x", "y"):
+            array = getattr(self, name)
+            if array.ndim == 0:
+                raise DataError(
+                    f"{name} is a 0-d array (the single value {array.item()!r:.60}), not rows "
+                    "of samples along a first axis"
+                )
+            if not array.dtype.isnative:  # big-endian on a little-endian machine: jax refuses it
+                setattr(self, name, array.astype(array.dtype.newbyteorder("=")))
         if len(self.x) != len(self.y):
             raise ValueError(f"inputs have {len(self.x)} samples but targets have {len(self.y)}")
 
@@ -231,11 +284,16 @@ def as_array_data(data: Any, where: str, model: Any = None) -> ArrayData:
     For a graph `model`, `x` may be a dict of arrays by input name or a tuple in input order."""
     if isinstance(data, ArrayData):
         return data
+    pair = None
     if isinstance(data, dict) and {"x", "y"} <= set(data):
-        return ArrayData(as_inputs_of(model, data["x"], where), data["y"])
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x = as_inputs_of(model, data[0], where)
-        return ArrayData(x if isinstance(x, Inputs) else np.asarray(x), np.asarray(data[1]))
+        pair = as_inputs_of(model, data["x"], where), data["y"]
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        pair = as_inputs_of(model, data[0], where), data[1]
+    if pair is not None:
+        try:
+            return ArrayData(*pair)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
     raise TypeError(
         f"{where}: expected (x, y) numpy arrays or a dict with 'x' and 'y', got {type(data).__name__}"
     )

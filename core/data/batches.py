@@ -14,6 +14,7 @@ torch map-style `Dataset`, which core batches in its own seeded order like array
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +172,8 @@ class Batches:
             if count >= start:
                 x, y = self._split(raw, count)
                 where = f"{self.where}, batch {count}"
+                if getattr(x, "shape", None) is not None and len(x.shape) and x.shape[0] == 0:
+                    raise DataError(f"{where} has 0 rows; a batch needs a sample or more")
                 check_input_shape(x, self.spec, where)
                 check_input_ids(x, self.spec, where, first)  # every batch, on the host only
                 if check_y is not None:
@@ -298,8 +301,10 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
     """Refuses what the streams of a fit cannot do: a one-shot iterator read in several epochs,
     a `validation_split` (a stream cannot be split; pass `val_data`), and a schedule that decays
     over a run whose length is unknown. Arrays pass."""
+    bounded = spec.trainer.max_steps is not None  # may end inside the first pass
     for stream in (train, val):
-        if isinstance(stream, Batches) and stream.one_shot and spec.trainer.max_epochs > 1:
+        one_shot = isinstance(stream, Batches) and stream.one_shot
+        if one_shot and spec.trainer.max_epochs > 1 and not (bounded and stream is train):
             raise DataError(
                 f"{stream.where}: a one-shot iterator ({type(stream.source).__name__}) can be "
                 f"read only once, but trainer.max_epochs is {spec.trainer.max_epochs}; pass a "
@@ -308,6 +313,13 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
             )
     if not isinstance(train, Batches):
         return
+    if train.one_shot and train.length is None and not bounded:
+        warnings.warn(
+            f"{train.where}: an iterator of unknown length ({type(train.source).__name__}) and "
+            "no trainer.max_steps: the first epoch ends only when the iterator is used up (an "
+            "endless generator never ends); set trainer.max_steps to bound the fit",
+            stacklevel=2,
+        )
     if spec.data.validation_split and val_data is None:
         raise DataError(
             f"data: data.validation_split is {spec.data.validation_split}, but streamed data "
@@ -317,11 +329,11 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
     schedule = spec.schedule
     if train.length is not None or spec.trainer.max_steps is not None:
         return
-    if schedule is not None and schedule.name in ("cosine", "linear"):
+    if schedule is not None and schedule.needs_run_length():
         raise DataError(
             f"data: the number of batches per epoch is unknown (the loader has no len()), so the "
-            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps or "
-            "wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
+            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps, "
+            "the schedule's decay_steps where it has one, or wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
         )
 
 
@@ -355,11 +367,12 @@ def array_units(
 
 def as_data(value: Any, where: str, spec: Spec) -> Any:
     """`fit(data=...)`/`val_data` as ArrayData (arrays) or Batches (anything yielding batches)."""
-    from crosstrain.data.arrays import as_array_data
+    from crosstrain.data.arrays import as_array_data, check_array_kinds
 
     model = spec.model if spec is not None else None
     data = as_batches(value, where, spec) or as_array_data(value, where, model)
     if not isinstance(data, Batches):
+        check_array_kinds(data, where)
         check_input_shape(data.x, spec, where)
         check_input_ids(data.x, spec, where)
         check_targets(data.y, spec, where)

@@ -104,6 +104,11 @@ def _check_class_targets(
 ) -> None:
     units = output[-1]
     per_sample = tuple(y.shape[1:])
+    if y.dtype == np.bool_:
+        raise DataError(
+            f"{where}: {loss} got bool labels of shape {y.shape}; it takes integer class indices "
+            f"in [0, {units - 1}] ({layer} has {units} units): convert them with y.astype(int)"
+        )
     if np.issubdtype(y.dtype, np.integer):
         if per_sample != output[:-1]:
             raise DataError(

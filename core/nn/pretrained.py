@@ -1,8 +1,9 @@
 """Hugging Face checkpoints as crosstrain specs: a transformers GPT-2 or Llama directory
 (`config.json` + `model.safetensors`, or a sharded `model.safetensors.index.json`) becomes a
 chain of crosstrain's own layers plus one safetensors file in crosstrain's canonical names,
-which `model.weights` points at. No framework is imported: the config is read with json and
-the tensors with `safetensors.numpy` (bfloat16 tensors are widened to float32 by hand).
+which `model.weights` points at. No framework is imported: the config is read with json, the
+tensors with crosstrain's safetensors reader (BF16 and F16 come back as float32) and the
+converted file written with `safetensors.numpy`.
 
 The layers, with the semantics of transformers' modules:
 
@@ -65,35 +66,14 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file by crosstrain's own reader (framing checked, BF16 as float32)."""
+    from crosstrain.checkpoint.stream import read_tensor_file
+    from crosstrain.errors import CheckpointError
+
     try:
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))
-    except ImportError:  # pragma: no cover - safetensors is a dependency of transformers
-        raise
-    except Exception:  # bfloat16 (numpy has none): widen by hand below
-        return _load_widening(path)
-
-
-def _load_widening(path: Path) -> dict[str, np.ndarray]:
-    """A safetensors file read by hand, bfloat16 widened to float32."""
-    dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": np.uint16}
-    data = path.read_bytes()
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    body = memoryview(data)[8 + length :]
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if entry["dtype"] not in dtypes:
-            raise _refuse(path.parent, f"{path.name}: tensor {name} has dtype {entry['dtype']}")
-        start, end = entry["data_offsets"]
-        array = np.frombuffer(body[start:end], dtypes[entry["dtype"]]).reshape(entry["shape"])
-        if entry["dtype"] == "BF16":
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = array
-    return tensors
+        return read_tensor_file(path, None, bfloat16=True)
+    except CheckpointError as err:
+        raise _refuse(path.parent, str(err)) from None
 
 
 def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:

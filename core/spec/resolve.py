@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crosstrain.data.arrays import split
-from crosstrain.errors import SpecError, SpecIssue
+from crosstrain.errors import DataError, SpecError, SpecIssue
 from crosstrain.plugin.registry import NameTable, get_registry
 from crosstrain.spec.messages import issues_from_validation_error
 from pydantic import ValidationError
@@ -71,6 +71,9 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
         issues += _source_issues(spec)
     elif spec.data.options:
         issues.append(SpecIssue("data.options", "options given but no data.source"))
+    from crosstrain.train.stateful import spec_issues
+
+    issues += [SpecIssue(path, message) for path, message in spec_issues(spec)]
     for index, item in enumerate(spec.trainer.loggers):
         issues += _logger_issues(item, registry.loggers, f"trainer.loggers[{index}]")
     for index, item in enumerate(spec.trainer.callbacks):
@@ -185,6 +188,7 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
     """Training and validation data: explicit data wins, else `data.source` (split by
     `validation_split`). Each is ArrayData, or `batches.Batches` for loaders and iterables
     (never split: their validation data comes as `val_data`)."""
+    from crosstrain.data.arrays import check_array_kinds
     from crosstrain.data.batches import Batches, as_data
     from crosstrain.data.inputs import check_input_ids, check_input_shape
     from crosstrain.data.targets import check_targets
@@ -203,8 +207,14 @@ def load_data(spec: Spec, data: Any = None, val_data: Any = None) -> tuple[Any, 
         )
     kind, _, argument = spec.data.source.partition(":")
     source = get_registry().data_sources.get(kind)
-    loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
     where = f"data.source {spec.data.source!r}"
+    try:
+        loaded = source.load(argument, source.options.model_validate(spec.data.options), spec.seed)
+    except DataError as err:
+        if argument in str(err) or str(err).startswith("data."):
+            raise
+        raise DataError(f"{where}: {err}") from None  # e.g. ArrayData's 0-d array
+    check_array_kinds(loaded, where)
     check_input_shape(loaded.x, spec, where)
     if isinstance(loaded, TokenWindows):  # ids in range by the vocabulary; values: one window
         loaded.check_model(spec)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from crosstrain.checkpoint.checks import check_meta
+from crosstrain.checkpoint.checks import check_meta, strict_json
 from crosstrain.checkpoint.format import checkpoint_step, created_time, list_checkpoints
 from crosstrain.errors import CheckpointError, CrosstrainError
 
@@ -90,7 +90,13 @@ def locked_run_dir(path: Path | None) -> Iterator[None]:
     if path is None or fcntl is None:
         yield
         return
-    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise CrosstrainError(
+            f"cannot use run directory {path}: {err.strerror or err} "
+            f"({Path(path) / LOCK_FILE}); a fit writes its lock, checkpoints and metrics there"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,7 +148,7 @@ def _written_order(path: Path) -> tuple[float, int, float] | None:
     None (with a warning) when its trainer.json cannot be read or fails its checks."""
     meta_path = path / "trainer.json"
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = strict_json(meta_path.read_bytes())
         check_meta(meta, meta_path, checkpoint_step(path))
         created = created_time(meta)
         mtime = meta_path.stat().st_mtime

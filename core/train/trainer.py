@@ -23,28 +23,12 @@ from crosstrain.nn.optim import schedule_length
 from crosstrain.plugin.protocol import Program
 from crosstrain.plugin.registry import Registry
 from crosstrain.spec.schema import Spec
-from crosstrain.train import resume
+from crosstrain.train import resume, stateful
 from crosstrain.train.hook_errors import hook_failure, notify_exception, save_before_reporting
 from crosstrain.train.result import FitResult, fit_result  # FitResult: importable from here too
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.saving import CheckpointSaver
-from crosstrain.train.units import pass_units
-
-
-class _RunningMean:
-    """Weighted means of host metrics over several pulls."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, values: dict[str, float], count: int) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value * count
-        self.count += count
-
-    def means(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
+from crosstrain.train.units import RunningMean, pass_units
 
 
 class Trainer:
@@ -124,7 +108,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def _pull(
-        self, pending: list[Any], count: int, running: _RunningMean, prefix: str
+        self, pending: list[Any], count: int, running: RunningMean, prefix: str
     ) -> dict[str, float]:
         values = self.program.metrics_to_host(pending)
         if (
@@ -160,11 +144,12 @@ class Trainer:
         skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
         micro = self.spec.trainer.accumulate_grad_batches if stage == "train" else 1
         first = start * micro  # batches of this pass already run (a mid-epoch resume)
+        order = stateful.begin_pass(self, data, order, stage, first)  # `trainer.stateful`
         units, total = pass_units(self, data, stage, order, batch_size, drop_last, first, limit)
         if micro > 1:  # one optimizer step per `micro` batches
             units, step_fn = accumulation_groups(units, micro), self._accumulate_step
             total = None if total is None else -(-total // micro)
-        running, pending, pending_count = _RunningMean(), [], 0
+        running, pending, pending_count = RunningMean(), [], 0
         index = start
         for group, count, batch in units:
             if group > 1:
@@ -254,7 +239,8 @@ class Trainer:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
         limit = self.spec.trainer.limit_val_batches
-        metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
+        with stateful.kept(self):  # a validation inside an epoch keeps its carried state
+            metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 
@@ -295,8 +281,15 @@ class Trainer:
         self._set_length(length or run_length(self.spec, train))
         self.schedule_steps = schedule_length(self.run_length.total_steps)
         if not isinstance(train, Batches) and self.steps_per_epoch == 0:
+            why = (
+                f"with batch_size {data.batch_size} and drop_last: true"
+                if data.drop_last
+                else f"(after data.validation_split {data.validation_split})"
+                if data.validation_split
+                else ""
+            )
             raise TrainingError(
-                f"no training batch: {len(train)} samples with batch_size {data.batch_size} and drop_last"
+                f"no training batch: the training set has {len(train)} samples {why}".strip()
             )
         if self.checkpoint_dir is not None:
             clean_temporary(self.checkpoint_dir)
@@ -388,6 +381,7 @@ class Trainer:
             inputs = (x[i : i + size] for i in range(0, len(x), size))
         try:
             self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
+            stateful.reset(self, "predict")
             outputs = [self.program.predict_step((chunk, None)) for chunk in inputs]
             self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         except BaseException as exc:

@@ -94,3 +94,19 @@ def group_size(trainer: Any, slices: list[slice], index: int, batch_size: int) -
         return 1
     full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
     return k if full else 1
+
+
+class RunningMean:
+    """Weighted means of host metrics over several pulls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float], count: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * count
+        self.count += count
+
+    def means(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}

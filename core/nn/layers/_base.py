@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Shape = tuple[int, ...]
 """A per-sample shape: the batch axis is never included."""
@@ -32,6 +34,25 @@ class ParamSpec:
     init: Any
     fans: tuple[int, int] = (1, 1)
     trainable: bool = True
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's annotation takes a boolean (bool, Any, a Literal of one, or a union or
+    `Annotated` holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return any(_accepts_bool(arg) for arg in typing.get_args(annotation)[:None])
+    return origin is None and not isinstance(annotation, type)  # a TypeVar or the like
+
+
+def _kind(annotation: Any) -> str:
+    args = typing.get_args(annotation) or (annotation,)
+    numbers = [a for a in args if a in (int, float)]
+    return "a number" if numbers else f"a value of {getattr(annotation, '__name__', annotation)}"
 
 
 class Layer(BaseModel):
@@ -68,6 +89,16 @@ class Layer(BaseModel):
         description="false: frozen (no gradient, no optimizer update or slots; still in the "
         "checkpoint); a frozen composite freezes its layers",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`rate: false` is no rate: a boolean is refused where the option takes no boolean
+        (pydantic would read it as 0 or 1)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _accepts_bool(field.annotation):
+            raise ValueError(f"expected {_kind(field.annotation)}, got the boolean {value}")
+        return value
 
     def __init__(self, *args: Any, **options: Any) -> None:
         if len(args) > len(self.positional):
