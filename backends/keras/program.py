@@ -21,6 +21,7 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.train.stateful import state_names
 
 from . import state as state_io
 from .device import (
@@ -99,6 +100,7 @@ class KerasProgram(Program):
                 spec.trainer.compile,
                 self._grad_norm,
             )
+            self._steps.stateful = bool(state_names(spec))
 
     def _scope(self) -> ExitStack:
         stack = ExitStack()
