@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import crosstrain as ct
 import numpy as np
 import pytest
+from conftest import call_in_fresh_python
 from crosstrain.checkpoint.format import latest_checkpoint, read_checkpoint
 from crosstrain.errors import SpecError, TrainingError
 from crosstrain.train.stateful import stream_order
@@ -150,8 +152,10 @@ class _Losses(ct.Callback):
             self.losses[trainer.global_step] = logs["train_loss"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_resume_mid_epoch_continues_the_carried_state_exactly(tmp_path, backend: str) -> None:
+def resume_continues_exactly(backend: str, directory: str) -> bool:
+    """Losses and final state of a run cut at step 21 (epoch 1, batch 5) and resumed equal the
+    uninterrupted run's; the checkpoint holds a non-zero carried state."""
+    tmp_path = Path(directory)
     spec = key_spec(max_epochs=2, log_every_n_steps=1, checkpoint={})
     data = key_task(2 * BATCH, 0)  # 16 steps an epoch
     full_losses, resumed_losses = _Losses(), _Losses()
@@ -175,6 +179,23 @@ def test_resume_mid_epoch_continues_the_carried_state_exactly(tmp_path, backend:
     assert resumed_losses.losses == {s: full_losses.losses[s] for s in range(22, 33)}
     for name, value in full.state.params.items():
         np.testing.assert_array_equal(resumed.state.params[name], value, err_msg=name)
+    return True
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_resume_mid_epoch_continues_the_carried_state_exactly(tmp_path, backend: str) -> None:
+    assert resume_continues_exactly(backend, str(tmp_path))
+
+
+def keras_checks(directory: str) -> list:
+    """Both checks in one interpreter (Keras's engine is chosen once a process)."""
+    return [key_accuracy("keras:jax"), resume_continues_exactly("keras:jax", directory)]
+
+
+def test_keras_jax_carries_state_and_resumes_exactly(tmp_path) -> None:
+    accuracy, resumed = call_in_fresh_python("test_stateful", "keras_checks", str(tmp_path))
+    assert accuracy > 0.55
+    assert resumed
 
 
 def test_a_spec_that_breaks_the_streams_is_refused() -> None:
