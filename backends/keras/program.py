@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
+from crosstrain.data.arrays import Inputs
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
@@ -120,7 +121,9 @@ class KerasProgram(Program):
         rows = ops.cast(ops.shape(out)[0], "float32")
         return loss, ops.stack([rows, *(ops.cast(v, "float32") for v in values)])
 
-    def _host(self, array: Any) -> np.ndarray:
+    def _host(self, array: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        if isinstance(array, Inputs):  # a graph's several inputs, in input order
+            return tuple(self._host(part) for part in array.arrays)
         array = np.asarray(array)
         if array.dtype.kind in "iu" and array.dtype != self._int_dtype:
             return array.astype(self._int_dtype)

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
+from crosstrain.data.arrays import Inputs
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.nn.graph import graph_inputs
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -179,7 +181,13 @@ class TorchProgram(Program):
             return array.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
         return np.asarray(array).dtype.kind in "iu"
 
-    def _inputs(self, x: Any) -> torch.Tensor:
+    def _inputs(self, x: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if isinstance(x, Inputs):  # a graph's several inputs, each in its declared dtype
+            kinds = [i.dtype for i in graph_inputs(self.spec.model).values()]
+            return tuple(
+                self._move(a, torch.int64 if kind == "int64" else self.policy.param_dtype)
+                for a, kind in zip(x.arrays, kinds, strict=True)
+            )
         dtype = self._input_dtype
         if dtype is None:
             dtype = torch.int64 if self._is_integer(x) else self.policy.param_dtype
