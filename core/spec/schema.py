@@ -16,8 +16,9 @@ import yaml
 from crosstrain.data.arrays import DataSpec
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
-from crosstrain.nn.optim import Adam, ScheduleSpec
+from crosstrain.nn.optim import Adam
 from crosstrain.nn.optimizers import AnyOptimizer
+from crosstrain.nn.schedules import AnySchedule
 from crosstrain.spec.messages import issues_from_validation_error
 from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
     Accelerator,
@@ -99,7 +100,7 @@ class Spec(BaseModel):
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
     metrics: list[NamedFunction] = Field(default_factory=list)
     optimizer: AnyOptimizer = Field(default_factory=Adam)
-    schedule: ScheduleSpec | None = None
+    schedule: AnySchedule = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
 
     @model_validator(mode="after")
