@@ -13,9 +13,10 @@ initial state of the next one, detached (no gradient flows into the previous bat
 states are non-trainable canonical parameters `<layer>/state_h`, `<layer>/state_c` of shape
 `(batch_size, units)` (crosstrain.nn.layers.recurrent), so the checkpoint holds them and a
 resume continues exactly. They are set to zeros at the start of each training epoch (not
-when a resume continues one) and of each evaluation or prediction pass; a validation inside
-an epoch (`val_check_interval`) leaves the training state as it found it. A shorter batch
-(an evaluation pass's last) uses the first rows of the state.
+when a resume continues one) and of each evaluation pass; a validation inside an epoch
+(`val_check_interval`) leaves the training state as it found it. A shorter batch (an
+evaluation pass's last) uses the first rows of the state. A prediction (`predict`,
+`generate`) is stateless: it starts from zeros and leaves the carried state alone.
 """
 
 from __future__ import annotations

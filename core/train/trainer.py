@@ -381,7 +381,6 @@ class Trainer:
             inputs = (x[i : i + size] for i in range(0, len(x), size))
         try:
             self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
-            stateful.reset(self, "predict")
             outputs = [self.program.predict_step((chunk, None)) for chunk in inputs]
             self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         except BaseException as exc:
