@@ -196,6 +196,12 @@ class JaxProgram(Program):
             new["calls"] = carry["calls"] + forwards
         return new
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): one
+        scalar of the carry, so the compiled steps stay as they are."""
+        value = self.placement.put_state(np.float32(scale))
+        self.carry = {**self.carry, "opt": {**self.carry["opt"], "lr_scale": value}}
+
     def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
         grads, rest, report = self._grads(carry, carry["rest"], x, y, self._step_key(carry))
         if self._grad_norm:  # the norm before clipping; XLA shares it with the clip's own norm

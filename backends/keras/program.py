@@ -33,7 +33,7 @@ from .device import (
     use_engine,
 )
 from .model import build_model
-from .optim import make_optimizer
+from .optim import inner, make_optimizer
 from .recurrent import CarriedState
 from .steps import make_steps
 from .xp import namespace
@@ -188,6 +188,14 @@ class KerasProgram(Program):
         self._steps.sync_out()
         with self._scope():
             state_io.set_state(self, state)
+        self._steps.sync_in()
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): an
+        optimizer variable, so the compiled steps stay as they are."""
+        self._steps.sync_out()
+        with self._scope():
+            inner(self.optimizer).lr_scale.assign(float(scale))
         self._steps.sync_in()
 
     def export(self, path: str | Path, format: str = "keras") -> Path:

@@ -280,6 +280,10 @@ class TorchProgram(Program):
             torch._foreach_mul_(grads, 1.0 / total)
         return self._update(self._merged(outputs))
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`)."""
+        self.schedule.scale = float(scale)
+
     def _backward(self, objective: torch.Tensor) -> None:
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
