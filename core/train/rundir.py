@@ -166,6 +166,14 @@ def newest_checkpoint(candidates: list[Path]) -> Path | None:
     return max(ordered, key=lambda item: item[0])[1] if ordered else None
 
 
+def run_target(target: Any, checkpoint: str | Path | None) -> tuple[Any, str | Path]:
+    """`(spec, checkpoint)` of an inference call: a run directory as `target` stands for its
+    `spec.yaml` and, when no checkpoint is named, its latest checkpoint."""
+    if isinstance(target, (str, Path)) and (Path(target) / "spec.yaml").is_file():
+        return Path(target) / "spec.yaml", Path(target) if checkpoint is None else checkpoint
+    return target, "latest" if checkpoint is None else checkpoint
+
+
 def find_checkpoint(spec: Any, resume: str | Path) -> Path:
     """A checkpoint directory from `latest` (the newest checkpoint of the spec's runs under
     `trainer.run_dir/<name>/`), a checkpoint dir, a checkpoints dir or a run dir (its newest)."""

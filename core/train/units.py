@@ -9,7 +9,13 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from crosstrain.data.arrays import ArrayData, batch_slices, check_drawn, check_finite_rows
+from crosstrain.data.arrays import (
+    ArrayData,
+    Inputs,
+    batch_slices,
+    check_drawn,
+    check_finite_rows,
+)
 from crosstrain.data.batches import Batches, array_kind, array_units, rows
 from crosstrain.train.run_length import limited
 
@@ -59,7 +65,8 @@ def device_batch(
     """
     key = id(data) if data.index is None else (id(data.x), id(data.y))
     if key not in trainer._device_data:
-        handle = trainer.program.cache_data(data.x, data.y) if data.cacheable else None
+        cacheable = data.cacheable and not isinstance(data.x, Inputs)  # several inputs: host
+        handle = trainer.program.cache_data(data.x, data.y) if cacheable else None
         if handle is not None and data.unchecked is not None:
             check_finite_rows(data.x, "x", data.unchecked)
             check_finite_rows(data.y, "y", data.unchecked)
