@@ -260,16 +260,17 @@ def test_bfloat16_weights_are_read_as_float32(tmp_path) -> None:
 
 
 def test_the_import_command_writes_a_spec_and_its_weights(models, tmp_path) -> None:
-    model, directory, _ = models["llama"]
-    output = tmp_path / "specs" / "llama.yaml"
+    model, directory, _ = models["gpt2"]
+    output = tmp_path / "specs" / "gpt2.yaml"
     done = subprocess.run(
         [sys.executable, "-m", "crosstrain.cli", "import", "hf", str(directory), "--output",
          str(output), "--sequence-length", str(SEQ)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    spec = ct.load_spec(output)
-    assert spec.model.weights == str((tmp_path / "specs" / "llama.safetensors").resolve())
+    spec = ct.load_spec(output)  # the graph and its tie read back from YAML
+    assert spec.model.nodes[-1].tie == "wte"
+    assert spec.model.weights == str((tmp_path / "specs" / "gpt2.safetensors").resolve())
     x = tokens()
     out = ct.predict(spec, None, x, backend="torch")
     assert deviation(out, reference_logits(model, x)) < 1e-4
