@@ -39,7 +39,11 @@ class ReduceLROnPlateau(Callback):
         self.cooldown_counter, self.scale = int(state["cooldown_counter"]), float(state["scale"])
 
     def on_fit_start(self, trainer: Any) -> None:
-        trainer.program.set_lr_scale(self.scale)  # 1.0, or the resumed run's multiplier
+        self._apply(trainer)  # 1.0, or the resumed run's multiplier
+
+    def _apply(self, trainer: Any) -> None:
+        trainer.program.set_lr_scale(self.scale)
+        trainer.lr_scale = self.scale
 
     def _improved(self, value: float) -> bool:
         delta = self.schedule.min_delta
@@ -70,7 +74,7 @@ class ReduceLROnPlateau(Callback):
         lr = self.base_lr * self.scale
         if lr > s.min_lr:
             self.scale = max(lr * s.reduce_by, s.min_lr) / self.base_lr
-            trainer.program.set_lr_scale(self.scale)
+            self._apply(trainer)
             print(
                 f"reduce_on_plateau: {s.monitor} has not improved for {self.wait} epochs; "
                 f"lr {lr:.3g} -> {self.base_lr * self.scale:.3g}",

@@ -136,10 +136,12 @@ def test_reduce_on_plateau_lowers_the_lr_on_every_backend(backend, tmp_path):
     pytest.importorskip(backend.split(":")[-1])
     spec = tiny_spec(
         schedule={"name": "reduce_on_plateau", "factor": 1e-6, "patience": 1, "min_delta": 100},
-        trainer={"max_epochs": 3, "progress": False},
+        trainer={"max_epochs": 3, "progress": False, "callbacks": ["lr_monitor"]},
     )
     seen = _Params()
-    ct.fit(spec, backend=backend, run_dir=tmp_path, callbacks=[seen])
+    result = ct.fit(spec, backend=backend, run_dir=tmp_path, callbacks=[seen])
+    lrs = [row["lr"] for row in result.history]  # lr_monitor sees the multiplier too
+    assert lrs[0] == pytest.approx(spec["optimizer"]["lr"]) and lrs[2] < 1e-7, lrs
     p1, p2, p3 = seen.params
     moved = [sum(float(np.abs(b[k] - a[k]).sum()) for k in a) for a, b in ((p1, p2), (p2, p3))]
     assert moved[1] < 1e-3 * moved[0], moved

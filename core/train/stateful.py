@@ -38,10 +38,17 @@ def _recurrent_layers(layers: Any) -> Iterator[Any]:
         yield from _recurrent_layers(layer.children())
 
 
+def _model_layers(model: Any) -> list[Any]:
+    """The layers of a chain (`layers:`) or of a graph's nodes (`nodes:`)."""
+    if model.layers is not None:
+        return list(model.layers)
+    return [node.layer for node in model.nodes or () if node.layer is not None]
+
+
 def attach(spec: Any) -> None:
     """Sets the state's batch size on every recurrent layer of a stateful spec (validation)."""
     if spec.trainer.stateful and spec.model is not None:
-        for layer in _recurrent_layers(spec.model.layers):
+        for layer in _recurrent_layers(_model_layers(spec.model)):
             layer.carry_state(spec.data.batch_size)
 
 
@@ -51,7 +58,7 @@ def spec_issues(spec: Any) -> list[tuple[str, str]]:
     if not mode:
         return []
     issues = []
-    if spec.model is not None and not any(_recurrent_layers(spec.model.layers)):
+    if spec.model is not None and not any(_recurrent_layers(_model_layers(spec.model))):
         issues.append(("trainer.stateful", "the model has no LSTM or GRU whose state to carry"))
     if spec.data.shuffle:
         issues.append(
