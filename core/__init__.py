@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from crosstrain.api import build, evaluate, explain, fit, generate, lr_find, predict
     from crosstrain.checkpoint.format import CanonicalState
     from crosstrain.data.batches import Batches
-    from crosstrain.nn import layers, losses, metrics, optim, optimizers
+    from crosstrain.nn import layers, losses, metrics, optim, optimizers, schedules
     from crosstrain.nn.pretrained import from_pretrained
     from crosstrain.plugin.hookspecs import hookimpl, hookspec
     from crosstrain.plugin.protocol import Backend, Capabilities, Program, RunEnv
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         register_loss,
         register_metric,
         register_optimizer,
+        register_schedule,
     )
     from crosstrain.spec.module import Module
     from crosstrain.spec.schema import Spec, load_spec
@@ -65,8 +66,9 @@ _LAZY = {
     "register_metric": "plugin.registry", "register_callback": "plugin.registry",
     "register_logger": "plugin.registry", "register_data_source": "plugin.registry",
     "register_optimizer": "plugin.registry", "optimizers": "nn.optimizers",
+    "register_schedule": "plugin.registry", "schedules": "nn.schedules",
 }  # fmt: skip
-_SUBMODULES = {"layers", "losses", "metrics", "optim", "optimizers"}
+_SUBMODULES = {"layers", "losses", "metrics", "optim", "optimizers", "schedules"}
 """Public names imported on first use, so `import crosstrain` stays cheap (numpy and pydantic
 load with the first spec, not with the package)."""
 
@@ -131,5 +133,7 @@ __all__ = [
     "register_loss",
     "register_metric",
     "register_optimizer",
+    "register_schedule",
+    "schedules",
     "summary",
 ]

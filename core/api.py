@@ -26,6 +26,7 @@ from crosstrain.train.rundir import (  # noqa: F401 (find_checkpoint, write_run_
     find_checkpoint,
     locked_run_dir,
     run_directory,
+    run_target,
     write_run_files,
     write_tokenizer,
 )
@@ -396,38 +397,22 @@ def generate(
     *,
     spec: Any = None,
 ) -> str:
-    """Text from a language model's checkpoint: `prompt` followed by `max_new_tokens` tokens,
-    each sampled from the logits at the last position (`crosstrain.train.generate`: seeded;
-    `temperature` 0 is greedy and gives the same text on every backend; `top_k` keeps the k
-    likeliest). No key-value cache: each token recomputes the window, cropped to block_size.
-    The tokenizer is the one stored with the checkpoint (text sources save it).
-
-    `target` is a spec (as `fit` takes it) or a run directory (`runs/<name>/<time>/`: its
-    `spec.yaml`); `checkpoint` a step-N directory, a run directory or `latest` (default: the
-    run directory given as `target`, else `latest`).
+    """Text from a language model's checkpoint: `prompt` and `max_new_tokens` tokens sampled
+    after it (`crosstrain.train.generate`: seeded; `temperature` 0 is greedy, the same on every
+    backend; `top_k` keeps the k likeliest). No key-value cache: each token recomputes the
+    window, cropped to block_size. `target`: a spec or a run directory (its `spec.yaml`);
+    `checkpoint`: step-N, a run directory or `latest` (default: the run given, else latest).
 
     Example:
         >>> generate("examples/char_gpt.yaml", "latest", prompt="The ", max_new_tokens=50)  # doctest: +SKIP
     """
-    from crosstrain.train.generate import find_tokenizer, generate_ids, generation_window
+    from crosstrain.train.generate import generate_text
 
     target, checkpoint = run_target(target, checkpoint)
     trainer, path, _, meta = _load_checkpoint(target, checkpoint, backend, spec)
-    block = generation_window(trainer.spec)
-    tokenizer = find_tokenizer(meta, path, trainer.spec)
-    ids = tokenizer.encode(prompt)
-    new = generate_ids(
-        trainer.program, ids, block, max_new_tokens, temperature, top_k, seed, tokenizer.vocab_size
+    return generate_text(
+        trainer.program, trainer.spec, meta, path, prompt, max_new_tokens, temperature, top_k, seed
     )
-    return tokenizer.decode(ids + new)
-
-
-def run_target(target: Any, checkpoint: str | Path | None) -> tuple[Any, str | Path]:
-    """`(spec, checkpoint)` of an inference call: a run directory as `target` stands for its
-    `spec.yaml` and, when no checkpoint is named, its latest checkpoint."""
-    if isinstance(target, (str, Path)) and (Path(target) / "spec.yaml").is_file():
-        return Path(target) / "spec.yaml", Path(target) if checkpoint is None else checkpoint
-    return target, "latest" if checkpoint is None else checkpoint
 
 
 def lr_find(

@@ -1,4 +1,4 @@
-"""The built-in vocabulary (layers, optimizers, losses, metrics, loggers) and the callbacks of a fit."""
+"""The built-in vocabulary (layers, optimizers, schedules, losses, metrics, loggers) and the callbacks of a fit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from crosstrain.nn.layers import BUILTIN_LAYERS
 from crosstrain.nn.losses import BUILTIN_LOSSES
 from crosstrain.nn.metrics import BUILTIN_METRICS
 from crosstrain.nn.optimizers import BUILTIN_OPTIMIZERS
+from crosstrain.nn.schedules import BUILTIN_SCHEDULES
 from crosstrain.plugin.hookspecs import hookimpl
 
 
@@ -22,6 +23,12 @@ def crosstrain_add_layers(registry: Any) -> None:
 def crosstrain_add_optimizers(registry: Any) -> None:
     for cls in BUILTIN_OPTIMIZERS:
         registry.optimizers.add(cls)
+
+
+@hookimpl
+def crosstrain_add_schedules(registry: Any) -> None:
+    for cls in BUILTIN_SCHEDULES:
+        registry.schedules.add(cls)
 
 
 @hookimpl
@@ -65,6 +72,10 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
         callbacks.append(checkpoints)
         if trainer.checkpoint.every_n_steps or trainer.checkpoint.every_minutes:
             callbacks.append(StepCheckpoint(checkpoints))  # a per-step hook only when asked
+    if spec.schedule is not None and spec.schedule.metric_driven:
+        from .plateau import ReduceLROnPlateau
+
+        callbacks.append(ReduceLROnPlateau(spec.schedule, spec.optimizer.lr))
     if trainer.early_stopping is not None:
         callbacks.append(EarlyStopping(trainer.early_stopping))
     named = get_registry().callbacks

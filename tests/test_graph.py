@@ -124,7 +124,96 @@ def test_graph_trains_the_same_on_torch_and_jax() -> None:
     assert torch_losses[-1] < torch_losses[0]
 
 
-def test_graph_trains_the_same_on_keras_jax() -> None:
+TIED = [
+    {"name": "tok", "type": "Embedding", "vocab_size": 11, "dim": 4},
+    {"name": "block", "type": "Dense", "units": 4, "activation": "tanh"},
+    {"name": "again", "shares": "block"},
+    {"name": "norm", "type": "LayerNorm"},
+    {"name": "head", "type": "Dense", "units": 11, "tie": "tok", "use_bias": False},
+]
+
+
+def tied_fit(backend: str, run_dir: str | bool = False) -> tuple[list[float], list[str]]:
+    """Losses and canonical parameter names of a tied-embedding model with a shared block."""
+    spec = graph_spec(TIED, input_shape=[6])
+    spec["data"]["batch_size"] = 8
+    if run_dir:
+        del spec["trainer"]["checkpoint"]  # the default policy: a checkpoint at the end
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 11, (32, 6))
+    result = ct.fit(spec, backend=backend, data=(x, (x + 1) % 11), run_dir=run_dir)
+    return [float(h["train_loss"]) for h in result.history], sorted(result.state.params)
+
+
+def test_shared_and_tied_nodes_own_one_copy(tmp_path) -> None:
+    pytest.importorskip("jax")
+    spec = ct.load_spec(graph_spec(TIED, input_shape=[6]))
+    assert list(param_specs(spec.model)) == [
+        "tok/embeddings",
+        "block/kernel",
+        "block/bias",
+        "norm/gamma",
+        "norm/beta",
+    ]
+    params = init_params(spec.model, 0)
+    x = np.arange(12).reshape(2, 6) % 11
+    h = np.tanh(
+        np.tanh(params["tok/embeddings"][x] @ params["block/kernel"]) @ params["block/kernel"]
+    )
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(
+        forward(spec.model, params, x), h @ params["tok/embeddings"].T, rtol=1e-4, atol=1e-6
+    )
+    torch_losses, names = tied_fit("torch", str(tmp_path))
+    assert names == ["block/bias", "block/kernel", "norm/beta", "norm/gamma", "tok/embeddings"]
+    jax_losses, _ = tied_fit("jax")
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=1e-5)
+    assert torch_losses[-1] < torch_losses[0]
+    from crosstrain.checkpoint.format import latest_checkpoint, read_checkpoint
+
+    found = [latest_checkpoint(p) for p in tmp_path.rglob("checkpoints")]
+    state, _ = read_checkpoint(next(p for p in found if p is not None))
+    assert sorted(state.params) == names  # the embedding table is stored once
+
+
+def keras_results(backend: str) -> dict:
+    """Every graph of these tests trained on one Keras engine (one interpreter per engine)."""
+    from test_graph_inputs import tabular_losses
+
+    return {
+        "graph": graph_losses(backend),
+        "tabular": tabular_losses(backend),
+        "tied": tied_fit(backend),
+    }
+
+
+def test_graphs_train_the_same_on_keras_jax() -> None:
+    """The chain-like graph, the two-input model and the tied model give torch's losses."""
     pytest.importorskip("keras")
-    keras_losses = call_in_fresh_python("test_graph", "graph_losses", "keras:jax")
-    np.testing.assert_allclose(keras_losses, graph_losses("torch"), rtol=1e-5)
+    from test_graph_inputs import tabular_losses
+
+    found = call_in_fresh_python("test_graph", "keras_results", "keras:jax")
+    np.testing.assert_allclose(found["graph"], graph_losses("torch"), rtol=1e-5)
+    np.testing.assert_allclose(found["tabular"], tabular_losses("torch"), rtol=1e-5)
+    losses, names = tied_fit("torch")
+    assert found["tied"][1] == names
+    np.testing.assert_allclose(found["tied"][0], losses, rtol=1e-5)
+
+
+def test_shares_and_tie_errors() -> None:
+    dense = {"type": "Dense", "units": 3}
+    assert "model.nodes[1].shares" in _error([{"name": "a", **dense}, {"name": "b", "shares": "z"}])
+    message = _error([{"name": "a", **dense}, {"name": "b", **dense, "tie": "a"}])
+    assert "model.nodes[1].tie: node 'b': 'a' is not an earlier Embedding node" in message
+    emb = {"name": "e", "type": "Embedding", "vocab_size": 5, "dim": 3}
+    message = _error([emb, {"name": "h", "type": "Dense", "units": 4, "tie": "e"}], input_shape=[2])
+    assert "vocab_size 5" in message
+
+
+def test_torch_program_export_of_a_graph(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    program = ct.build(graph_spec(), backend="torch")
+    path = program.export(tmp_path / "graph.pt2", "torch-program")
+    x = graph_data(3)[0]
+    out = torch.export.load(str(path)).module()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(out, program.predict_step((x, None)), rtol=1e-5)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT, call_in_fresh_python
 from crosstrain.api import find_checkpoint
+from crosstrain.cli.generate import DESCRIPTION
 from crosstrain.cli.main import main
 from crosstrain.data.arrays import memory_mapped
 from crosstrain.data.tokenizers import CharTokenizer
@@ -212,6 +213,7 @@ def test_sampling_is_seeded_and_the_command_prints_it(trained: Any, capsys: Any)
     code = main(["generate", str(run), "--prompt", "to", "--max-new-tokens", "20",
                  "--temperature", "1.5", "--top-k", "5", "--seed", "1", "-q"])  # fmt: skip
     assert code == 0 and capsys.readouterr().out.strip() == one.strip()
+    assert "no key-value cache" in DESCRIPTION  # what `crosstrain generate --help` says
     with pytest.raises(DataError, match="'Z' is not in the vocabulary"):
         ct.generate(spec, checkpoint, prompt="Z", backend="torch")
     bidirectional = json.loads(json.dumps(spec))

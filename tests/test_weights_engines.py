@@ -1,8 +1,8 @@
 """Frozen layers and a torch state_dict on Keras's torch engine (frozen weights there are torch
 tensors without `requires_grad`), in a fresh interpreter (one Keras engine per process).
-keras:tensorflow is covered in process by test_given_weights and test_frozen_layers; the same
-check passes on keras:jax (`-k jax` after adding it to the list; left out to keep the suite
-short)."""
+keras:tensorflow is covered in process by test_given_weights and test_frozen_layers. The same
+check passes with `"jax"` added to the engines below; it is left out to keep the suite short
+(a fresh interpreter costs about 20 s of CPU)."""
 
 from __future__ import annotations
 

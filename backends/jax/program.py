@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
+from crosstrain.data.arrays import Inputs
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
@@ -40,6 +41,7 @@ from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.train.stateful import state_names
 from flax import nnx
 
 from . import state as state_io
@@ -95,6 +97,8 @@ class JaxProgram(Program):
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._frozen = frozen_params(spec.model)
+        self._carried = frozenset(state_names(spec))
+        self._stateful = bool(self._carried)
         self._uses_rng = model.uses_rng
         self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
         self.slots = spec.optimizer.slot_names()
@@ -138,15 +142,16 @@ class JaxProgram(Program):
             params = {n: p.astype(dtype) for n, p in params.items()}
             # frozen parameters compute like the others; their stored values stay float32
             given = {n: r.astype(dtype) if n in self._frozen else r for n, r in rest.items()}
-            if jnp.issubdtype(x.dtype, jnp.floating):
-                x = x.astype(dtype)
+            x = jax.tree.map(  # a graph's several inputs are a tuple
+                lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, x
+            )
         model = nnx.merge(
             self.graphdef, nest(params, self._param_paths), nest(given, self._rest_paths)
         )
         out = model(x, train=train, key=key)
         new_rest = (  # frozen parameters (`trainable: false`) are rest too, and kept as they are
             {**rest, **unnest(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), self._rest_names)}
-            if train
+            if train or self._stateful
             else rest
         )
         return out.astype(jnp.float32), new_rest
@@ -191,6 +196,12 @@ class JaxProgram(Program):
             new["calls"] = carry["calls"] + forwards
         return new
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): one
+        scalar of the carry, so the compiled steps stay as they are."""
+        value = self.placement.put_state(np.float32(scale))
+        self.carry = {**self.carry, "opt": {**self.carry["opt"], "lr_scale": value}}
+
     def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
         grads, rest, report = self._grads(carry, carry["rest"], x, y, self._step_key(carry))
         if self._grad_norm:  # the norm before clipping; XLA shares it with the clip's own norm
@@ -228,11 +239,14 @@ class JaxProgram(Program):
         return jax.lax.scan(lambda c, batch: self._train_body(c, *batch), carry, (xs, ys))
 
     def _eval_body(self, params: dict[str, Any], rest: dict[str, Any], x: Any, y: Any) -> Any:
-        out, _ = self._apply(params, rest, x, False, None)
-        return self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
+        out, new_rest = self._apply(params, rest, x, False, None)
+        report = self._report(self._loss(array_api_compat.array_namespace(out), out, y), out, y)
+        return (report, new_rest) if self._stateful else report  # `trainer.stateful`
 
     def predict_function(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
-        """The pure inference forward that `predict_step` jits (and `export.py` exports)."""
+        """The pure inference forward that `predict_step` jits (and `export.py` exports); a
+        stateful model's carried states read as zeros (a prediction is stateless)."""
+        rest = {n: jnp.zeros_like(v) if n in self._carried else v for n, v in rest.items()}
         return self._apply(params, rest, x, False, None)[0]
 
     # -- compiled entry points -------------------------------------------------------------
@@ -240,6 +254,11 @@ class JaxProgram(Program):
     def _call(self, kind: str, state: tuple[Any, ...], batch: tuple[Any, Any]) -> Any:
         first, second = batch
         place = self._compiled.global_batch
+        if isinstance(first, Inputs):  # a graph's several inputs: a tuple pytree
+            rows = first.arrays[0].shape[1 if kind == "scan" else 0]
+            fn, sharding = self._compiled.step(kind, rows)
+            placed = tuple(place(a, sharding) for a in first.arrays)
+            return fn(*state, placed, place(second, sharding))
         if isinstance(first, DeviceData):
             rows = np.asarray(second, np.int32)
             fn, sharding = self._compiled.step(kind, rows.shape[-1], cached=True)
@@ -280,14 +299,22 @@ class JaxProgram(Program):
         return reports
 
     def eval_step(self, batch: tuple[Any, Any]) -> Any:
-        """Loss and metrics on a batch without an update or dropout."""
-        return self._call("eval", (self.carry["params"], self.carry["rest"]), batch)
+        """Loss and metrics on a batch without an update or dropout (a stateful model's
+        recurrent states advance)."""
+        report = self._call("eval", (self.carry["params"], self.carry["rest"]), batch)
+        if self._stateful:
+            report, rest = report
+            self.carry = {**self.carry, "rest": rest}
+        return report
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
         fn, sharding = self._compiled.step("predict", len(x))
-        x = self._compiled.global_batch(x, sharding)
+        if isinstance(x, Inputs):
+            x = tuple(self._compiled.global_batch(a, sharding) for a in x.arrays)
+        else:
+            x = self._compiled.global_batch(x, sharding)
         out = fn(self.carry["params"], self.carry["rest"], x)
         return np.asarray(jax.device_get(out))
 

@@ -70,6 +70,9 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
+        self.lr_scale = self.add_variable(
+            shape=(), initializer="ones", dtype="float32", name="lr_scale"
+        )
         self.param_info = [self._params.get(id(v), (v.path, tuple(v.shape))) for v in variables]
         self.slots = {s: [] for s in self.slot_names}
         for variable, (_, shape) in zip(variables, self.param_info, strict=True):
@@ -120,6 +123,8 @@ class SpecOptimizer(keras.optimizers.Optimizer):
     def _backend_update_step(
         self, grads: list[Any], variables: list[Any], learning_rate: Any
     ) -> None:
+        # the multiplier a metric-driven schedule sets (`Program.set_lr_scale`)
+        learning_rate = learning_rate * ops.convert_to_tensor(self.lr_scale)
         if keras.backend.backend() != "torch":
             super()._backend_update_step(grads, variables, learning_rate)
             return

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
+from crosstrain.data.arrays import Inputs
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
+from crosstrain.train.stateful import state_names
 
 from . import state as state_io
 from .device import (
@@ -31,7 +33,8 @@ from .device import (
     use_engine,
 )
 from .model import build_model
-from .optim import make_optimizer
+from .optim import inner, make_optimizer
+from .recurrent import CarriedState
 from .steps import make_steps
 from .xp import namespace
 
@@ -98,6 +101,7 @@ class KerasProgram(Program):
                 spec.trainer.compile,
                 self._grad_norm,
             )
+            self._steps.stateful = bool(state_names(spec))
 
     def _scope(self) -> ExitStack:
         stack = ExitStack()
@@ -117,7 +121,9 @@ class KerasProgram(Program):
         rows = ops.cast(ops.shape(out)[0], "float32")
         return loss, ops.stack([rows, *(ops.cast(v, "float32") for v in values)])
 
-    def _host(self, array: Any) -> np.ndarray:
+    def _host(self, array: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        if isinstance(array, Inputs):  # a graph's several inputs, in input order
+            return tuple(self._host(part) for part in array.arrays)
         array = np.asarray(array)
         if array.dtype.kind in "iu" and array.dtype != self._int_dtype:
             return array.astype(self._int_dtype)
@@ -156,8 +162,12 @@ class KerasProgram(Program):
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
-        with self._scope():
-            return self._steps.predict(self._host(predict_inputs(batch)))
+        CarriedState.predicting = True  # a prediction is stateless (`trainer.stateful`)
+        try:
+            with self._scope():
+                return self._steps.predict(self._host(predict_inputs(batch)))
+        finally:
+            CarriedState.predicting = False
 
     def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
@@ -178,6 +188,14 @@ class KerasProgram(Program):
         self._steps.sync_out()
         with self._scope():
             state_io.set_state(self, state)
+        self._steps.sync_in()
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): an
+        optimizer variable, so the compiled steps stay as they are."""
+        self._steps.sync_out()
+        with self._scope():
+            inner(self.optimizer).lr_scale.assign(float(scale))
         self._steps.sync_in()
 
     def export(self, path: str | Path, format: str = "keras") -> Path:

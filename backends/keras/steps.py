@@ -38,6 +38,9 @@ class Steps:
 
     grad_norm = False
     """Train steps append the gradient norm to their report (set by `make_steps`)."""
+    stateful = False
+    """Evaluation keeps the non-trainable state it computes (`trainer.stateful`: the carried
+    recurrent states advance); set by the program."""
 
     def __init__(
         self, model: Any, optimizer: Any, objective: Objective, compile_hint: bool = False
@@ -179,8 +182,11 @@ class JaxSteps(Steps):
         return reports
 
     def _eval_body(self, trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
-        out, _ = self.model.stateless_call(trainable, non_trainable, x, training=False)
-        return self.objective(out, y)[1]
+        out, new_non_trainable = self.model.stateless_call(
+            trainable, non_trainable, x, training=False
+        )
+        report = self.objective(out, y)[1]
+        return (report, new_non_trainable) if self.stateful else report
 
     def _predict_body(self, trainable: Any, non_trainable: Any, x: Any) -> Any:
         out, _ = self.model.stateless_call(trainable, non_trainable, x, training=False)
@@ -212,7 +218,11 @@ class JaxSteps(Steps):
         return reports
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> Any:
-        return self._eval(self.state[0], self.state[1], self._shard(x), self._shard(y))
+        report = self._eval(self.state[0], self.state[1], self._shard(x), self._shard(y))
+        if self.stateful:
+            report, non_trainable = report
+            self.state = (self.state[0], non_trainable, self.state[2])
+        return report
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(self.state[0], self.state[1], self._shard(x)))

@@ -24,6 +24,8 @@ class TorchSteps(Steps):
         self.torch = torch
 
     def _tensor(self, array: np.ndarray) -> Any:
+        if isinstance(array, tuple):  # a graph's several inputs
+            return tuple(ops.convert_to_tensor(part) for part in array)
         return ops.convert_to_tensor(array)
 
     def train(self, x: np.ndarray, y: np.ndarray) -> Any:

@@ -191,19 +191,20 @@ class LrSchedule:
         schedule: Any,
         total_steps: int | None,
     ):
-        self.optimizer, self.base_lr = optimizer, base_lr
+        self.optimizer, self.base_lr, self.scale = optimizer, base_lr, 1.0
         self.schedule = checked_schedule(schedule)
         self.total_steps = schedule_length(total_steps)
 
     def lr(self, step: int) -> float:
-        """The rate of the update after `step` updates."""
+        """The rate of the update after `step` updates (times `scale`, a metric-driven
+        multiplier: `Program.set_lr_scale`)."""
         if self.schedule is None:
-            return self.base_lr
-        return self.base_lr * self.schedule.factor(step, self.total_steps)
+            return self.base_lr * self.scale
+        return self.base_lr * self.scale * self.schedule.factor(step, self.total_steps)
 
     def apply(self, step: int) -> None:
         """Writes the rate for the update after `step` updates into every parameter group."""
-        if self.schedule is None:
+        if self.schedule is None and self.scale == 1.0:
             return
         lr = self.lr(step)
         for group in self.optimizer.param_groups:

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from crosstrain.checkpoint.format import CanonicalState
 from crosstrain.checkpoint.weights import initial_params
+from crosstrain.data.arrays import Inputs
 from crosstrain.errors import UnsupportedFeature
+from crosstrain.nn.graph import graph_inputs
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -35,6 +37,7 @@ from .device import (
 from .losses import native_loss
 from .model import DropoutKey, ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
+from .recurrent import predicting
 from .state import load_params, trainable, whole
 
 StepOutput = tuple[Any, ...]
@@ -178,7 +181,13 @@ class TorchProgram(Program):
             return array.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
         return np.asarray(array).dtype.kind in "iu"
 
-    def _inputs(self, x: Any) -> torch.Tensor:
+    def _inputs(self, x: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if isinstance(x, Inputs):  # a graph's several inputs, each in its declared dtype
+            kinds = [i.dtype for i in graph_inputs(self.spec.model).values()]
+            return tuple(
+                self._move(a, torch.int64 if kind == "int64" else self.policy.param_dtype)
+                for a, kind in zip(x.arrays, kinds, strict=True)
+            )
         dtype = self._input_dtype
         if dtype is None:
             dtype = torch.int64 if self._is_integer(x) else self.policy.param_dtype
@@ -271,6 +280,10 @@ class TorchProgram(Program):
             torch._foreach_mul_(grads, 1.0 / total)
         return self._update(self._merged(outputs))
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`)."""
+        self.schedule.scale = float(scale)
+
     def _backward(self, objective: torch.Tensor) -> None:
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
@@ -327,7 +340,7 @@ class TorchProgram(Program):
         """Model outputs (numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
         self._mode(False)
-        with torch.no_grad(), self.policy.autocast(self.device):
+        with torch.no_grad(), self.policy.autocast(self.device), predicting():
             out = self.native_model(self._inputs(x))
         if out.dtype in (torch.bfloat16, torch.float16):
             out = out.float()

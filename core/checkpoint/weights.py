@@ -368,7 +368,7 @@ def _as_float32(name: str, array: np.ndarray, field: str) -> np.ndarray:
     return np.asarray(array, np.float32)
 
 
-def load_given(model: Any, seed: int) -> dict[str, np.ndarray]:
+def load_given(model: Any) -> dict[str, np.ndarray]:
     """The parameters `model.weights` or `model.init_from` gives, canonical name → float32
     (empty when neither is set). `weights` must fit exactly; `init_from` gives what fits."""
     from crosstrain.nn.model import param_specs
@@ -432,7 +432,7 @@ def initial_params(model: Any, seed: int, core_only: bool = False) -> dict[str, 
     only the given weights and the parameters whose initialiser the backend cannot draw."""
     from crosstrain.nn.model import core_drawn, init_params, param_specs
 
-    given = load_given(model, seed)
+    given = load_given(model)
     wanted = set(core_drawn(model)) if core_only else set(param_specs(model))
     names = wanted - set(given)
     merged = {**(init_params(model, seed, names) if names else {}), **given}

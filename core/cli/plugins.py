@@ -14,6 +14,7 @@ REGISTRATION_TABLES = (
     "backends",
     "layers",
     "optimizers",
+    "schedules",
     "losses",
     "metrics",
     "data_sources",

@@ -34,24 +34,11 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     schema = Spec.model_json_schema(schema_generator=Generator)
     registry = registry or get_registry()
     definitions = schema.setdefault("$defs", {})
-    optimizers = {name: registry.optimizers.get(name) for name in registry.optimizers.names()}
-    if optimizers:
-        _, found = models_json_schema(
-            [(cls, "validation") for cls in optimizers.values()],
-            schema_generator=Generator,
-            ref_template="#/$defs/{model}",
-        )
-        for name, definition in found.get("$defs", {}).items():
-            definitions.setdefault(name, definition)
-        schema["properties"]["optimizer"] = {
-            "default": schema["properties"]["optimizer"].get("default"),
-            "discriminator": {
-                "mapping": {n: f"#/$defs/{c.__name__}" for n, c in optimizers.items()},
-                "propertyName": "name",
-            },
-            "oneOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in optimizers.values()],
-            "title": "Optimizer",
-        }
+    for field, table, nullable in (
+        ("optimizer", registry.optimizers, False),
+        ("schedule", registry.schedules, True),
+    ):
+        _spell_out(schema, field, {n: table.get(n) for n in table.names()}, nullable, Generator)
     layer_classes = [registry.layers.get(name) for name in registry.layers.names()]
     if not layer_classes:
         return schema
@@ -72,6 +59,39 @@ def spec_json_schema(registry: Registry | None = None) -> dict[str, Any]:
             if isinstance(option, dict) and option.get("items") == {}:
                 option["items"] = {"$ref": "#/$defs/AnyLayer"}
     return schema
+
+
+def _spell_out(
+    schema: dict[str, Any], field: str, classes: dict[str, type], nullable: bool, generator: Any
+) -> None:
+    """`schema.properties[field]` as a `name`-discriminated choice of the registered classes."""
+    from pydantic.json_schema import models_json_schema
+
+    if not classes:
+        return
+    _, found = models_json_schema(
+        [(cls, "validation") for cls in classes.values()],
+        schema_generator=generator,
+        ref_template="#/$defs/{model}",
+    )
+    definitions = schema.setdefault("$defs", {})
+    for name, definition in found.get("$defs", {}).items():
+        definitions.setdefault(name, definition)
+    choice = {
+        "discriminator": {
+            "mapping": {n: f"#/$defs/{c.__name__}" for n, c in classes.items()},
+            "propertyName": "name",
+        },
+        "oneOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in classes.values()],
+    }
+    if nullable:
+        choice = {"anyOf": [choice, {"type": "null"}]}
+    before = schema["properties"][field]
+    schema["properties"][field] = {
+        **choice,
+        "default": before.get("default"),
+        "title": field.capitalize(),
+    }
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

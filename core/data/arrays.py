@@ -87,6 +87,49 @@ def check_array_kinds(data: Any, where: str) -> None:
         )
 
 
+class Inputs:
+    """The inputs of a model with several (`model.inputs`): one array per input, sample axis
+    first, in the model's input order. Rows are taken from every array at once (`x[rows]`,
+    `len(x)`), so data sets, splits and batches of several inputs work as those of one array;
+    a Program receives `Inputs` as a batch's `x` and reads `.arrays`.
+    """
+
+    def __init__(self, arrays: Any):
+        self.arrays = tuple(a if hasattr(a, "shape") else np.asarray(a) for a in arrays)
+        sizes = {len(a) for a in self.arrays}
+        if len(sizes) > 1:
+            raise ValueError(f"the input arrays have different numbers of samples: {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, rows: Any) -> Inputs:
+        return Inputs(tuple(a[rows] for a in self.arrays))
+
+    def reshape(self, group: int, *_: Any) -> Inputs:
+        """K batches stacked on a leading axis (`steps_per_execution`), each array alike."""
+        return Inputs(tuple(a.reshape(group, -1, *a.shape[1:]) for a in self.arrays))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self),)
+
+    def __repr__(self) -> str:
+        return f"Inputs({', '.join(str(tuple(a.shape)) for a in self.arrays)})"
+
+
+def as_inputs_of(model: Any, x: Any, where: str) -> Any:
+    """`x` given for a graph model with several inputs (a dict by input name, a tuple or list
+    in input order) as `Inputs`; anything else as is."""
+    if model is None or not model.is_graph or not isinstance(x, (dict, tuple, list, Inputs)):
+        return x
+    if isinstance(x, Inputs):
+        return x
+    from crosstrain.nn.graph import as_input_tuple
+
+    return Inputs(as_input_tuple(model, x, where))
+
+
 @dataclass
 class ArrayData:
     """Inputs and targets as numpy arrays with the sample axis first.
@@ -110,8 +153,13 @@ class ArrayData:
     for views that would grow when copied (token windows over one token file)."""
 
     def __post_init__(self) -> None:
-        self.x, self.y = host_numpy(self.x), host_numpy(self.y)
-        for name in ("x", "y"):
+        several = isinstance(self.x, Inputs)  # a graph's several inputs
+        if several:
+            self.x = Inputs(tuple(host_numpy(a) for a in self.x.arrays))
+        else:
+            self.x = host_numpy(self.x)
+        self.y = host_numpy(self.y)
+        for name in ("y",) if several else ("x", "y"):
             array = getattr(self, name)
             if array.ndim == 0:
                 raise DataError(
@@ -170,6 +218,10 @@ def check_finite_rows(
     rows (a drawn batch), so the error names the row of the data set."""
     from crosstrain.errors import DataError
 
+    if isinstance(array, Inputs):
+        for part in array.arrays:
+            check_finite_rows(part, name, where, rows)
+        return
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.inexact):
         return
     for start in range(0, len(array), FINITE_CHECK_ROWS):
@@ -227,15 +279,16 @@ def batch_slices(n: int, batch_size: int, drop_last: bool) -> list[slice]:
     return [slice(i, min(i + batch_size, stop)) for i in range(0, stop, batch_size)]
 
 
-def as_array_data(data: Any, where: str) -> ArrayData:
-    """`(x, y)` tuples, dicts with `x`/`y`, or ArrayData to ArrayData; errors name `where`."""
+def as_array_data(data: Any, where: str, model: Any = None) -> ArrayData:
+    """`(x, y)` tuples, dicts with `x`/`y`, or ArrayData to ArrayData; errors name `where`.
+    For a graph `model`, `x` may be a dict of arrays by input name or a tuple in input order."""
     if isinstance(data, ArrayData):
         return data
     pair = None
     if isinstance(data, dict) and {"x", "y"} <= set(data):
-        pair = data["x"], data["y"]
+        pair = as_inputs_of(model, data["x"], where), data["y"]
     elif isinstance(data, (tuple, list)) and len(data) == 2:
-        pair = data[0], data[1]
+        pair = as_inputs_of(model, data[0], where), data[1]
     if pair is not None:
         try:
             return ArrayData(*pair)

@@ -213,12 +213,27 @@ def _is_arrays(data: Any) -> bool:
     return False
 
 
+def _graph_arrays(data: Any, spec: Spec) -> bool:
+    """`(x, y)` for a graph model whose `x` is a dict of arrays by input name or a tuple of
+    arrays in input order (arrays, not two batches)."""
+    model = getattr(spec, "model", None)
+    if model is None or not model.is_graph or not isinstance(data, (tuple, list)) or len(data) != 2:
+        return False
+    x, y = data
+    parts = list(x.values()) if isinstance(x, dict) else x
+    return (
+        isinstance(x, (dict, tuple, list))
+        and all(hasattr(p, "shape") for p in parts)
+        and hasattr(y, "shape")
+    )
+
+
 def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
     """`data` as a `Batches` stream, or None when it is arrays (handled by `as_array_data`)."""
     from crosstrain.plugin.registry import get_registry
 
     if not isinstance(data, Batches):
-        if _is_arrays(data):
+        if _is_arrays(data) or _graph_arrays(data, spec):
             return None
         adapters = get_registry().data_adapters
         adapter = next(
@@ -242,7 +257,27 @@ def as_batches(data: Any, where: str, spec: Spec) -> Batches | None:
 def as_inputs(data: Any, where: str, spec: Spec) -> Batches | np.ndarray:
     """Prediction inputs: an array (or nested lists of numbers) as is; a loader, iterable or
     list of batches (arrays, tuples, dicts) as a `Batches` stream (a list of two arrays is two
-    batches here, not an `(x, y)` pair)."""
+    batches here, not an `(x, y)` pair). A graph model's several inputs: a dict by input name
+    or a tuple in input order, as `Inputs`."""
+    from crosstrain.data.arrays import as_inputs_of
+
+    model = spec.model if spec is not None else None
+    if (
+        model is not None
+        and model.is_graph
+        and (
+            isinstance(data, dict)
+            or (
+                isinstance(data, (tuple, list))
+                and all(hasattr(p, "shape") for p in data)
+                and len(data) == len(model.inputs or [0]) > 1
+            )
+        )
+    ):
+        inputs = as_inputs_of(model, data, where)
+        check_input_shape(inputs, spec, where)
+        check_input_ids(inputs, spec, where)
+        return inputs
     if isinstance(data, (tuple, list)):
         batch_like = all(hasattr(part, "shape") or isinstance(part, (dict, tuple)) for part in data)
         data = Batches(list(data)) if data and batch_like else np.asarray(data)
@@ -294,11 +329,11 @@ def check_streams(spec: Spec, train: Any, val: Any, val_data: Any) -> None:
     schedule = spec.schedule
     if train.length is not None or spec.trainer.max_steps is not None:
         return
-    if schedule is not None and schedule.name in ("cosine", "linear"):
+    if schedule is not None and schedule.needs_run_length():
         raise DataError(
             f"data: the number of batches per epoch is unknown (the loader has no len()), so the "
-            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps or "
-            "wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
+            f"{schedule.name!r} schedule cannot know the run's length; set trainer.max_steps, "
+            "the schedule's decay_steps where it has one, or wrap the data as crosstrain.data.batches.Batches(data, steps_per_epoch=N)"
         )
 
 
@@ -334,7 +369,8 @@ def as_data(value: Any, where: str, spec: Spec) -> Any:
     """`fit(data=...)`/`val_data` as ArrayData (arrays) or Batches (anything yielding batches)."""
     from crosstrain.data.arrays import as_array_data, check_array_kinds
 
-    data = as_batches(value, where, spec) or as_array_data(value, where)
+    model = spec.model if spec is not None else None
+    data = as_batches(value, where, spec) or as_array_data(value, where, model)
     if not isinstance(data, Batches):
         check_array_kinds(data, where)
         check_input_shape(data.x, spec, where)

@@ -20,9 +20,42 @@ from crosstrain.errors import DataError
 from .targets import host_array, shown
 
 
+def _graph(spec: Any) -> bool:
+    return spec is not None and spec.model is not None and spec.model.is_graph
+
+
+def _named_inputs(array: Any, spec: Any) -> list[tuple[str, Any, Any]]:
+    """`(name, array, InputSpec)` of each model input of a graph in a batch or data set."""
+    from crosstrain.data.arrays import Inputs
+    from crosstrain.nn.graph import graph_inputs
+
+    specs = graph_inputs(spec.model)
+    arrays = array.arrays if isinstance(array, Inputs) else (array,)
+    return list(zip(specs, arrays, specs.values(), strict=False))
+
+
 def check_input_shape(array: Any, spec: Any, where: str) -> None:
     """DataError unless `array` holds samples of `model.input_shape` (skipped without a model
-    spec, as for a native model, or for an array without `shape`)."""
+    spec, as for a native model, or for an array without `shape`); a graph's `Inputs`: each of
+    `model.inputs`."""
+    if _graph(spec):
+        from crosstrain.data.arrays import Inputs
+        from crosstrain.nn.graph import graph_inputs
+
+        named = _named_inputs(array, spec)
+        count = len(array.arrays) if isinstance(array, Inputs) else 1
+        if count != len(graph_inputs(spec.model)):
+            names = list(graph_inputs(spec.model))
+            raise DataError(f"{where}: the model takes the inputs {names}; got {count} array(s)")
+        for name, part, input_spec in named:
+            shape = getattr(part, "shape", None)
+            if shape is not None and tuple(int(n) for n in shape[1:]) != tuple(input_spec.shape):
+                raise DataError(
+                    f"{where}: input {name!r} of shape {tuple(int(n) for n in shape)} holds "
+                    f"samples of shape {tuple(int(n) for n in shape[1:])}, but model.inputs."
+                    f"{name}.shape is {list(input_spec.shape)}"
+                )
+        return
     expected = spec.model.input_shape if spec is not None and spec.model is not None else None
     shape = getattr(array, "shape", None)
     if expected is None or shape is None:
@@ -48,9 +81,23 @@ def first_layer(spec: Any) -> tuple[Any, str] | None:
 
 def takes_ids(spec: Any) -> bool:
     """Whether the model's input is integer ids (`check_input_ids` has something to check)."""
+    if _graph(spec):
+        from crosstrain.nn.graph import graph_inputs
+
+        return any(i.dtype == "int64" for i in graph_inputs(spec.model).values())
     return (
         spec is not None and spec.model is not None and spec.model.resolved_input_dtype == "int64"
     )
+
+
+def _reader(spec: Any, name: str) -> tuple[Any, str] | None:
+    """The layer of a graph that first reads model input `name`, and its path."""
+    from crosstrain.nn.model import plan
+
+    node = next((n for n in plan(spec.model) if name in n.inputs), None)
+    while node is not None and node.children:
+        node = node.children[0]
+    return None if node is None else (node.layer, node.path)
 
 
 def check_input_ids(array: Any, spec: Any, where: str, first: Any = None) -> None:
@@ -59,6 +106,15 @@ def check_input_ids(array: Any, spec: Any, where: str, first: Any = None) -> Non
     `first`: the model's first layer and path, when the caller has worked it out once."""
     if not takes_ids(spec):
         return
+    if _graph(spec):
+        for name, part, input_spec in _named_inputs(array, spec):
+            if input_spec.dtype == "int64":
+                _check_ids(part, f"{where}, input {name!r}", _reader(spec, name))
+        return
+    _check_ids(array, where, first if first is not None else first_layer(spec))
+
+
+def _check_ids(array: Any, where: str, found: Any) -> None:
     x = host_array(array)
     if x is None or x.size == 0 or not np.issubdtype(x.dtype, np.number):
         return
@@ -71,7 +127,6 @@ def check_input_ids(array: Any, spec: Any, where: str, first: Any = None) -> Non
                 f"{where}: input {shown(value)} in row {row} is not an integer id; the model "
                 "takes integer ids (model.input_dtype int64)"
             )
-    found = first if first is not None else first_layer(spec)
     vocab = getattr(found[0], "vocab_size", None) if found is not None else None
     if vocab is None:
         return

@@ -4,7 +4,7 @@ Plugins implement these with `@crosstrain.hookimpl`; a `Callback` subclass gets 
 methods marked automatically. pluggy passes an implementation only the arguments it names,
 so `def on_epoch_end(self, metrics)` is a valid implementation. Unknown hook names fail at
 start-up (`check_pending`). The default behaviour (progress bar, CSV log, checkpoints, early
-stopping, the built-in backends, layers, optimizers, losses and data sources) lives in built-in plugins
+stopping, the built-in backends, layers, optimizers, schedules, losses and data sources) lives in built-in plugins
 registered through these same hooks.
 """
 
@@ -63,6 +63,19 @@ def crosstrain_add_optimizers(registry: Registry) -> None:
             per-parameter `slots` and writes `update` (and `init` when a slot does not start at
             zero) against the array API; every backend runs it in its own compiled step, and
             its slots are the checkpoint's canonical optimizer state.
+    Called by: `registry.build_registry`, once per plugin; a failure marks only that plugin broken.
+    """
+
+
+@hookspec
+def crosstrain_add_schedules(registry: Registry) -> None:
+    """Add learning-rate schedules with `registry.schedules.add(ScheduleClass)`.
+
+    Args:
+        registry: the registry being built. A schedule class subclasses
+            `crosstrain.nn.schedules.Schedule` with `name: Literal["name"]`, writes
+            `_after_warmup(xp, t, steps)` (the lr factor) against the array API and says
+            whether it needs the run's length (`run_length` / `needs_run_length`).
     Called by: `registry.build_registry`, once per plugin; a failure marks only that plugin broken.
     """
 

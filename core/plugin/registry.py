@@ -145,18 +145,26 @@ class LayerTable(NameTable[type]):
         super().add(name or layer_class.model_fields["type"].default, layer_class)
 
 
-class OptimizerTable(NameTable[type]):
-    """Optimizer classes by the name a spec gives them (their `name` field's default)."""
+class ClassTable(NameTable[type]):
+    """Optimizer or schedule classes by the name a spec gives them (their `name` field's
+    default); `base` is the class each must subclass."""
+
+    def __init__(self, kind: str, base: str):
+        super().__init__(kind)
+        self.base = base
 
     def add(self, cls: type, name: str | None = None) -> None:  # type: ignore[override]
-        from crosstrain.nn.optimizers import Optimizer, optimizer_name
-
-        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
-            raise TypeError(f"{cls!r} is not a crosstrain.nn.optimizers.Optimizer subclass")
-        own = optimizer_name(cls)
+        module, _, attr = self.base.rpartition(".")
+        base = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"{cls!r} is not a {self.base} subclass")
+        field = cls.model_fields.get("name")
+        own = field.default if field is not None else None
+        if not isinstance(own, str):
+            raise TypeError(f"{cls.__name__} needs a field `name: Literal['<name>'] = '<name>'`")
         if name is not None and name != own:
             raise ValueError(
-                f"optimizer {cls.__name__} is named {own!r} by its `name`, not {name!r}"
+                f"{self.kind} {cls.__name__} is named {own!r} by its `name`, not {name!r}"
             )
         super().add(own, cls)
 
@@ -177,7 +185,8 @@ class Registry:
         self.pm = pm
         self.backends: NameTable[Any] = NameTable("backend")
         self.layers = LayerTable("layer type")
-        self.optimizers = OptimizerTable("optimizer")
+        self.optimizers = ClassTable("optimizer", "crosstrain.nn.optimizers.Optimizer")
+        self.schedules = ClassTable("schedule", "crosstrain.nn.schedules.Schedule")
         self.losses: NameTable[Any] = NameTable("loss")
         self.metrics: NameTable[Any] = NameTable("metric")
         self.data_sources: NameTable[Any] = NameTable("data source")
@@ -303,6 +312,7 @@ def build_registry(only: list[str] | None = None, blocked: list[str] | None = No
     _call_each(registry, "crosstrain_add_backends", [registry.backends])
     _call_each(registry, "crosstrain_add_layers", [registry.layers])
     _call_each(registry, "crosstrain_add_optimizers", [registry.optimizers])
+    _call_each(registry, "crosstrain_add_schedules", [registry.schedules])
     _call_each(registry, "crosstrain_add_losses", [registry.losses])
     _call_each(registry, "crosstrain_add_metrics", [registry.metrics])
     _call_each(registry, "crosstrain_add_data_sources", [registry.data_sources])
@@ -371,12 +381,26 @@ def register_optimizer(name: str | type[T], cls: type[T] | None = None) -> type[
     Raises:
         ValueError: the name is taken, or differs from the class's own `name`.
     """
+    return _register_class("optimizers", name, cls)
+
+
+def register_schedule(name: str | type[T], cls: type[T] | None = None) -> type[T]:
+    """Adds a learning-rate schedule class (a `crosstrain.nn.schedules.Schedule` subclass)
+    without a plugin, as `register_optimizer` does.
+
+    Raises:
+        ValueError: the name is taken, or differs from the class's own `name`.
+    """
+    return _register_class("schedules", name, cls)
+
+
+def _register_class(table: str, name: Any, cls: Any) -> Any:
     if cls is None:
-        name, cls = None, name  # type: ignore[assignment]
+        name, cls = None, name
     registry = get_registry()
     with registry.owner("runtime"):
-        registry.optimizers.add(cls, name)  # type: ignore[arg-type]
-    return cls  # type: ignore[return-value]
+        getattr(registry, table).add(cls, name)
+    return cls
 
 
 def register_loss(name: str, fn: T) -> T:

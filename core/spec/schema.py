@@ -16,8 +16,9 @@ import yaml
 from crosstrain.data.arrays import DataSpec
 from crosstrain.errors import SpecError, SpecIssue
 from crosstrain.nn.model import ModelSpec
-from crosstrain.nn.optim import Adam, ScheduleSpec
+from crosstrain.nn.optim import Adam
 from crosstrain.nn.optimizers import AnyOptimizer
+from crosstrain.nn.schedules import AnySchedule
 from crosstrain.spec.messages import issues_from_validation_error
 from crosstrain.spec.trainer import (  # noqa: F401 (re-exported: the spec's parts)
     Accelerator,
@@ -34,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 
@@ -98,8 +100,16 @@ class Spec(BaseModel):
     loss: NamedFunction = Field(default_factory=lambda: FunctionSpec(name="cross_entropy"))
     metrics: list[NamedFunction] = Field(default_factory=list)
     optimizer: AnyOptimizer = Field(default_factory=Adam)
-    schedule: ScheduleSpec | None = None
+    schedule: AnySchedule = None
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+
+    @model_validator(mode="after")
+    def _carried_state(self) -> Spec:
+        """`trainer.stateful`: the recurrent layers hold states of `data.batch_size` rows."""
+        from crosstrain.train.stateful import attach
+
+        attach(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON types) that `load_spec` turns back into an equal spec.

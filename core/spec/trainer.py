@@ -231,6 +231,13 @@ class TrainerSpec(BaseModel):
         description="time each phase (data, step, metric pull, callbacks, checkpoint) into "
         "profile.txt and trace training steps 2-21 with the framework's profiler into profile/",
     )
+    stateful: bool | Literal["streams"] = Field(
+        False,
+        description="carry each LSTM/GRU's final state of a batch into the next (truncated "
+        "BPTT; reset at each epoch and evaluation pass, checkpointed): true, row i of batch "
+        "k+1 continues row i of batch k (Keras's stateful=True; needs data.shuffle: false); "
+        "streams, the samples in order are one sequence's windows, cut into batch_size streams",
+    )
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     progress: bool = True

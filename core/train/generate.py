@@ -117,3 +117,25 @@ def generate_ids(
         ids.append(token)
         new.append(token)
     return new
+
+
+def generate_text(
+    program: Any,
+    spec: Any,
+    meta: dict[str, Any],
+    checkpoint: Path,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """`prompt` and its continuation from a program holding `checkpoint`'s state (`meta`: its
+    trainer.json, where the tokenizer is)."""
+    block = generation_window(spec)
+    tokenizer = find_tokenizer(meta, checkpoint, spec)
+    ids = tokenizer.encode(prompt)
+    new = generate_ids(
+        program, ids, block, max_new_tokens, temperature, top_k, seed, tokenizer.vocab_size
+    )
+    return tokenizer.decode(ids + new)

@@ -9,6 +9,7 @@ holds its pid); a second fit on the same directory is refused with a CrosstrainE
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -163,6 +164,14 @@ def newest_checkpoint(candidates: list[Path]) -> Path | None:
     None; a candidate whose trainer.json is unreadable or invalid is skipped with a warning."""
     ordered = [(key, path) for path in candidates if (key := _written_order(path)) is not None]
     return max(ordered, key=lambda item: item[0])[1] if ordered else None
+
+
+def run_target(target: Any, checkpoint: str | Path | None) -> tuple[Any, str | Path]:
+    """`(spec, checkpoint)` of an inference call: a run directory as `target` stands for its
+    `spec.yaml` and, when no checkpoint is named, its latest checkpoint."""
+    if isinstance(target, (str, Path)) and (Path(target) / "spec.yaml").is_file():
+        return Path(target) / "spec.yaml", Path(target) if checkpoint is None else checkpoint
+    return target, "latest" if checkpoint is None else checkpoint
 
 
 def find_checkpoint(spec: Any, resume: str | Path) -> Path:

@@ -23,28 +23,12 @@ from crosstrain.nn.optim import schedule_length
 from crosstrain.plugin.protocol import Program
 from crosstrain.plugin.registry import Registry
 from crosstrain.spec.schema import Spec
-from crosstrain.train import resume
+from crosstrain.train import resume, stateful
 from crosstrain.train.hook_errors import hook_failure, notify_exception, save_before_reporting
 from crosstrain.train.result import FitResult, fit_result  # FitResult: importable from here too
 from crosstrain.train.run_length import RunLength, run_length
 from crosstrain.train.saving import CheckpointSaver
-from crosstrain.train.units import pass_units
-
-
-class _RunningMean:
-    """Weighted means of host metrics over several pulls."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, values: dict[str, float], count: int) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value * count
-        self.count += count
-
-    def means(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
+from crosstrain.train.units import RunningMean, pass_units
 
 
 class Trainer:
@@ -54,7 +38,8 @@ class Trainer:
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
     `tokenizer` (text data's tokenizer record or None), `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
     same value the backend's lr schedule was built with), `schedule_steps` (its length in
-    updates as the schedule uses it), `should_stop` (set it in `on_epoch_end` to end the
+    updates as the schedule uses it), `lr_scale` (the multiplier a metric-driven schedule set,
+    `Program.set_lr_scale`), `should_stop` (set it in `on_epoch_end` to end the
     fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
     `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
     signal interrupted a step: the state may be half-updated and is not saved), `any_rank`
@@ -95,6 +80,7 @@ class Trainer:
         self.any_rank = program.any_rank if program.world_size > 1 else None
         self.samples_seen = 0
         self.schedule_steps: int | None = None
+        self.lr_scale = 1.0
         self.run_length = RunLength(0, None)
         policy = spec.trainer.checkpoint
         self._saver = CheckpointSaver(policy is not None and policy.async_save, remote)
@@ -124,7 +110,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def _pull(
-        self, pending: list[Any], count: int, running: _RunningMean, prefix: str
+        self, pending: list[Any], count: int, running: RunningMean, prefix: str
     ) -> dict[str, float]:
         values = self.program.metrics_to_host(pending)
         if (
@@ -160,11 +146,12 @@ class Trainer:
         skipping = stage == "train" and self.spec.trainer.on_nan == "skip"
         micro = self.spec.trainer.accumulate_grad_batches if stage == "train" else 1
         first = start * micro  # batches of this pass already run (a mid-epoch resume)
+        order = stateful.begin_pass(self, data, order, stage, first)  # `trainer.stateful`
         units, total = pass_units(self, data, stage, order, batch_size, drop_last, first, limit)
         if micro > 1:  # one optimizer step per `micro` batches
             units, step_fn = accumulation_groups(units, micro), self._accumulate_step
             total = None if total is None else -(-total // micro)
-        running, pending, pending_count = _RunningMean(), [], 0
+        running, pending, pending_count = RunningMean(), [], 0
         index = start
         for group, count, batch in units:
             if group > 1:
@@ -254,7 +241,8 @@ class Trainer:
         self.hook.on_epoch_start(trainer=self, stage="val", epoch=self.epoch)
         size = self.spec.data.eval_batch_size or self.spec.data.batch_size
         limit = self.spec.trainer.limit_val_batches
-        metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
+        with stateful.kept(self):  # a validation inside an epoch keeps its carried state
+            metrics = self._run_epoch(val, "val", eval_order(val), size, False, limit=limit)
         self.hook.on_epoch_end(trainer=self, stage="val", epoch=self.epoch, metrics=metrics)
         return metrics
 

@@ -9,7 +9,13 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from crosstrain.data.arrays import ArrayData, batch_slices, check_drawn, check_finite_rows
+from crosstrain.data.arrays import (
+    ArrayData,
+    Inputs,
+    batch_slices,
+    check_drawn,
+    check_finite_rows,
+)
 from crosstrain.data.batches import Batches, array_kind, array_units, rows
 from crosstrain.train.run_length import limited
 
@@ -59,7 +65,8 @@ def device_batch(
     """
     key = id(data) if data.index is None else (id(data.x), id(data.y))
     if key not in trainer._device_data:
-        handle = trainer.program.cache_data(data.x, data.y) if data.cacheable else None
+        cacheable = data.cacheable and not isinstance(data.x, Inputs)  # several inputs: host
+        handle = trainer.program.cache_data(data.x, data.y) if cacheable else None
         if handle is not None and data.unchecked is not None:
             check_finite_rows(data.x, "x", data.unchecked)
             check_finite_rows(data.y, "y", data.unchecked)
@@ -87,3 +94,19 @@ def group_size(trainer: Any, slices: list[slice], index: int, batch_size: int) -
         return 1
     full = all(slices[i].stop - slices[i].start == batch_size for i in range(index, index + k))
     return k if full else 1
+
+
+class RunningMean:
+    """Weighted means of host metrics over several pulls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float], count: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * count
+        self.count += count
+
+    def means(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v / self.count for k, v in self.sums.items()} if self.count else {}

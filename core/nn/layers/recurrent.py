@@ -8,6 +8,11 @@ Both take `(sequence, features)` and return the last state `(units,)` or, with
 `return_sequences`, every state `(sequence, units)`; the state starts at zero. Initial values:
 Glorot for both kernels and zero biases (Keras uses an orthogonal recurrent kernel and a
 forget-gate bias of one; crosstrain's seeded initialisers have neither).
+
+With `trainer.stateful` (crosstrain.train.stateful) each layer also holds its carried state as
+non-trainable canonical parameters `state_h` (and the LSTM's `state_c`), `(batch_size, units)`
+zeros: the batch size is the spec's `data.batch_size`, set on the layer when the spec is
+validated (`state_batch`), so the state is in the canonical state and the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from crosstrain.nn.initializers import InitializerOption
 from crosstrain.nn.layers._base import Layer, ParamSpec, Shape
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, PrivateAttr
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -35,6 +40,17 @@ class _Recurrent(Layer):
         None, description="default glorot_uniform (Keras: orthogonal)"
     )
     bias_initializer: InitializerOption = None
+    state_names: ClassVar[tuple[str, ...]] = ("state_h",)
+    _state_batch: int | None = PrivateAttr(None)
+
+    @property
+    def state_batch(self) -> int | None:
+        """Rows of the carried state (`trainer.stateful`), or None: the state starts at zero."""
+        return self._state_batch
+
+    def carry_state(self, batch_size: int | None) -> None:
+        """Makes the layer stateful for batches of `batch_size` rows (None: not stateful)."""
+        self._state_batch = batch_size
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 2:
@@ -60,6 +76,9 @@ class _Recurrent(Layer):
                 (self.units, width),
             ),
             "bias": ParamSpec(self._bias_shape(), self.initializer("bias_initializer", "zeros")),
+        } | {
+            name: ParamSpec((self._state_batch, self.units), "zeros", trainable=False)
+            for name in (self.state_names if self._state_batch else ())
         }
 
     def forward_flops(self, input_shape: Shape) -> int:
@@ -87,6 +106,7 @@ class LSTM(_Recurrent):
     """Long short-term memory (Keras's `LSTM`, torch's `nn.LSTM`)."""
 
     type: Literal["LSTM"] = "LSTM"
+    state_names: ClassVar[tuple[str, ...]] = ("state_h", "state_c")
     conformance_cases: ClassVar[list[dict[str, Any]]] = [
         {"layer": {"type": "LSTM", "units": 4}, "input_shape": [5, 3]},
         {
