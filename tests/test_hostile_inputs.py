@@ -296,3 +296,20 @@ def test_a_missing_accelerator_is_refused_before_the_summary_table(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     assert "error: accelerator 'cuda' not found by backend 'torch'" in done.stderr
     assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def test_export_renames_a_complete_file_into_place(tmp_path: Path):
+    from crosstrain.cli.export import export
+
+    result = ct.fit(
+        tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []}),
+        backend="torch",
+        run_dir=tmp_path / "run",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    first = export(result.last_checkpoint, "torch", out / "model.pt")
+    inode = first.stat().st_ino
+    again = export(result.last_checkpoint, "torch", out / "model.pt")
+    assert again == out / "model.pt" and again.stat().st_ino != inode  # renamed over, not rewritten
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]  # no staging left behind
