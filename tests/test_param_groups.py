@@ -202,3 +202,11 @@ def test_a_zero_lr_group_leaves_its_parameters_unchanged(backend: str) -> None:
             np.testing.assert_array_equal(after[name], value, err_msg=name)
         else:
             assert np.abs(after[name] - value).max() > 1e-3, name
+
+
+def test_torch_rule_path_groups_match_reference_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from crosstrain.backends.torch import optim
+
+    monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", False)
+    test_groups_match_reference_step("torch", "adamw")
