@@ -199,6 +199,17 @@ def test_keras_jax_carries_state_and_resumes_exactly(tmp_path) -> None:
     assert resumed
 
 
+def test_a_validation_inside_an_epoch_leaves_the_training_state_as_it_was() -> None:
+    losses = {}
+    for interval in (None, 5):
+        recorder = _Losses()
+        spec = key_spec(max_epochs=1, log_every_n_steps=1, val_check_interval=interval)
+        data, val = key_task(2 * BATCH, 0), key_task(BATCH, 1)
+        ct.fit(spec, backend="torch", data=data, val_data=val, run_dir=False, callbacks=[recorder])
+        losses[interval] = recorder.losses
+    assert len(losses[None]) == 16 and losses[5] == losses[None]
+
+
 def test_a_spec_that_breaks_the_streams_is_refused() -> None:
     spec = key_spec(True)
     spec["data"]["shuffle"] = True

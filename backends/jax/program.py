@@ -355,6 +355,12 @@ class JaxProgram(Program):
         """Parameters, optimizer slots, step and PRNG key in canonical form (numpy copies)."""
         return state_io.get_state(self)
 
+    def zero_params(self, names: list[str]) -> None:
+        """Zeros non-trainable parameters on the device (`trainer.stateful`'s reset: a
+        `set_state` would hand the steps arrays they recompile for)."""
+        rest = self.carry["rest"]
+        self.carry = {**self.carry, "rest": {**rest, **{n: jnp.zeros_like(rest[n]) for n in names}}}
+
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly written by another backend."""
         state_io.set_state(self, state)

@@ -140,6 +140,9 @@ def reset(trainer: Any, stage: str, first: int = 0) -> None:
         names = trainer._state_names = state_names(trainer.spec)
     if not names or (stage == "train" and first > 0):
         return
+    zero = getattr(trainer.program, "zero_params", None)  # a program's own, on its device
+    if zero is not None:
+        return zero(names)
     state = trainer.program.get_state()
     for name in names:
         state.params[name] = np.zeros_like(state.params[name])
