@@ -208,3 +208,12 @@ def test_shares_and_tie_errors() -> None:
     emb = {"name": "e", "type": "Embedding", "vocab_size": 5, "dim": 3}
     message = _error([emb, {"name": "h", "type": "Dense", "units": 4, "tie": "e"}], input_shape=[2])
     assert "vocab_size 5" in message
+
+
+def test_torch_program_export_of_a_graph(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    program = ct.build(graph_spec(), backend="torch")
+    path = program.export(tmp_path / "graph.pt2", "torch-program")
+    x = graph_data(3)[0]
+    out = torch.export.load(str(path)).module()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(out, program.predict_step((x, None)), rtol=1e-5)

@@ -76,3 +76,9 @@ def test_input_errors_name_the_input() -> None:
     with pytest.raises(DataError, match="input 'category'.*vocabulary of model.nodes"):
         bad = {"features": features, "category": category + 4}
         ct.fit(spec, backend="torch", data=(bad, y), run_dir=False)
+
+
+def test_exports_refuse_several_inputs_in_one_line(tmp_path) -> None:
+    program = ct.build(tabular_spec(), backend="torch")
+    with pytest.raises(ct.UnsupportedFeature, match="graph with several inputs"):
+        program.export(tmp_path / "model.pt2", "torch-program")

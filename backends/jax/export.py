@@ -102,8 +102,10 @@ def export_program(program: JaxProgram, path: Path) -> Path:
 
     spec = program.spec
     params, rest = program.carry["params"], program.carry["rest"]
-    dtype = "int32" if spec.model.resolved_input_dtype == "int64" else "float32"
-    shape = tuple(spec.model.input_shape)
+    from crosstrain.nn.graph import export_input
+
+    shape, kind = export_input(spec.model, "jax", "a jax program")
+    dtype = "int32" if kind == "int64" else "float32"
     (batch,) = jax_export.symbolic_shape("batch")
     predict = jax.jit(lambda x: program.predict_function(params, rest, x))
     exported = jax_export.export(predict, platforms=PROGRAM_PLATFORMS)(

@@ -61,6 +61,10 @@ def export_keras(
     path = Path(path)
     if spec.model is None:
         raise CrosstrainError("export needs a spec with a model section")
+    if spec.model.is_graph and any(n.tie for n in spec.model.nodes):
+        raise UnsupportedFeature(
+            backend, "export to 'keras' of a tied Dense (`tie`: no stock Keras layer holds it)"
+        )
     use_engine(engine_of(backend))
     from .model import build_model
 

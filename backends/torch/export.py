@@ -122,8 +122,10 @@ def inference_module(program: TorchProgram) -> tuple[Any, Any, Any]:
 
     spec = program.spec
     module = copy.deepcopy(program.native_model).to("cpu", torch.float32).eval()
-    dtype = getattr(torch, spec.model.resolved_input_dtype)
-    example = torch.zeros((2, *spec.model.input_shape), dtype=dtype)
+    from crosstrain.nn.graph import export_input
+
+    shape, kind = export_input(spec.model, program.backend, "a torch program")
+    example = torch.zeros((2, *shape), dtype=getattr(torch, kind))
     return module, example, torch.export.Dim("batch", min=1)
 
 

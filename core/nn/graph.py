@@ -300,6 +300,22 @@ def as_input_tuple(model: Any, x: Any, where: str = "inputs") -> tuple[Any, ...]
     return (x,)
 
 
+def export_input(model: Any, backend: str, format: str) -> tuple[tuple[int, ...], str]:
+    """`(per-sample shape, dtype)` of the one input an export traces; UnsupportedFeature for a
+    graph with several inputs (the exports trace one input array)."""
+    if not model.is_graph:
+        return tuple(model.input_shape), model.resolved_input_dtype
+    inputs = graph_inputs(model)
+    if len(inputs) > 1:
+        from crosstrain.errors import UnsupportedFeature
+
+        raise UnsupportedFeature(
+            backend, f"export to {format!r} of a graph with several inputs ({list(inputs)})"
+        )
+    (only,) = inputs.values()
+    return tuple(only.shape), only.dtype
+
+
 def node_params(node: Any) -> dict[str, Any]:
     """The canonical parameters a node owns: none when it shares another's layer, a tied
     Dense's bias only."""
