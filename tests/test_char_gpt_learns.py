@@ -92,4 +92,5 @@ def test_char_gpt_beats_the_unigram_entropy(
         loss = call_in_fresh_python("test_char_gpt_learns", "val_loss", spec, backend)
     else:
         loss = val_loss(spec, backend)
+    print(f"{backend}: val_loss {loss:.3f}, unigram entropy {entropy:.3f}")
     assert loss < entropy - MARGIN, f"{backend}: val_loss {loss:.3f}, unigram entropy {entropy:.3f}"
