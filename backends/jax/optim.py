@@ -81,9 +81,15 @@ class JaxOptimizer:
         return new_params, {"slots": slots, "lr_scale": state["lr_scale"]}
 
 
-def make_optimizer(opt: Any, schedule: Any, total_steps: int | None) -> JaxOptimizer:
-    """The jitted-step optimizer for an optimizer spec and an optional schedule spec."""
-    return JaxOptimizer(opt, schedule, total_steps)
+def make_optimizer(
+    opt: Any,
+    schedule: Any,
+    total_steps: int | None,
+    overrides: Mapping[str, ParamOptions] | None = None,
+) -> JaxOptimizer:
+    """The jitted-step optimizer for an optimizer spec and an optional schedule spec
+    (`overrides`: the parameter groups, `crosstrain.nn.optimizers.resolve_param_options`)."""
+    return JaxOptimizer(opt, schedule, total_steps, overrides)
 
 
 def get_slots(opt_state: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -39,6 +39,7 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.train.stateful import state_names
@@ -100,7 +101,12 @@ class JaxProgram(Program):
         self._carried = frozenset(state_names(spec))
         self._stateful = bool(self._carried)
         self._uses_rng = model.uses_rng
-        self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
+        self.tx = make_optimizer(
+            spec.optimizer,
+            spec.schedule,
+            env.total_steps,
+            resolve_param_options(spec.optimizer, spec.model),
+        )
         self.slots = spec.optimizer.slot_names()
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)

@@ -19,6 +19,7 @@ from crosstrain.data.arrays import Inputs
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.train.stateful import state_names
@@ -83,6 +84,7 @@ class KerasProgram(Program):
                 env.total_steps,
                 self.precision.loss_scaling,
                 self.refs,
+                resolve_param_options(spec.optimizer, spec.model),
             )
             self.optimizer.build(self.model.trainable_variables)
         self._loss = resolve_function(spec.loss, "loss", "loss")

@@ -163,14 +163,38 @@ def make_optimizer(
         spec: `optimizer:` of the spec.
         refs: trainable parameters, each tensor once.
         device: where they live; picks fused (CUDA) or foreach kernels of the native path.
-        overrides: per-parameter options (they rule out the native path).
+        overrides: per-parameter options (`resolve_param_options`): torch parameter groups on
+            the native path, per-parameter on the rule path.
     """
-    native = NATIVE.get(type(spec)) if NATIVE_FAST_PATHS and not overrides else None
+    native = NATIVE.get(type(spec)) if NATIVE_FAST_PATHS else None
     if native is None:
         optimizer = RuleOptimizer(spec, refs, overrides)
         return optimizer, optimizer.layout
     factory, layout = native
-    return factory(spec, [ref.tensor for ref in refs], _kernels(spec.name, device)), layout
+    params: Any = [ref.tensor for ref in refs]
+    if overrides:
+        params = torch_param_groups(spec, refs, overrides)
+    return factory(spec, params, _kernels(spec.name, device)), layout
+
+
+def torch_param_groups(
+    spec: Optimizer, refs: list[ParamRef], overrides: Mapping[str, ParamOptions]
+) -> list[dict[str, Any]]:
+    """`torch.optim` parameter groups, one per distinct `(lr_scale, weight_decay)`, in the
+    parameters' order; each group keeps its `lr_scale` for `LrSchedule`."""
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for ref in refs:
+        scale, decay = spec.param_options(ref.name, overrides)
+        group = groups.get((scale, decay))
+        if group is None:
+            group = groups[(scale, decay)] = {
+                "params": [],
+                "lr": spec.lr * scale,
+                "lr_scale": scale,
+                "weight_decay": decay,
+            }
+        group["params"].append(ref.tensor)
+    return list(groups.values())
 
 
 class LrSchedule:
@@ -208,7 +232,7 @@ class LrSchedule:
             return
         lr = self.lr(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def clip_gradients(

@@ -20,6 +20,7 @@ from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.arrays import Inputs
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.graph import graph_inputs
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -86,7 +87,10 @@ class TorchProgram(Program):
         self.metric_fns = metric_functions(spec)
         self.slots = spec.optimizer.slot_names()
         self.optimizer, self.slot_layout = make_optimizer(
-            spec.optimizer, list(trainable(self.refs)), self.device
+            spec.optimizer,
+            list(trainable(self.refs)),
+            self.device,
+            resolve_param_options(spec.optimizer, spec.model),
         )
         self.schedule = LrSchedule(
             self.optimizer, spec.optimizer.lr, spec.schedule, env.total_steps
