@@ -210,3 +210,19 @@ def test_torch_rule_path_groups_match_reference_step(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", False)
     test_groups_match_reference_step("torch", "adamw")
+
+
+def _keras_torch_checks() -> bool:
+    for name in ("adamw", "sgd"):
+        test_groups_match_reference_step("keras:torch", name)
+    test_a_zero_lr_group_leaves_its_parameters_unchanged("keras:torch")
+    return True
+
+
+def test_keras_torch_engine_steps_aside_from_its_foreach_path() -> None:
+    """Keras's torch engine (its own process: one engine per process) runs the per-variable
+    rule with the groups instead of its foreach kernels."""
+    pytest.importorskip("torch")
+    from conftest import call_in_fresh_python
+
+    assert call_in_fresh_python("test_param_groups", "_keras_torch_checks") is True
