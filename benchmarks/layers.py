@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command}`; batch {BATCH}, CPU time per step, {args.threads} intra-op thread(s), median of "
         f"{args.repeats} alternating repeats (ratio: median of per-repeat ratios, range in "
         "brackets). torch's native convs/pools/BatchNorm2d run on NCHW, crosstrain on "
-        "channels-last. The machine (2 cores) was shared with other agents' jobs: ratios "
-        "are steadier than absolute µs. See the docstring of benchmarks/layers.py.\n\n"
+        f"channels-last. Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the "
+        "start (a machine shared with other jobs: ratios are steadier than absolute µs). See "
+        "the docstring of benchmarks/layers.py.\n\n"
     )
     text = header + table(rows)
     print(text, end="")

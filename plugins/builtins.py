@@ -72,6 +72,10 @@ def crosstrain_make_callbacks(spec: Any, run_dir: Path | None) -> list[Any]:
         callbacks.append(checkpoints)
         if trainer.checkpoint.every_n_steps or trainer.checkpoint.every_minutes:
             callbacks.append(StepCheckpoint(checkpoints))  # a per-step hook only when asked
+    if spec.schedule is not None and spec.schedule.metric_driven:
+        from .plateau import ReduceLROnPlateau
+
+        callbacks.append(ReduceLROnPlateau(spec.schedule, spec.optimizer.lr))
     if trainer.early_stopping is not None:
         callbacks.append(EarlyStopping(trainer.early_stopping))
     named = get_registry().callbacks

@@ -281,7 +281,7 @@ def headings(path: Path) -> set[str]:
     return {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
 
 
-@pytest.mark.parametrize("page", [*PAGES, *NOT_RUN_PAGES])
+@pytest.mark.parametrize("page", [*PAGES, *sorted(NOT_RUN_PAGES)])
 def test_page_links_resolve(page: str) -> None:
     """Relative links of a page point to files (and Markdown headings) that exist; URLs are not
     checked."""

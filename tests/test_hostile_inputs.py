@@ -296,3 +296,46 @@ def test_a_missing_accelerator_is_refused_before_the_summary_table(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     assert "error: accelerator 'cuda' not found by backend 'torch'" in done.stderr
     assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def test_export_renames_a_complete_file_into_place(tmp_path: Path):
+    from crosstrain.cli.export import export
+
+    result = ct.fit(
+        tiny_spec(trainer={"max_epochs": 1, "progress": False, "loggers": []}),
+        backend="torch",
+        run_dir=tmp_path / "run",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    first = export(result.last_checkpoint, "torch", out / "model.pt")
+    inode = first.stat().st_ino
+    again = export(result.last_checkpoint, "torch", out / "model.pt")
+    assert again == out / "model.pt" and again.stat().st_ino != inode  # renamed over, not rewritten
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]  # no staging left behind
+
+
+def test_more_cpu_devices_than_cores_is_warned_about(caplog):
+    import logging
+    import os
+
+    from crosstrain.cli.fit import warn_more_devices_than_cores
+    from crosstrain.plugin.registry import get_registry
+    from crosstrain.spec.schema import load_spec
+
+    cores = os.cpu_count() or 1
+    torch_backend = get_registry().backend("torch")
+    log = logging.getLogger("crosstrain")
+    log.addHandler(caplog.handler)  # whatever an earlier in-process CLI did to propagation
+    level, log.level = log.level, logging.WARNING
+    try:
+        spec = load_spec(tiny_spec(trainer={"devices": cores + 2, "accelerator": "cpu"}))
+        warn_more_devices_than_cores(spec, torch_backend)
+        expected = f"trainer.devices is {cores + 2} on the CPU but this machine has {cores} cores"
+        assert expected in caplog.text
+        caplog.clear()
+        warn_more_devices_than_cores(spec.override({"trainer.devices": cores}), torch_backend)
+        assert caplog.text == ""
+    finally:
+        log.removeHandler(caplog.handler)
+        log.setLevel(level)

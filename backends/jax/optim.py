@@ -5,7 +5,8 @@
 `factor_xp` on `jax.numpy` and runs the optimizer's array-API `update` over the parameter dict
 (`crosstrain.nn.optimizers.update_tree`); XLA fuses the per-parameter rules into a few
 kernels, so no optax chain is needed. The optimizer state is the canonical slots themselves,
-`{"slots": {slot: {param: array}}}`, and the update count is the carry's `step`.
+`{"slots": {slot: {param: array}}, "lr_scale": float32}` (the multiplier a metric-driven
+schedule sets, `Program.set_lr_scale`), and the update count is the carry's `step`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class JaxOptimizer:
         for name, param in params.items():
             for slot, value in self.opt.init(np, np.asarray(param)).items():
                 slots[slot][name] = value
-        return {"slots": slots}
+        return {"slots": slots, "lr_scale": np.float32(1.0)}
 
     def update(
         self, grads: dict[str, Any], state: dict[str, Any], params: dict[str, Any], step: Any
@@ -72,17 +73,23 @@ class JaxOptimizer:
         opt = self.opt
         if opt.clip_norm is not None:
             grads = clip_global_norm(grads, opt.clip_norm)
-        lr = opt.lr * self.factor(step)
+        lr = opt.lr * self.factor(step) * state["lr_scale"]
         count = jnp.asarray(step, jnp.float32) + 1.0
         new_params, slots = update_tree(
             opt, jnp, params, grads, state["slots"], count, lr, self.overrides
         )
-        return new_params, {"slots": slots}
+        return new_params, {"slots": slots, "lr_scale": state["lr_scale"]}
 
 
-def make_optimizer(opt: Any, schedule: Any, total_steps: int | None) -> JaxOptimizer:
-    """The jitted-step optimizer for an optimizer spec and an optional schedule spec."""
-    return JaxOptimizer(opt, schedule, total_steps)
+def make_optimizer(
+    opt: Any,
+    schedule: Any,
+    total_steps: int | None,
+    overrides: Mapping[str, ParamOptions] | None = None,
+) -> JaxOptimizer:
+    """The jitted-step optimizer for an optimizer spec and an optional schedule spec
+    (`overrides`: the parameter groups, `crosstrain.nn.optimizers.resolve_param_options`)."""
+    return JaxOptimizer(opt, schedule, total_steps, overrides)
 
 
 def get_slots(opt_state: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -95,4 +102,4 @@ def with_slots(opt_state: dict[str, Any], slots: dict[str, dict[str, Any]]) -> d
     current = get_slots(opt_state)
     for slot, values in current.items():
         values.update({k: v for k, v in slots.get(slot, {}).items() if k in values})
-    return {"slots": current}
+    return {**opt_state, "slots": current}

@@ -83,6 +83,7 @@ class JaxBackend(Backend):
         """Declared support: every layer of `LAYER_BUILDERS`, every array-API or `jax_module`
         layer, fp32 and bf16-mixed, CPU/CUDA/TPU, fused steps."""
         return Capabilities(
+            lr_scale=True,
             layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=frozenset({"32", "bf16-mixed"}),
             accelerators=frozenset({"cpu", "cuda", "tpu"}),

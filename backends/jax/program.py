@@ -39,6 +39,7 @@ from crosstrain.errors import CrosstrainError
 from crosstrain.nn.dropout import call_key
 from crosstrain.nn.metrics import weighted_means
 from crosstrain.nn.model import frozen_params
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.train.stateful import state_names
@@ -97,9 +98,15 @@ class JaxProgram(Program):
         self._param_names = {p: n for n, p in self._param_paths.items()}
         self._rest_names = {p: n for n, p in self._rest_paths.items()}
         self._frozen = frozen_params(spec.model)
-        self._stateful = bool(state_names(spec))
+        self._carried = frozenset(state_names(spec))
+        self._stateful = bool(self._carried)
         self._uses_rng = model.uses_rng
-        self.tx = make_optimizer(spec.optimizer, spec.schedule, env.total_steps)
+        self.tx = make_optimizer(
+            spec.optimizer,
+            spec.schedule,
+            env.total_steps,
+            resolve_param_options(spec.optimizer, spec.model),
+        )
         self.slots = spec.optimizer.slot_names()
         self._loss = resolve_function(spec.loss, "loss", "loss")
         self._metrics = metric_functions(spec)
@@ -195,6 +202,12 @@ class JaxProgram(Program):
             new["calls"] = carry["calls"] + forwards
         return new
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): one
+        scalar of the carry, so the compiled steps stay as they are."""
+        value = self.placement.put_state(np.float32(scale))
+        self.carry = {**self.carry, "opt": {**self.carry["opt"], "lr_scale": value}}
+
     def _train_body(self, carry: dict[str, Any], x: Any, y: Any) -> tuple[dict[str, Any], Any]:
         grads, rest, report = self._grads(carry, carry["rest"], x, y, self._step_key(carry))
         if self._grad_norm:  # the norm before clipping; XLA shares it with the clip's own norm
@@ -237,7 +250,9 @@ class JaxProgram(Program):
         return (report, new_rest) if self._stateful else report  # `trainer.stateful`
 
     def predict_function(self, params: dict[str, Any], rest: dict[str, Any], x: Any) -> Any:
-        """The pure inference forward that `predict_step` jits (and `export.py` exports)."""
+        """The pure inference forward that `predict_step` jits (and `export.py` exports); a
+        stateful model's carried states read as zeros (a prediction is stateless)."""
+        rest = {n: jnp.zeros_like(v) if n in self._carried else v for n, v in rest.items()}
         return self._apply(params, rest, x, False, None)[0]
 
     # -- compiled entry points -------------------------------------------------------------
@@ -339,6 +354,12 @@ class JaxProgram(Program):
     def get_state(self) -> CanonicalState:
         """Parameters, optimizer slots, step and PRNG key in canonical form (numpy copies)."""
         return state_io.get_state(self)
+
+    def zero_params(self, names: list[str]) -> None:
+        """Zeros non-trainable parameters on the device (`trainer.stateful`'s reset: a
+        `set_state` would hand the steps arrays they recompile for)."""
+        rest = self.carry["rest"]
+        self.carry = {**self.carry, "rest": {**rest, **{n: jnp.zeros_like(rest[n]) for n in names}}}
 
     def set_state(self, state: CanonicalState) -> None:
         """Loads a canonical state, possibly written by another backend."""

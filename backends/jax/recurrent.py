@@ -35,8 +35,10 @@ class _Recurrent(nnx.Module):
             return [jnp.zeros((x.shape[0], self.units), x.dtype)] * 2
         return [getattr(self, n)[...][: x.shape[0]].astype(x.dtype) for n in self.state_names]
 
-    def _scan(self, step: Any, carry: Any, inputs: Array) -> Array:
-        last, outputs = jax.lax.scan(step, carry, jnp.swapaxes(inputs, 0, 1))
+    def _scan(self, step: Any, carry: Any, inputs: Any) -> Array:
+        """`step` scanned over time of `inputs` (an array or a tuple of them, batch first)."""
+        time_major = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), inputs)
+        last, outputs = jax.lax.scan(step, carry, time_major)
         last = last if isinstance(last, tuple) else (last,)
         for name, value in zip(self.state_names, last, strict=False):
             state = getattr(self, name)
@@ -49,18 +51,21 @@ class _Recurrent(nnx.Module):
 
 class LSTM(_Recurrent):
     def __call__(self, x: Array, train: bool = False, key: Key = None) -> Array:
-        recurrent = self.recurrent_kernel[...].astype(x.dtype)
+        # one recurrent matrix and one projected input per gate: slicing the gates out of one
+        # product inside the scan cost 1.17x flax's LSTMCell forward+backward on CPU
+        recurrent = jnp.split(self.recurrent_kernel[...].astype(x.dtype), 4, axis=-1)
         projected = x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+        gates = tuple(jnp.split(projected, 4, axis=-1))
 
-        def step(carry: tuple[Array, Array], z: Array) -> tuple[tuple[Array, Array], Array]:
+        def step(carry: tuple[Array, Array], z: tuple[Array, ...]) -> Any:
             h, c = carry
-            i, f, g, o = jnp.split(z + h @ recurrent, 4, axis=-1)
+            i, f, g, o = (zg + h @ r for zg, r in zip(z, recurrent, strict=True))
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
             return (h, c), h
 
         h, c = self._initial(x)
-        return self._scan(step, (h, c), projected)
+        return self._scan(step, (h, c), gates)
 
 
 class GRU(_Recurrent):

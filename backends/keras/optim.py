@@ -12,11 +12,13 @@ path checked against the rule), as Keras's own torch optimizers do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 from crosstrain.nn.optim import checked_schedule, schedule_length
+from crosstrain.nn.optimizers import ParamOptions
 from keras import ops
 
 from .xp import namespace
@@ -58,18 +60,23 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         learning_rate: Any,
         params: dict[int, tuple[str, tuple[int, ...]]] | None = None,
         name: str | None = None,
+        overrides: Mapping[str, ParamOptions] | None = None,
     ):
         super().__init__(learning_rate=learning_rate, name=name or f"crosstrain_{spec.name}")
         self.spec = spec
         self.slot_names = spec.slot_names()
         self.slots: dict[str, list[Any]] = {}
         self._params = params or {}
+        self.overrides = dict(overrides or {})
         self.param_info: list[tuple[str, tuple[int, ...]]] = []
 
     def build(self, variables: list[Any]) -> None:
         if self.built:
             return
         super().build(variables)
+        self.lr_scale = self.add_variable(
+            shape=(), initializer="ones", dtype="float32", name="lr_scale"
+        )
         self.param_info = [self._params.get(id(v), (v.path, tuple(v.shape))) for v in variables]
         self.slots = {s: [] for s in self.slot_names}
         for variable, (_, shape) in zip(variables, self.param_info, strict=True):
@@ -108,7 +115,7 @@ class SpecOptimizer(keras.optimizers.Optimizer):
         shapes = spec.slot_shapes(shape)
         slot_vars = {s: values[index] for s, values in self.slots.items()}
         slots = {s: ops.reshape(ops.convert_to_tensor(v), shapes[s]) for s, v in slot_vars.items()}
-        scale, decay = spec.param_options(name)
+        scale, decay = spec.param_options(name, self.overrides)
         lr = ops.cast(learning_rate, dtype) * scale
         count = ops.cast(self.iterations + 1, "float32")
         new, slots = spec.update(namespace(param), grad, param, slots, count, lr, decay)
@@ -120,6 +127,8 @@ class SpecOptimizer(keras.optimizers.Optimizer):
     def _backend_update_step(
         self, grads: list[Any], variables: list[Any], learning_rate: Any
     ) -> None:
+        # the multiplier a metric-driven schedule sets (`Program.set_lr_scale`)
+        learning_rate = learning_rate * ops.convert_to_tensor(self.lr_scale)
         if keras.backend.backend() != "torch":
             super()._backend_update_step(grads, variables, learning_rate)
             return
@@ -150,15 +159,17 @@ def make_optimizer(
     total_steps: int | None,
     loss_scaling: bool = False,
     refs: list[Any] | None = None,
+    overrides: Mapping[str, ParamOptions] | None = None,
 ) -> Any:
     """The Keras optimizer for a spec's `optimizer` and `schedule` (wrapped in
     `LossScaleOptimizer` for float16 training); `refs` (the model's `ParamRef`s) name the
-    variables and give their canonical shapes."""
+    variables and give their canonical shapes; `overrides` are the parameter groups
+    (`crosstrain.nn.optimizers.resolve_param_options`), by canonical name."""
     lr: Any = spec.lr
     if schedule is not None:
         lr = SpecSchedule(spec.lr, schedule, total_steps)
     params = {id(r.variable): (r.name, tuple(r.shape)) for r in refs or [] if r.trainable}
-    optimizer = SpecOptimizer(spec, lr, params)
+    optimizer = SpecOptimizer(spec, lr, params, overrides=overrides)
     if loss_scaling:
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

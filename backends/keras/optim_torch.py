@@ -22,8 +22,8 @@ def foreach_update(opt: Any, grads: list[Any], variables: list[Any], learning_ra
     """Updates `variables` (Keras variables) and `opt.slots` in place; call under `no_grad`.
     False (nothing done) when the optimizer has no fast path here."""
     o = opt.spec
-    if type(o) not in FOREACH:
-        return False
+    if type(o) not in FOREACH or getattr(opt, "overrides", None):
+        return False  # parameter groups: the per-variable rule
     params = [v.value for v in variables]
     index = [opt._get_variable_index(v) for v in variables]
     slot = {name: [values[i].value for i in index] for name, values in opt.slots.items()}

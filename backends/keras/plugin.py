@@ -99,6 +99,7 @@ class KerasBackend(Backend):
         """Every layer of `LAYER_BUILDERS`, every array-API or `keras_layer` layer, fp32 and
         mixed precision, CPU/CUDA, data parallel (jax engine), fused steps, XLA compilation."""
         return Capabilities(
+            lr_scale=True,
             layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=frozenset(PRECISIONS),
             accelerators=frozenset({"cpu", "cuda"}),

@@ -19,6 +19,7 @@ from crosstrain.data.arrays import Inputs
 from crosstrain.data.batches import split_micro_batches
 from crosstrain.errors import CrosstrainError
 from crosstrain.nn.metrics import weighted_means
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.train.stateful import state_names
@@ -33,7 +34,8 @@ from .device import (
     use_engine,
 )
 from .model import build_model
-from .optim import make_optimizer
+from .optim import inner, make_optimizer
+from .recurrent import CarriedState
 from .steps import make_steps
 from .xp import namespace
 
@@ -82,6 +84,7 @@ class KerasProgram(Program):
                 env.total_steps,
                 self.precision.loss_scaling,
                 self.refs,
+                resolve_param_options(spec.optimizer, spec.model),
             )
             self.optimizer.build(self.model.trainable_variables)
         self._loss = resolve_function(spec.loss, "loss", "loss")
@@ -161,8 +164,12 @@ class KerasProgram(Program):
 
     def predict_step(self, batch: tuple[Any, Any]) -> np.ndarray:
         """Model outputs (float32 numpy) for every row of `predict_inputs(batch)`."""
-        with self._scope():
-            return self._steps.predict(self._host(predict_inputs(batch)))
+        CarriedState.predicting = True  # a prediction is stateless (`trainer.stateful`)
+        try:
+            with self._scope():
+                return self._steps.predict(self._host(predict_inputs(batch)))
+        finally:
+            CarriedState.predicting = False
 
     def metrics_to_host(self, outputs: list[Any]) -> dict[str, float]:
         """Means of loss and metrics over the outputs, weighted by rows: one transfer in all."""
@@ -183,6 +190,14 @@ class KerasProgram(Program):
         self._steps.sync_out()
         with self._scope():
             state_io.set_state(self, state)
+        self._steps.sync_in()
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`): an
+        optimizer variable, so the compiled steps stay as they are."""
+        self._steps.sync_out()
+        with self._scope():
+            inner(self.optimizer).lr_scale.assign(float(scale))
         self._steps.sync_in()
 
     def export(self, path: str | Path, format: str = "keras") -> Path:

@@ -6,6 +6,7 @@ A stateful layer (`trainer.stateful`) is the same Keras layer called with `initi
 `state_h` (and `state_c`), `(batch_size, units)`, and assigns the final state back (detached),
 as BatchNorm assigns its moving statistics. Keras's own `stateful=True` needs the model's batch
 size fixed, which a shorter evaluation batch would break; this reads the first rows instead.
+A prediction starts from zeros and writes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from keras import ops
 
 class CarriedState(keras.layers.Layer):
     """A recurrent layer whose initial state is the final state of the previous batch."""
+
+    predicting = False
+    """Set by `predict_step` (read when a step is traced): start from zeros, write nothing."""
 
     def __init__(self, rnn: Any, rows: int, names: tuple[str, ...], **kwargs: Any):
         super().__init__(name=f"{rnn.name}_carried", **kwargs)
@@ -39,6 +43,8 @@ class CarriedState(keras.layers.Layer):
 
     def call(self, x: Any, training: Any = None) -> Any:
         rows = ops.shape(x)[0]
+        if CarriedState.predicting:
+            return self.rnn(x, training=training)[0]
         initial = [
             ops.copy(ops.cast(ops.slice(v.value, (0, 0), (rows, self.rnn.units)), x.dtype))
             for v in self.carried

@@ -163,14 +163,38 @@ def make_optimizer(
         spec: `optimizer:` of the spec.
         refs: trainable parameters, each tensor once.
         device: where they live; picks fused (CUDA) or foreach kernels of the native path.
-        overrides: per-parameter options (they rule out the native path).
+        overrides: per-parameter options (`resolve_param_options`): torch parameter groups on
+            the native path, per-parameter on the rule path.
     """
-    native = NATIVE.get(type(spec)) if NATIVE_FAST_PATHS and not overrides else None
+    native = NATIVE.get(type(spec)) if NATIVE_FAST_PATHS else None
     if native is None:
         optimizer = RuleOptimizer(spec, refs, overrides)
         return optimizer, optimizer.layout
     factory, layout = native
-    return factory(spec, [ref.tensor for ref in refs], _kernels(spec.name, device)), layout
+    params: Any = [ref.tensor for ref in refs]
+    if overrides:
+        params = torch_param_groups(spec, refs, overrides)
+    return factory(spec, params, _kernels(spec.name, device)), layout
+
+
+def torch_param_groups(
+    spec: Optimizer, refs: list[ParamRef], overrides: Mapping[str, ParamOptions]
+) -> list[dict[str, Any]]:
+    """`torch.optim` parameter groups, one per distinct `(lr_scale, weight_decay)`, in the
+    parameters' order; each group keeps its `lr_scale` for `LrSchedule`."""
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for ref in refs:
+        scale, decay = spec.param_options(ref.name, overrides)
+        group = groups.get((scale, decay))
+        if group is None:
+            group = groups[(scale, decay)] = {
+                "params": [],
+                "lr": spec.lr * scale,
+                "lr_scale": scale,
+                "weight_decay": decay,
+            }
+        group["params"].append(ref.tensor)
+    return list(groups.values())
 
 
 class LrSchedule:
@@ -191,23 +215,24 @@ class LrSchedule:
         schedule: Any,
         total_steps: int | None,
     ):
-        self.optimizer, self.base_lr = optimizer, base_lr
+        self.optimizer, self.base_lr, self.scale = optimizer, base_lr, 1.0
         self.schedule = checked_schedule(schedule)
         self.total_steps = schedule_length(total_steps)
 
     def lr(self, step: int) -> float:
-        """The rate of the update after `step` updates."""
+        """The rate of the update after `step` updates (times `scale`, a metric-driven
+        multiplier: `Program.set_lr_scale`)."""
         if self.schedule is None:
-            return self.base_lr
-        return self.base_lr * self.schedule.factor(step, self.total_steps)
+            return self.base_lr * self.scale
+        return self.base_lr * self.scale * self.schedule.factor(step, self.total_steps)
 
     def apply(self, step: int) -> None:
         """Writes the rate for the update after `step` updates into every parameter group."""
-        if self.schedule is None:
+        if self.schedule is None and self.scale == 1.0:
             return
         lr = self.lr(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def clip_gradients(

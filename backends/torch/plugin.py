@@ -85,6 +85,7 @@ class TorchBackend(Backend):
         """Every layer of `LAYER_BUILDERS`, every array-API or `torch_module` layer, five
         precisions, four accelerators, every optimizer, `torch.compile`, native models."""
         return Capabilities(
+            lr_scale=True,
             layers=supported_layer_types(LAYER_BUILDERS, NATIVE_METHOD),
             precisions=PRECISIONS,
             accelerators=ACCELERATORS,

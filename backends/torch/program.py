@@ -20,6 +20,7 @@ from crosstrain.checkpoint.weights import initial_params
 from crosstrain.data.arrays import Inputs
 from crosstrain.errors import UnsupportedFeature
 from crosstrain.nn.graph import graph_inputs
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -37,6 +38,7 @@ from .device import (
 from .losses import native_loss
 from .model import DropoutKey, ParamRef, build_module, native_init, native_refs
 from .optim import LrSchedule, clip_gradients, make_optimizer
+from .recurrent import predicting
 from .state import load_params, trainable, whole
 
 StepOutput = tuple[Any, ...]
@@ -85,7 +87,10 @@ class TorchProgram(Program):
         self.metric_fns = metric_functions(spec)
         self.slots = spec.optimizer.slot_names()
         self.optimizer, self.slot_layout = make_optimizer(
-            spec.optimizer, list(trainable(self.refs)), self.device
+            spec.optimizer,
+            list(trainable(self.refs)),
+            self.device,
+            resolve_param_options(spec.optimizer, spec.model),
         )
         self.schedule = LrSchedule(
             self.optimizer, spec.optimizer.lr, spec.schedule, env.total_steps
@@ -279,6 +284,10 @@ class TorchProgram(Program):
             torch._foreach_mul_(grads, 1.0 / total)
         return self._update(self._merged(outputs))
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the following updates' lr by `scale` (`Program.set_lr_scale`)."""
+        self.schedule.scale = float(scale)
+
     def _backward(self, objective: torch.Tensor) -> None:
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
@@ -335,7 +344,7 @@ class TorchProgram(Program):
         """Model outputs (numpy) for every row of `predict_inputs(batch)`."""
         x = predict_inputs(batch)
         self._mode(False)
-        with torch.no_grad(), self.policy.autocast(self.device):
+        with torch.no_grad(), self.policy.autocast(self.device), predicting():
             out = self.native_model(self._inputs(x))
         if out.dtype in (torch.bfloat16, torch.float16):
             out = out.float()

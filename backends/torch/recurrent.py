@@ -8,11 +8,14 @@ second bias (torch has two, Keras one) is a zero buffer.
 
 A stateful layer (`trainer.stateful`) keeps its carried state in buffers `state_h` (and
 `state_c`), `(batch_size, units)`: every forward starts from their first rows and writes its
-final state back into them, detached (as BatchNorm updates its moving statistics in place).
+final state back into them, detached (as BatchNorm updates its moving statistics in place);
+a prediction (`predicting`) starts from zeros and writes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,6 +23,18 @@ from crosstrain.nn.layers import Shape
 from torch import nn
 
 from .layers import _param
+
+PREDICTING = [False]
+"""Set by `predict_step`: a prediction starts from zeros and leaves the carried state alone."""
+
+
+@contextmanager
+def predicting() -> Iterator[None]:
+    PREDICTING[0] = True
+    try:
+        yield
+    finally:
+        PREDICTING[0] = False
 
 
 class _Recurrent(nn.Module):
@@ -41,13 +56,15 @@ class _Recurrent(nn.Module):
 
     def _initial(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The initial states `(1, batch, units)`: zeros, or the carried ones (copies)."""
-        if not self.state_names:
+        if not self.state_names or PREDICTING[0]:
             return [x.new_zeros((1, x.shape[0], self.units))] * 2
         return [
             getattr(self, n)[: x.shape[0]].to(x.dtype, copy=True)[None] for n in self.state_names
         ]
 
     def _carry(self, *last: torch.Tensor) -> None:
+        if PREDICTING[0]:
+            return
         with torch.no_grad():
             for name, value in zip(self.state_names, last, strict=False):
                 state = getattr(self, name)

@@ -18,7 +18,8 @@ file must resolve inside its output directory. A name that is not one plain path
 over 100 characters) is refused: a spec cannot hold one and a checkpoint that does is refused
 when read (its `trainer.json` is checked field by field); `output_path` checks the name again
 before it becomes a file name. A path that a symbolic link leads outside the directory is
-refused too. Export writes nothing but the one file (and the output directory, if missing).
+refused too. Export writes nothing but the one file (and the output directory, if missing),
+through a hidden sibling directory renamed into place, so a kill never leaves a torn file.
 
 Example:
     $ crosstrain export runs/digits-mlp/20260101-120000/checkpoints/step-460 --to torch
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +163,16 @@ def export(
     program = api.build(built, backend=backend)
     program.set_state(state)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return program.export(out, to)
+    # Written under its own name in a hidden sibling directory, then renamed over `out`: a kill
+    # mid-write leaves that directory, never a torn file at `out`.
+    staging = out.with_name(f".export-{out.name}-{os.getpid()}")
+    staging.mkdir(exist_ok=True)
+    try:
+        written = Path(program.export(staging / out.name, to))
+        os.replace(written, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 COMMANDS = (Command(NAME, HELP, configure, run),)

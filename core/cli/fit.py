@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -189,6 +190,28 @@ def check_backend_first(spec: Spec, backend: str) -> None:
         )
 
 
+def warn_more_devices_than_cores(spec: Spec, backend_obj: Any) -> None:
+    """One `warning:` line, in the process that starts the workers, when `--devices N` asks
+    for more CPU workers than this machine has cores (they would time-share them)."""
+    cores = os.cpu_count() or 1
+    t = spec.trainer
+    if t.devices <= cores or api.launcher_environment() is not None:
+        return
+    if t.accelerator == "auto":
+        with contextlib.suppress(Exception):
+            from crosstrain.output import native_stderr_silenced
+
+            with native_stderr_silenced():
+                if backend_obj.accelerators_found() != ["cpu"]:
+                    return
+    elif t.accelerator != "cpu":
+        return
+    LOG.warning(
+        f"trainer.devices is {t.devices} on the CPU but this machine has {cores} cores: the "
+        "workers share them (slower than fewer workers)"
+    )
+
+
 def launcher_choice(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
     """`--launcher NAME` and its options (`--ray-address`, `--max-failures`); (None, {}) when
     this process trains or the backend launches its own workers (torchrun for torch)."""
@@ -217,6 +240,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.explain:  # the plan, before any launcher or worker starts; nothing is written
         print(api.explain(spec, backend=backend, launcher=launcher), end="", flush=True)
         return 0
+    warn_more_devices_than_cores(spec, backend_obj)
     if launcher is not None:
         check_before_launch(spec, backend)
     else:

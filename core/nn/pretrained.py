@@ -18,9 +18,10 @@ The layers, with the semantics of transformers' modules:
   num_kv_heads, rope_theta, use_bias=attention_bias)` and `Residual(RMSNorm, GatedMLP)`;
   `RMSNorm` (norm); `Dense` head without bias. nn.Linear weights `(out, in)` are transposed.
 
-The head: crosstrain has no weight tying in a chain yet, so a tied model (GPT-2, or a Llama
-with `tie_word_embeddings`) gets an untied `Dense` initialised from the token embedding's
-transpose: logits are equal, but fine-tuning updates the two copies separately.
+The head: a tied model (GPT-2 by default, a Llama with `tie_word_embeddings`) becomes a graph
+(`model.nodes`, the chain's layers as nodes of the same names, so the same canonical names)
+whose `lm_head` Dense has `tie:` the embedding node and no kernel of its own; an untied one
+stays a chain with the head's own kernel.
 """
 
 from __future__ import annotations
@@ -203,14 +204,30 @@ def _gpt2(config: dict[str, Any], tensors: dict[str, np.ndarray], directory: Pat
     layers.append(dict(norm, name="ln_f"))
     weights["ln_f/gamma"] = _take(t, "ln_f.weight", directory)
     weights["ln_f/beta"] = _take(t, "ln_f.bias", directory)
-    head = t.pop("lm_head.weight", None)
-    if head is None or get("tie_word_embeddings", True):
-        head = wte
-    layers.append(
-        {"type": "Dense", "name": "lm_head", "units": int(wte.shape[0]), "use_bias": False}
-    )
-    weights["lm_head/kernel"] = np.ascontiguousarray(head.T)
+    _head(layers, weights, t, "wte", bool(get("tie_word_embeddings", True)), directory)
     return layers, weights, t, positions
+
+
+def _head(
+    layers: list[dict[str, Any]],
+    weights: dict[str, np.ndarray],
+    tensors: dict[str, np.ndarray],
+    embedding: str,
+    tied: bool,
+    directory: Path,
+) -> None:
+    """The output projection `lm_head`, a Dense without bias: tied to the `embedding` node's
+    table (`tie`, no kernel of its own; a saved `lm_head.weight` is the same matrix) or with
+    its own kernel, transformers' `(vocab, features)` transposed."""
+    vocab = int(weights[f"{embedding}/embeddings"].shape[0])
+    head = {"type": "Dense", "name": "lm_head", "units": vocab, "use_bias": False}
+    if tied:
+        tensors.pop("lm_head.weight", None)
+        layers.append(dict(head, tie=embedding))
+        return
+    layers.append(head)
+    kernel = _take(tensors, "lm_head.weight", directory)
+    weights["lm_head/kernel"] = np.ascontiguousarray(kernel.T)
 
 
 def _rope_theta(config: dict[str, Any], directory: Path) -> float:
@@ -277,13 +294,7 @@ def _llama(config: dict[str, Any], tensors: dict[str, np.ndarray], directory: Pa
                 weights[f"{prefix}{ours}/bias"] = _take(t, f"{h}{theirs}.bias", directory)
     layers.append(dict(norm, name="norm"))
     weights["norm/scale"] = _take(t, "norm.weight", directory)
-    head = t.pop("lm_head.weight", None)
-    if head is None:
-        if not get("tie_word_embeddings", False):
-            raise _refuse(directory, "model.safetensors has no tensor 'lm_head.weight'")
-        head = wte
-    layers.append({"type": "Dense", "name": "lm_head", "units": vocab, "use_bias": False})
-    weights["lm_head/kernel"] = np.ascontiguousarray(head.T)
+    _head(layers, weights, t, "embed_tokens", bool(get("tie_word_embeddings", False)), directory)
     return layers, weights, t, int(get("max_position_embeddings", 2048))
 
 
@@ -301,7 +312,10 @@ def convert(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     left = sorted(name for name in left if not _IGNORED.fullmatch(name))
     if left:
         raise _refuse(directory, f"tensors the conversion does not use: {', '.join(left[:10])}")
-    model = {"input_shape": [positions], "input_dtype": "int64", "layers": layers}
+    # a tied head makes the chain a graph of the same names (`<node>/<param>`)
+    graph = any("tie" in layer for layer in layers)
+    model = {"input_shape": [positions], "input_dtype": "int64"}
+    model["nodes" if graph else "layers"] = layers
     return model, weights
 
 

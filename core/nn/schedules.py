@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -79,6 +80,10 @@ class Schedule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     warmup_steps: NonNegativeInt = 0
+
+    metric_driven: ClassVar[bool] = False
+    """True when a validation metric drives the lr at epoch ends (`reduce_on_plateau`): the
+    backend must declare `Capabilities.lr_scale` (`Program.set_lr_scale`)."""
 
     run_length: ClassVar[bool] = False
     """True when the factor depends on the run's length (`total_steps`): a fit over a stream
@@ -177,6 +182,47 @@ class Exponential(Schedule):
         return xp.exp(math.log(self.end_ratio) * progress)
 
 
+class ReduceOnPlateau(Schedule):
+    """Keras's `ReduceLROnPlateau`: multiply the lr by `factor` when `monitor` has not improved
+    by `min_delta` for `patience` epochs, then wait `cooldown` epochs, never below `min_lr`.
+
+    Driven at each epoch end by the built-in callback `plugins/plateau.py` (its state, the
+    current multiplier included, is in the checkpoint); the backends apply the multiplier in
+    their steps (`Program.set_lr_scale`) on top of the warmup.
+    """
+
+    name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
+    monitor: str = Field("val_loss", description="metric to watch, e.g. `val_loss`")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="`min`/`max`: which way is better; `auto`: max for accuracies"
+    )
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+    reduce_by: float = Field(
+        0.1, gt=0.0, lt=1.0, alias="factor", description="multiplies the lr at a plateau"
+    )  # Keras's `factor`; the attribute name `factor` is the schedule's method
+    patience: NonNegativeInt = Field(10, description="epochs without improvement before reducing")
+    min_delta: NonNegativeFloat = Field(1e-4, description="smallest change that counts")
+    cooldown: NonNegativeInt = Field(0, description="epochs to wait after a reduction")
+    min_lr: NonNegativeFloat = Field(0.0, description="the lr never goes below this")
+
+    metric_driven = True
+
+    def better(self) -> str:
+        """`min` or `max`: the direction of improvement (`auto`: max for accuracies, as Keras)."""
+        if self.mode != "auto":
+            return self.mode
+        return "max" if "acc" in self.monitor else "min"
+
+    def _after_warmup(self, xp: Any, t: Any, steps: int) -> Any:
+        return xp.ones_like(t)
+
+
 BUILTIN_SCHEDULES: tuple[type[Schedule], ...] = (
     Constant,
     LinearWarmup,
@@ -184,6 +230,7 @@ BUILTIN_SCHEDULES: tuple[type[Schedule], ...] = (
     Cosine,
     LinearDecay,
     Exponential,
+    ReduceOnPlateau,
 )
 
 

@@ -39,6 +39,8 @@ class Capabilities:
     """Optimizer names the backend can train with; None: any registered optimizer (each is an
     array-API rule the backend runs in its own step)."""
     steps_per_execution: bool = False
+    lr_scale: bool = False
+    """`Program.set_lr_scale` exists: metric-driven schedules (`reduce_on_plateau`)."""
     accumulate_grad_batches: bool = False
     """`Program.accumulate_step` exists: several micro-batches per optimizer update."""
     compile: bool = False
@@ -89,6 +91,10 @@ class Capabilities:
             self.optimizers is None or spec.optimizer.name in self.optimizers,
             f"optimizer {spec.optimizer.name!r}",
             self.optimizers,
+        )
+        need(
+            spec.schedule is None or not spec.schedule.metric_driven or self.lr_scale,
+            f"schedule {spec.schedule.name if spec.schedule else None!r} (Program.set_lr_scale)",
         )
         need(
             t.steps_per_execution == 1 or self.steps_per_execution,

@@ -165,6 +165,12 @@ class Program(ABC):
             f"{type(self).__name__} declares accumulate_grad_batches but defines no accumulate_step"
         )
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiplies the learning rate of the following updates by `scale` (on top of the
+        schedule), called only if `Capabilities.lr_scale`: a metric-driven schedule
+        (`reduce_on_plateau`) sets it between epochs. Default: refuses."""
+        raise NotImplementedError(f"{type(self).__name__} declares lr_scale but defines none")
+
     def cache_data(self, x: np.ndarray, y: np.ndarray) -> Any:
         """Keeps a whole in-memory data set on the device and returns a handle, or None (the
         default) to be given numpy batches. With a handle, steps receive `(handle, rows)`."""

@@ -43,6 +43,7 @@ PROGRAM_OPTIONAL = (
     "world_size",
     "collective_state",
     "train_steps",
+    "set_lr_scale",
     "cache_data",
     "any_rank",
     "export",

@@ -64,6 +64,10 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
             plan(spec.model)
         except SpecError as err:
             issues.extend(err.issues)
+        else:
+            from crosstrain.nn.optimizers import group_issues
+
+            issues += [SpecIssue(p, m) for p, m in group_issues(spec.optimizer, spec.model)]
     issues += _function_issues(spec.loss, registry.losses, "loss")
     for index, metric in enumerate(spec.metrics):
         issues += _function_issues(metric, registry.metrics, f"metrics[{index}]")

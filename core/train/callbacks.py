@@ -92,7 +92,8 @@ class FitCallbacks:
 
 def last_update_lr(trainer: Any) -> float | None:
     """The learning rate the trainer's last optimizer update used, computed on the host as every
-    backend applies it (`optimizer.lr` × the schedule's factor over `trainer.schedule_steps`);
+    backend applies it (`optimizer.lr` × the schedule's factor over `trainer.schedule_steps` ×
+    `trainer.lr_scale`, a metric-driven schedule's multiplier);
     None before the first update. Skipped steps (`on_nan: skip`) are not updates."""
     from crosstrain.nn.optim import applied_lr
 
@@ -101,4 +102,4 @@ def last_update_lr(trainer: Any) -> float | None:
         return None
     spec = trainer.spec
     total = trainer.schedule_steps or trainer.total_steps
-    return applied_lr(spec.optimizer, spec.schedule, updates - 1, total)
+    return trainer.lr_scale * applied_lr(spec.optimizer, spec.schedule, updates - 1, total)

@@ -13,9 +13,10 @@ initial state of the next one, detached (no gradient flows into the previous bat
 states are non-trainable canonical parameters `<layer>/state_h`, `<layer>/state_c` of shape
 `(batch_size, units)` (crosstrain.nn.layers.recurrent), so the checkpoint holds them and a
 resume continues exactly. They are set to zeros at the start of each training epoch (not
-when a resume continues one) and of each evaluation or prediction pass; a validation inside
-an epoch (`val_check_interval`) leaves the training state as it found it. A shorter batch
-(an evaluation pass's last) uses the first rows of the state.
+when a resume continues one) and of each evaluation pass; a validation inside an epoch
+(`val_check_interval`) leaves the training state as it found it. A shorter batch (an
+evaluation pass's last) uses the first rows of the state. A prediction (`predict`,
+`generate`) is stateless: it starts from zeros and leaves the carried state alone.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ def _recurrent_layers(layers: Any) -> Iterator[Any]:
         yield from _recurrent_layers(layer.children())
 
 
+def _model_layers(model: Any) -> list[Any]:
+    """The layers of a chain (`layers:`) or of a graph's nodes (`nodes:`)."""
+    if model.layers is not None:
+        return list(model.layers)
+    return [node.layer for node in model.nodes or () if node.layer is not None]
+
+
 def attach(spec: Any) -> None:
     """Sets the state's batch size on every recurrent layer of a stateful spec (validation)."""
     if spec.trainer.stateful and spec.model is not None:
-        for layer in _recurrent_layers(spec.model.layers):
+        for layer in _recurrent_layers(_model_layers(spec.model)):
             layer.carry_state(spec.data.batch_size)
 
 
@@ -50,7 +58,7 @@ def spec_issues(spec: Any) -> list[tuple[str, str]]:
     if not mode:
         return []
     issues = []
-    if spec.model is not None and not any(_recurrent_layers(spec.model.layers)):
+    if spec.model is not None and not any(_recurrent_layers(_model_layers(spec.model))):
         issues.append(("trainer.stateful", "the model has no LSTM or GRU whose state to carry"))
     if spec.data.shuffle:
         issues.append(
@@ -132,6 +140,9 @@ def reset(trainer: Any, stage: str, first: int = 0) -> None:
         names = trainer._state_names = state_names(trainer.spec)
     if not names or (stage == "train" and first > 0):
         return
+    zero = getattr(trainer.program, "zero_params", None)  # a program's own, on its device
+    if zero is not None:
+        return zero(names)
     state = trainer.program.get_state()
     for name in names:
         state.params[name] = np.zeros_like(state.params[name])

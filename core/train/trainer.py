@@ -38,7 +38,8 @@ class Trainer:
     `epoch`, `global_step`, `batch_in_epoch`, `steps_per_epoch`, `total_steps`, `history`,
     `tokenizer` (text data's tokenizer record or None), `samples_seen` (training rows dispatched by this process), `run_length` (`RunLength`: the
     same value the backend's lr schedule was built with), `schedule_steps` (its length in
-    updates as the schedule uses it), `should_stop` (set it in `on_epoch_end` to end the
+    updates as the schedule uses it), `lr_scale` (the multiplier a metric-driven schedule set,
+    `Program.set_lr_scale`), `should_stop` (set it in `on_epoch_end` to end the
     fit after the epoch, or in `on_batch_end` to stop at that step), `interrupted` (`SIGINT` or
     `SIGTERM` once a signal asked to stop at the next step boundary) and `aborted` (a second
     signal interrupted a step: the state may be half-updated and is not saved), `any_rank`
@@ -79,6 +80,7 @@ class Trainer:
         self.any_rank = program.any_rank if program.world_size > 1 else None
         self.samples_seen = 0
         self.schedule_steps: int | None = None
+        self.lr_scale = 1.0
         self.run_length = RunLength(0, None)
         policy = spec.trainer.checkpoint
         self._saver = CheckpointSaver(policy is not None and policy.async_save, remote)
@@ -381,7 +383,6 @@ class Trainer:
             inputs = (x[i : i + size] for i in range(0, len(x), size))
         try:
             self.hook.on_epoch_start(trainer=self, stage="predict", epoch=self.epoch)
-            stateful.reset(self, "predict")
             outputs = [self.program.predict_step((chunk, None)) for chunk in inputs]
             self.hook.on_epoch_end(trainer=self, stage="predict", epoch=self.epoch, metrics={})
         except BaseException as exc:

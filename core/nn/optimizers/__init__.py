@@ -25,6 +25,7 @@ from .base import (
     reference_step,
     update_tree,
 )
+from .groups import ParamGroup, group_issues, param_kind, resolve_param_options
 from .lion import Lion
 from .rmsprop import RMSprop
 from .sgd import SGD
@@ -122,9 +123,13 @@ __all__ = [
     "AnyOptimizer",
     "Lion",
     "Optimizer",
+    "ParamGroup",
     "ParamOptions",
     "RMSprop",
     "clip_by_global_norm",
+    "group_issues",
+    "param_kind",
+    "resolve_param_options",
     "decoupled",
     "l2",
     "optimizer_name",

@@ -30,17 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
-
-class ParamOptions(NamedTuple):
-    """What may differ between parameters: a multiplier of the lr and the weight decay."""
-
-    lr_scale: float = 1.0
-    weight_decay: float | None = None
+from .groups import ParamGroup, ParamOptions
 
 
 class Optimizer(BaseModel):
@@ -56,6 +51,17 @@ class Optimizer(BaseModel):
     weight_decay: NonNegativeFloat = 0.0
     clip_norm: PositiveFloat | None = Field(
         None, description="clip the global gradient norm to this value"
+    )
+    param_groups: tuple[ParamGroup, ...] | None = Field(
+        None,
+        description="per-parameter lr_multiplier / weight_decay: [{match: REGEX | kind: "
+        "bias|norm|embedding|matrix, lr_multiplier, weight_decay}], the first matching group "
+        "wins; parameters in no group use the optimizer's lr and weight_decay",
+    )
+    decay: Literal["matrices_only"] | None = Field(
+        None,
+        description="matrices_only: weight decay only on parameters with ndim >= 2 (kernels and "
+        "embedding tables, as nanoGPT), none on biases and norms; default: every parameter",
     )
 
     slots: ClassVar[tuple[str, ...]] = ()
