@@ -27,10 +27,10 @@ from crosstrain.errors import (
 if TYPE_CHECKING:
     from crosstrain.api import build, evaluate, explain, fit, generate, lr_find, predict
     from crosstrain.checkpoint.format import CanonicalState
+    from crosstrain.checkpoint.pretrained import from_pretrained
     from crosstrain.data.batches import Batches
     from crosstrain.nn import layers, losses, metrics, optim, optimizers, schedules
     from crosstrain.nn.functional import Input
-    from crosstrain.nn.pretrained import from_pretrained
     from crosstrain.plugin.hookspecs import hookimpl, hookspec
     from crosstrain.plugin.protocol import Backend, Capabilities, Program, RunEnv
     from crosstrain.plugin.registry import (
@@ -56,7 +56,7 @@ _LAZY = {
     "layers": "nn.layers", "losses": "nn.losses", "metrics": "nn.metrics", "optim": "nn.optim",
     "build": "api", "evaluate": "api", "explain": "api", "fit": "api", "predict": "api",
     "lr_find": "api", "generate": "api", "end_worker": "train.workers",
-    "from_pretrained": "nn.pretrained",
+    "from_pretrained": "checkpoint.pretrained",
     "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
     "Module": "spec.module", "Input": "nn.functional", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",

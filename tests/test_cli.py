@@ -74,7 +74,9 @@ def test_schema_is_json_with_properties_and_every_layer(tmp_path):
     layer_refs = [choice["$ref"] for choice in schema["$defs"]["AnyLayer"]["oneOf"]]
     assert "#/$defs/Dense" in layer_refs and "#/$defs/Residual" in layer_refs
     layers = schema["$defs"]["ModelSpec"]["properties"]["layers"]
-    assert layers["items"] == {"$ref": "#/$defs/AnyLayer"}
+    assert {"items": {"$ref": "#/$defs/AnyLayer"}, "minItems": 1, "type": "array"} in layers[
+        "anyOf"
+    ]
     assert "fn" not in schema["$defs"]["FunctionSpec"]["properties"]
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints (crosstrain.nn.pretrained): a random GPT-2 and a random Llama built
+"""Hugging Face checkpoints (crosstrain.checkpoint.pretrained): a random GPT-2 and a random Llama built
 with transformers' own classes and `save_pretrained` into a temporary directory (nothing is
 downloaded) become crosstrain specs whose logits are transformers' on every backend, and
 whose AdamW steps give the losses of a plain torch loop on the transformers model.

@@ -1,5 +1,5 @@
 """`crosstrain import hf DIR [--output spec.yaml]`: a transformers GPT-2 or Llama directory as
-a crosstrain spec plus its weights in crosstrain's canonical names (crosstrain.nn.pretrained).
+a crosstrain spec plus its weights in crosstrain's canonical names (crosstrain.checkpoint.pretrained).
 
 With `--output spec.yaml` the converted weights go beside it as `spec.safetensors`; without,
 the spec is printed and the weights go into DIR as `crosstrain.safetensors`. The spec's
@@ -16,7 +16,7 @@ from crosstrain.plugin.command import Command
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from crosstrain.nn.pretrained import from_pretrained
+    from crosstrain.checkpoint.pretrained import from_pretrained
 
     output = Path(args.output) if args.output else None
     weights = output.with_suffix(".safetensors") if output is not None else None

@@ -75,7 +75,7 @@ def semantic_issues(spec: Spec) -> list[SpecIssue]:
         issues += _source_issues(spec)
     elif spec.data.options:
         issues.append(SpecIssue("data.options", "options given but no data.source"))
-    from crosstrain.train.stateful import spec_issues
+    from crosstrain.spec.stateful import spec_issues
 
     issues += [SpecIssue(path, message) for path, message in spec_issues(spec)]
     for index, item in enumerate(spec.trainer.loggers):

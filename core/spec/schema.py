@@ -106,7 +106,7 @@ class Spec(BaseModel):
     @model_validator(mode="after")
     def _carried_state(self) -> Spec:
         """`trainer.stateful`: the recurrent layers hold states of `data.batch_size` rows."""
-        from crosstrain.train.stateful import attach
+        from crosstrain.spec.stateful import attach
 
         attach(self)
         return self
