@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     stem = args.out or ROOT / "benchmarks" / "results" / f"gpt-{datetime.date.today()}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.gpt " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.gpt " + shlex.join(sys.argv[1:] if argv is None else argv)
     Path(f"{stem}.md").write_text(
         f"# GPT (~10M parameters): crosstrain vs nanoGPT-style native loops\n\n"
         f"`{command}`\n\n{text}"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from crosstrain.checkpoint.pretrained import from_pretrained
     from crosstrain.data.batches import Batches
     from crosstrain.nn import layers, losses, metrics, optim, optimizers, schedules
+    from crosstrain.nn.functional import Input
     from crosstrain.plugin.hookspecs import hookimpl, hookspec
     from crosstrain.plugin.protocol import Backend, Capabilities, Program, RunEnv
     from crosstrain.plugin.registry import (
@@ -57,7 +58,7 @@ _LAZY = {
     "lr_find": "api", "generate": "api", "end_worker": "train.workers",
     "from_pretrained": "checkpoint.pretrained",
     "Callback": "train.callbacks", "hookimpl": "plugin.hookspecs", "hookspec": "plugin.hookspecs",
-    "Module": "spec.module", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
+    "Module": "spec.module", "Input": "nn.functional", "Backend": "plugin.protocol", "Capabilities": "plugin.protocol",
     "Program": "plugin.protocol", "RunEnv": "plugin.protocol", "get_registry": "plugin.registry",
     "Spec": "spec.schema", "load_spec": "spec.schema", "CanonicalState": "checkpoint.format",
     "summary": "spec.summary", "ModelSummary": "spec.summary",
@@ -99,6 +100,7 @@ __all__ = [
     "CrosstrainError",
     "FitResult",
     "Logger",
+    "Input",
     "Module",
     "ModelSummary",
     "PluginError",

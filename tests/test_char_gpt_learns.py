@@ -82,6 +82,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], flo
     return spec, entropy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "jax", "keras:jax"])
 def test_char_gpt_beats_the_unigram_entropy(
     setup: tuple[dict[str, Any], float], backend: str, monkeypatch: pytest.MonkeyPatch

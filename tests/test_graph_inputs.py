@@ -82,3 +82,47 @@ def test_exports_refuse_several_inputs_in_one_line(tmp_path) -> None:
     program = ct.build(tabular_spec(), backend="torch")
     with pytest.raises(ct.UnsupportedFeature, match="graph with several inputs"):
         program.export(tmp_path / "model.pt2", "torch-program")
+
+
+class Tabular(ct.Module):
+    """The graph of `tabular_spec`, written as a Python `forward` (Keras functional style)."""
+
+    inputs = {"features": ct.Input((5,)), "category": ct.Input((), "int64")}
+
+    def forward(self, features, category):
+        layers = ct.layers
+        emb = layers.Embedding(4, 3, name="emb")(category)
+        x = layers.Concatenate(name="cat")([features, emb])
+        x = layers.Dense(16, activation="relu", name="hidden")(x)
+        return layers.Dense(2, name="head")(x)
+
+
+class Tied(ct.Module):
+    input_shape = (6,)
+
+    def forward(self, x):
+        tok, block = ct.layers.Embedding(11, 4), ct.layers.Dense(4, activation="tanh")
+        h = block(block(tok(x)))  # one layer called twice: the second node shares it
+        return ct.layers.Dense(11, use_bias=False)(ct.layers.LayerNorm()(h), tie=tok)
+
+
+def test_module_forward_builds_the_same_graph() -> None:
+    from crosstrain.nn.model import plan
+
+    def placed(model):
+        return [(n.name, n.inputs, n.layer, n.output_shape) for n in plan(model)]
+
+    assert placed(Tabular().to_spec().model) == placed(ct.load_spec(tabular_spec()).model)
+    nodes = Tied().to_spec().model.nodes
+    assert [(n.name, n.shares, n.tie) for n in nodes] == [
+        ("embedding_0", None, None),
+        ("dense_1", None, None),
+        ("dense_2", "dense_1", None),
+        ("layernorm_3", None, None),
+        ("dense_4", None, "embedding_0"),
+    ]
+    features, category, y = tabular_data(32)
+    result = ct.fit(Tabular(), backend="torch", data=((features, category), y), run_dir=False)
+    assert np.isfinite(result.metrics["train_loss"])
+    with pytest.raises(TypeError, match="inside Module.forward"):
+        ct.layers.Dense(2)(features)

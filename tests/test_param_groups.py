@@ -210,3 +210,41 @@ def test_torch_rule_path_groups_match_reference_step(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(optim, "NATIVE_FAST_PATHS", False)
     test_groups_match_reference_step("torch", "adamw")
+
+
+def _keras_torch_checks() -> bool:
+    for name in ("adamw", "sgd"):
+        test_groups_match_reference_step("keras:torch", name)
+    test_a_zero_lr_group_leaves_its_parameters_unchanged("keras:torch")
+    return True
+
+
+def test_keras_torch_engine_steps_aside_from_its_foreach_path() -> None:
+    """Keras's torch engine (its own process: one engine per process) runs the per-variable
+    rule with the groups instead of its foreach kernels."""
+    pytest.importorskip("torch")
+    from conftest import call_in_fresh_python
+
+    assert call_in_fresh_python("test_param_groups", "_keras_torch_checks") is True
+
+
+def test_torch_groups_state_round_trips_into_a_fresh_program() -> None:
+    """The optimizer state of torch.optim parameter groups moves to a new program and on."""
+    pytest.importorskip("torch")
+    groups = [{"kind": "bias", "lr_multiplier": 2.0, "weight_decay": 0.0}]
+    spec = ct.load_spec(_spec(param_groups=groups))
+    x, y = _data()
+    first = ct.build(spec, backend="torch")
+    torch_optimizer = first.optimizer
+    assert type(torch_optimizer).__name__ == "AdamW", type(torch_optimizer)  # the fast path
+    assert [g["lr_scale"] for g in torch_optimizer.param_groups] == [1.0, 2.0]
+    first.train_step((x[:8], y[:8]))
+    second = ct.build(spec, backend="torch")
+    second.set_state(first.get_state())
+    first.train_step((x[8:16], y[8:16]))
+    second.train_step((x[8:16], y[8:16]))
+    a, b = first.get_state(), second.get_state()
+    for name, value in a.params.items():
+        np.testing.assert_array_equal(b.params[name], value, err_msg=name)
+    for name, value in a.optimizer.items():
+        np.testing.assert_array_equal(b.optimizer[name], value, err_msg=name)

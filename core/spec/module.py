@@ -26,12 +26,36 @@ class Module:
 
     input_shape: tuple[int, ...] = ()
     input_dtype: str | None = None
+    inputs: dict[str, Any] | None = None
+    """Named inputs (`crosstrain.Input(shape, dtype)`) of a `forward` graph; default: one
+    input, `input`, of `input_shape`."""
     name: str | None = None
     seed: int = 0
 
     def layers(self) -> list[Any]:
         """The layers, as `crosstrain.nn.layers` objects or `{type: ...}` mappings."""
         raise NotImplementedError(f"{type(self).__name__} must define layers()")
+
+    def forward(self, *inputs: Any) -> Any:
+        """Instead of `layers`: a graph, Keras functional style. Called once by `to_spec` with
+        one symbol per model input; layers called on symbols become nodes (a layer object called
+        twice shares its parameters; `Dense(n)(x, tie=embedding)`); returns the output symbol.
+        """
+        raise NotImplementedError
+
+    def _model(self) -> dict[str, Any]:
+        if type(self).forward is Module.forward:
+            model: dict[str, Any] = {"input_shape": list(self.input_shape), "layers": self.layers()}
+        else:
+            from crosstrain.nn.functional import Input, trace
+
+            inputs = self.inputs or {
+                "input": Input(tuple(self.input_shape), self.input_dtype or "float32")
+            }
+            model = trace(inputs, self.forward)
+        if self.input_dtype and self.inputs is None and "layers" in model:
+            model["input_dtype"] = self.input_dtype
+        return model
 
     def loss(self, xp: Any, outputs: Any, targets: Any) -> Any:
         """Array-API loss (any math that runs on every backend); default cross-entropy."""
@@ -55,9 +79,7 @@ class Module:
         return {}
 
     def to_spec(self) -> Spec:
-        model: dict[str, Any] = {"input_shape": list(self.input_shape), "layers": self.layers()}
-        if self.input_dtype:
-            model["input_dtype"] = self.input_dtype
+        model = self._model()
         overridden = type(self).loss is not Module.loss
         data: dict[str, Any] = {
             "name": self.name or type(self).__name__,

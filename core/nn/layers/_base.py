@@ -108,6 +108,20 @@ class Layer(BaseModel):
         options.update(zip(self.positional, args, strict=False))
         super().__init__(**options)
 
+    def __call__(self, inputs: Any, *, tie: Layer | None = None) -> Any:
+        """In a `Module.forward`: this layer as a graph node on symbolic inputs (a symbol, or a
+        list of them for a merge layer), see `crosstrain.nn.functional`; `tie`: a Dense
+        projecting with that Embedding layer's table."""
+        from crosstrain.nn.functional import Symbol
+
+        first = inputs[0] if isinstance(inputs, (list, tuple)) and inputs else inputs
+        if not isinstance(first, Symbol):
+            raise TypeError(
+                f"{self.type}(...) is called on the outputs of layers or model inputs inside "
+                "Module.forward; for arrays use forward(xp, params, x)"
+            )
+        return first.tracer.call(self, inputs, tie)
+
     def output_shape(self, input_shape: Shape) -> Shape:
         """The per-sample output shape for a per-sample input shape; raises ValueError if invalid."""
         return input_shape

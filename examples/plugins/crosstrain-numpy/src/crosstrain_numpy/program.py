@@ -15,6 +15,7 @@ import numpy as np
 from crosstrain.checkpoint.format import CanonicalState, check_compatible
 from crosstrain.nn.model import init_params, param_specs, plan
 from crosstrain.nn.optim import reference_step, schedule_length, slot_names
+from crosstrain.nn.optimizers import resolve_param_options
 from crosstrain.plugin.protocol import Program, RunEnv, predict_inputs
 from crosstrain.spec.resolve import metric_functions, resolve_function
 from crosstrain.spec.schema import Spec
@@ -70,7 +71,10 @@ class NumpyProgram(Program):
             grad = layer.backward(self.params, grad, grads)
         opt, schedule = self.spec.optimizer, self.spec.schedule
         lr = opt.lr * (schedule.factor(self.step, self.total_steps) if schedule else 1.0)
-        updated, self.slots = reference_step(opt, self.params, grads, self.slots, self.step, lr)
+        groups = resolve_param_options(opt, self.spec.model)  # optimizer.param_groups
+        updated, self.slots = reference_step(
+            opt, self.params, grads, self.slots, self.step, lr, overrides=groups
+        )
         self.params.update(updated)
         self.step += 1
         return values
