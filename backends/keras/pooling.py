@@ -10,15 +10,9 @@ from crosstrain.nn.model import LayerNode
 
 
 def pool_1d(builder: Any, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
-    """The 2-D pool on `(length, 1, channels)`, as torch and jax build it: Keras's torch engine
-    counts padded cells in a `same` AveragePooling1D (its 2-D pool does not)."""
-    flat = node.layer.as_2d()
-    name, (length, channels) = options["name"], node.input_shape
-    cls = keras.layers.MaxPooling2D if flat.type == "MaxPool2D" else keras.layers.AveragePooling2D
-    x = keras.layers.Reshape((length, 1, channels), name=f"{name}__2d", dtype=builder.dtype)(x)
-    y = cls(flat.pool_size, strides=flat.strides, padding=flat.padding, **options)(x)
-    out = node.layer.output_shape(node.input_shape)
-    return keras.layers.Reshape(out, name=f"{name}__1d", dtype=builder.dtype)(y)
+    layer = node.layer
+    cls = keras.layers.MaxPooling1D if layer.type == "MaxPool1D" else keras.layers.AveragePooling1D
+    return cls(layer.pool_size, strides=layer.strides, padding=layer.padding, **options)(x)
 
 
 def global_max_pool(builder: Any, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
