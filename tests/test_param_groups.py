@@ -11,7 +11,7 @@ from crosstrain.errors import SpecError
 from crosstrain.nn.model import init_params, param_specs
 from crosstrain.nn.optimizers import ParamOptions, reference_step, resolve_param_options
 
-BACKENDS = ["torch", "jax", "keras:jax"]
+BACKENDS = ["torch", "jax", "keras"]  # keras: the engine of this process (tensorflow by default)
 
 
 def _model() -> dict:

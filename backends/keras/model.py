@@ -174,7 +174,11 @@ def dense(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -
 
 def conv(builder: _Builder, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
     layer = node.layer
-    cls = keras.layers.Conv2D if layer.type == "Conv2D" else keras.layers.Conv1D
+    cls = {
+        "Conv1D": keras.layers.Conv1D,
+        "Conv2D": keras.layers.Conv2D,
+        "Conv2DTranspose": keras.layers.Conv2DTranspose,
+    }[layer.type]
     native = cls(
         layer.filters,
         layer.kernel_size,

@@ -51,7 +51,7 @@ LAYER_BUILDERS: dict[str, str] = {
     "AvgPool1D": "pooling.pool_1d",
     "GlobalMaxPool": "pooling.global_max_pool",
     "UpSampling2D": "pooling.upsampling",
-    "Conv2DTranspose": "pooling.conv_transpose",
+    "Conv2DTranspose": "conv",
 }
 """The Keras backend's layer table: layer type → its builder function in `model.py`
 (`module.function`: in that module of this package).

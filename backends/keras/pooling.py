@@ -1,5 +1,5 @@
-"""Keras builders of MaxPool1D/AvgPool1D, GlobalMaxPool and the upsampling layers UpSampling2D
-and Conv2DTranspose: stock Keras layers."""
+"""Keras builders of MaxPool1D/AvgPool1D, GlobalMaxPool and UpSampling2D: stock Keras layers
+(Conv2DTranspose is built with the convolutions in `model.py`)."""
 
 from __future__ import annotations
 
@@ -28,17 +28,3 @@ def global_max_pool(builder: Any, node: LayerNode, x: Any, options: dict[str, An
 
 def upsampling(builder: Any, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
     return keras.layers.UpSampling2D(node.layer.size, interpolation="nearest", **options)(x)
-
-
-def conv_transpose(builder: Any, node: LayerNode, x: Any, options: dict[str, Any]) -> Any:
-    layer = node.layer
-    native = keras.layers.Conv2DTranspose(
-        layer.filters,
-        layer.kernel_size,
-        strides=layer.strides,
-        padding=layer.padding,
-        activation=layer.activation,
-        use_bias=layer.use_bias,
-        **options,
-    )
-    return builder.apply(node, native, x)

@@ -25,6 +25,14 @@ def main(argv: Sequence[str]) -> int:
         run(get_args_parser().parse_args(list(argv)))
     except ChildFailedError as err:
         _, failure = err.get_first_failure()
+        from crosstrain.train.workers import killed_line
+
+        killed = [  # by a signal other than the agent's own SIGTERM to the survivors
+            (rank, f) for rank, f in sorted(err.failures.items()) if f.exitcode < 0
+        ]
+        killed = [item for item in killed if item[1].exitcode != -15] or killed
+        for rank, dead in killed[:1]:  # the worker could not say why itself
+            print(killed_line(rank, dead.pid, -dead.exitcode), file=sys.stderr)
         return failure.exitcode if 0 < failure.exitcode < 256 else 1
     return 0
 

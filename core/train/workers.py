@@ -167,6 +167,8 @@ def _wait(workers: list[subprocess.Popen[bytes]]) -> int:
             status = worker.poll()
             if status not in (None, 0) and not failed:
                 failed = status if 0 < status < 256 else 1
+                if status < 0:  # a signal: the worker could not say why itself
+                    print(killed_line(workers.index(worker), worker.pid, -status), file=sys.stderr)
                 deadline = time.monotonic() + GRACE_SECONDS
                 for other in workers:
                     if other.poll() is None:
@@ -179,6 +181,18 @@ def _wait(workers: list[subprocess.Popen[bytes]]) -> int:
         return failed
     status = next((w.returncode for w in workers if w.returncode), 0)  # all ended at once
     return status if 0 <= status < 256 else 1
+
+
+def killed_line(rank: int, pid: int, signum: int) -> str:
+    """The launcher's one line for a worker a signal ended (SIGKILL, the OOM killer, ...)."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return (
+        f"error: worker {rank} (pid {pid}) was killed by {name}; the other workers were "
+        "stopped (resume from the last checkpoint with --resume latest)"
+    )
 
 
 def end_worker(status: int = 0) -> NoReturn:

@@ -69,7 +69,7 @@ def test_capabilities_are_declared() -> None:
     caps = KerasBackend().capabilities()
     assert {"Dense", "Conv2D", "MultiHeadSelfAttention", "Residual", "BatchNorm"} <= caps.layers
     assert caps.precisions == {"32", "16-mixed", "bf16-mixed"}
-    assert caps.optimizers == {"sgd", "adam", "adamw", "rmsprop"}
+    assert caps.optimizers is None  # any registered optimizer: each is written once
     assert "data_parallel" in caps.strategies and caps.steps_per_execution
 
 
